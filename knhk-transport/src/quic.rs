@@ -1,0 +1,651 @@
+//! [`QuicTransport`]: QUIC over quinn with mutual TLS pinned to ed25519 identities.
+//!
+//! Each node presents a self-signed certificate made from its own ed25519 key. A dialer
+//! names the peer it expects by the peer's [`AgentId`] (as the TLS server name) and
+//! refuses any other key; an acceptor requires a client certificate and admits the key
+//! only if its [`PeerAuthorizer`] does (by default: registered peers). No CA is involved.
+//!
+//! After the handshake the acceptor sends a one-frame *welcome* on its first
+//! unidirectional stream. In TLS 1.3 a client finishes its handshake before the server
+//! has checked the client certificate, so the dialer waits for the welcome before it
+//! treats the connection as usable: a refused client sees
+//! [`TransportError::HandshakeRejected`] from its first `send`, never a silent loss.
+//!
+//! Frames: one unidirectional stream per [`Transport::send`] (the stream end delimits
+//! the frame), one bidirectional stream per [`Transport::request`]. The pool keeps one
+//! connection per peer, reuses connections the peer opened to us, and re-dials once
+//! when a pooled connection turns out to be dead.
+
+mod identity;
+mod verify;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use ed25519_dalek::SigningKey;
+use knhk_types::{AgentId, DEFAULT_MAX_FRAME_BYTES};
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use quinn::{ConnectionError, ReadError, ReadToEndError, VarInt};
+use tokio::sync::{Mutex, mpsc};
+use tokio::task::JoinHandle;
+
+pub use verify::{AllowAnyPeer, PeerAuthorizer};
+
+use crate::error::TransportError;
+use crate::transport::{Counters, Inbound, Responder, ResponderInner, Transport, TransportStats, check_frame_len};
+use crate::PeerRegistry;
+use identity::{ALPN, agent_id_from_certificate, self_signed_identity, server_name_for};
+use verify::{AuthorizedClientVerifier, PinnedServerVerifier};
+
+/// Stream error code: the frame exceeded the receiver's maximum.
+const FRAME_TOO_LARGE: VarInt = VarInt::from_u32(0x4b01);
+/// Stream error code: the request was dropped without a response.
+const NO_RESPONSE: VarInt = VarInt::from_u32(0x4b02);
+/// First frame an acceptor sends: proof that it accepted our certificate.
+const WELCOME: &[u8] = b"knhk-mesh welcome v1";
+
+/// Who may open inbound connections.
+#[derive(Clone, Debug, Default)]
+pub enum InboundPolicy {
+    /// Only peers in the registry (the default: membership is explicit).
+    #[default]
+    RegisteredPeers,
+    /// Any peer that proves possession of an ed25519 key (seeds, open meshes).
+    AnyAuthenticatedPeer,
+    /// A custom rule.
+    Custom(Arc<dyn PeerAuthorizer>),
+}
+
+/// Settings of a [`QuicTransport`]. `Default` binds an ephemeral loopback port.
+#[derive(Clone, Debug)]
+pub struct QuicConfig {
+    /// Local UDP address. Default `127.0.0.1:0` (an ephemeral port).
+    pub bind_addr: SocketAddr,
+    /// Largest frame sent or accepted. Default [`DEFAULT_MAX_FRAME_BYTES`] (1 MiB).
+    pub max_frame_bytes: usize,
+    /// Handshake deadline, including the welcome. Default 5 s.
+    pub connect_timeout: Duration,
+    /// A connection with no traffic for this long is closed. Default 30 s.
+    pub idle_timeout: Duration,
+    /// Keep-alive ping interval (must be below `idle_timeout`). Default 10 s.
+    pub keep_alive_interval: Duration,
+    /// Deadline for one `send`, including any dial. Default 10 s.
+    pub send_timeout: Duration,
+    /// Deadline for one `request`, including any dial. Default 10 s.
+    pub request_timeout: Duration,
+    /// Concurrent inbound unidirectional streams per connection (sends beyond it wait).
+    /// Default 256.
+    pub max_concurrent_uni_streams: u32,
+    /// Concurrent inbound bidirectional streams (requests) per connection. Default 64.
+    pub max_concurrent_bidi_streams: u32,
+    /// Frames queued for [`Transport::recv`] before the network is back-pressured.
+    /// Default 4,096.
+    pub inbound_queue: usize,
+    /// Who may connect to us.
+    pub inbound_policy: InboundPolicy,
+}
+
+impl Default for QuicConfig {
+    fn default() -> Self {
+        Self {
+            bind_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            connect_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(30),
+            keep_alive_interval: Duration::from_secs(10),
+            send_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(10),
+            max_concurrent_uni_streams: 256,
+            max_concurrent_bidi_streams: 64,
+            inbound_queue: 4_096,
+            inbound_policy: InboundPolicy::default(),
+        }
+    }
+}
+
+/// A QUIC endpoint that both dials and accepts, with a pool of one connection per peer.
+///
+/// Addresses come from the shared [`PeerRegistry`]: `send(to, ..)` dials the address
+/// registered for `to` and accepts only `to`'s key. Must be created inside a tokio
+/// runtime. Dropping it closes the endpoint.
+#[derive(Debug)]
+pub struct QuicTransport {
+    shared: Arc<Shared>,
+    inbox: Mutex<mpsc::Receiver<Inbound>>,
+    accept_task: JoinHandle<()>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    local_id: AgentId,
+    endpoint: quinn::Endpoint,
+    client_config: quinn::ClientConfig,
+    registry: Arc<PeerRegistry>,
+    config: QuicConfig,
+    pool: DashMap<AgentId, Arc<Mutex<Option<quinn::Connection>>>>,
+    counters: Counters,
+    /// Cloned into every connection task; taken out by `close`, so that `recv` reports
+    /// `Closed` once those tasks end.
+    inbound_tx: std::sync::Mutex<Option<mpsc::Sender<Inbound>>>,
+}
+
+impl QuicTransport {
+    /// Binds a UDP socket and starts accepting connections.
+    ///
+    /// Errors: [`TransportError::Setup`] if the key cannot be turned into a certificate,
+    /// the TLS or QUIC configuration is invalid (for example `keep_alive_interval` not
+    /// below `idle_timeout`), or the address cannot be bound.
+    pub fn bind(key: &SigningKey, registry: Arc<PeerRegistry>, config: QuicConfig) -> Result<Self, TransportError> {
+        let local_id = AgentId::from_verifying_key(&key.verifying_key());
+        if registry.self_id() != local_id {
+            return Err(TransportError::Setup(format!(
+                "registry belongs to {:?}, key to {local_id:?}",
+                registry.self_id()
+            )));
+        }
+        let authorizer: Arc<dyn PeerAuthorizer> = match &config.inbound_policy {
+            InboundPolicy::RegisteredPeers => registry.clone(),
+            InboundPolicy::AnyAuthenticatedPeer => Arc::new(AllowAnyPeer),
+            InboundPolicy::Custom(custom) => custom.clone(),
+        };
+        let (server_config, client_config) = quic_configs(key, authorizer, &config)?;
+        let endpoint = quinn::Endpoint::server(server_config, config.bind_addr)
+            .map_err(|e| TransportError::Setup(format!("binding {}: {e}", config.bind_addr)))?;
+        let (inbound_tx, inbound_rx) = mpsc::channel(config.inbound_queue.max(1));
+        let shared = Arc::new(Shared {
+            local_id,
+            endpoint,
+            client_config,
+            registry,
+            config,
+            pool: DashMap::new(),
+            counters: Counters::default(),
+            inbound_tx: std::sync::Mutex::new(Some(inbound_tx)),
+        });
+        let accept_task = tokio::spawn(accept_loop(shared.clone()));
+        Ok(Self {
+            shared,
+            inbox: Mutex::new(inbound_rx),
+            accept_task,
+        })
+    }
+
+    /// The bound UDP address (with the real port if `0` was asked for).
+    ///
+    /// Errors: [`TransportError::Setup`] if the socket cannot report its address.
+    pub fn local_addr(&self) -> Result<SocketAddr, TransportError> {
+        self.shared
+            .endpoint
+            .local_addr()
+            .map_err(|e| TransportError::Setup(format!("reading local address: {e}")))
+    }
+
+    /// The registry this transport resolves and authorizes peers with.
+    pub fn registry(&self) -> &Arc<PeerRegistry> {
+        &self.shared.registry
+    }
+
+    /// Number of live pooled connections (at most one per peer).
+    pub fn pooled_connections(&self) -> usize {
+        self.shared
+            .pool
+            .iter()
+            .filter(|slot| {
+                slot.value()
+                    .try_lock()
+                    .map(|conn| conn.as_ref().is_some_and(|c| c.close_reason().is_none()))
+                    .unwrap_or(true)
+            })
+            .count()
+    }
+}
+
+impl Transport for QuicTransport {
+    fn local_id(&self) -> AgentId {
+        self.shared.local_id
+    }
+
+    fn max_frame_bytes(&self) -> usize {
+        self.shared.config.max_frame_bytes
+    }
+
+    async fn send(&self, to: AgentId, frame: Bytes) -> Result<(), TransportError> {
+        let shared = &self.shared;
+        check_frame_len(frame.len(), shared.config.max_frame_bytes).inspect_err(|_| {
+            Counters::bump(&shared.counters.frames_rejected_too_large);
+        })?;
+        let after = shared.config.send_timeout;
+        let attempt = shared.with_connection(to, |conn| {
+            let frame = frame.clone();
+            async move {
+                let mut stream = conn.open_uni().await.map_err(|e| e.to_string())?;
+                stream.write_all(&frame).await.map_err(|e| e.to_string())?;
+                stream.finish().map_err(|e| e.to_string())
+            }
+        });
+        match tokio::time::timeout(after, attempt).await {
+            Ok(result) => result.inspect(|()| shared.counters.sent(frame.len())),
+            Err(_) => Err(TransportError::Timeout {
+                peer: to,
+                operation: "send",
+                after,
+            }),
+        }
+    }
+
+    async fn request(&self, to: AgentId, frame: Bytes) -> Result<Bytes, TransportError> {
+        let shared = &self.shared;
+        let max = shared.config.max_frame_bytes;
+        check_frame_len(frame.len(), max)?;
+        let after = shared.config.request_timeout;
+        let attempt = async {
+            let (mut send, mut recv) = shared
+                .with_connection(to, |conn| async move { conn.open_bi().await.map_err(|e| e.to_string()) })
+                .await?;
+            let lost = |reason: String| TransportError::ConnectionLost { peer: to, reason };
+            send.write_all(&frame).await.map_err(|e| lost(e.to_string()))?;
+            send.finish().map_err(|e| lost(e.to_string()))?;
+            shared.counters.sent(frame.len());
+            let response = recv.read_to_end(max).await.map_err(|e| match e {
+                ReadToEndError::TooLong => TransportError::FrameTooLarge { len: max + 1, max },
+                ReadToEndError::Read(ReadError::Reset(code)) if code == FRAME_TOO_LARGE => {
+                    TransportError::FrameTooLarge { len: frame.len(), max }
+                }
+                ReadToEndError::Read(ReadError::Reset(code)) if code == NO_RESPONSE => TransportError::NoResponse(to),
+                other => lost(other.to_string()),
+            })?;
+            shared.counters.received(response.len());
+            Ok(Bytes::from(response))
+        };
+        tokio::time::timeout(after, attempt)
+            .await
+            .unwrap_or(Err(TransportError::Timeout {
+                peer: to,
+                operation: "request",
+                after,
+            }))
+    }
+
+    async fn recv(&self) -> Result<Inbound, TransportError> {
+        self.inbox.lock().await.recv().await.ok_or(TransportError::Closed)
+    }
+
+    async fn close(&self) {
+        self.accept_task.abort();
+        self.shared.inbound_tx.lock().unwrap_or_else(PoisonError::into_inner).take();
+        self.shared.endpoint.close(VarInt::from_u32(0), b"shutdown");
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.shared.endpoint.wait_idle()).await;
+        self.shared.pool.clear();
+    }
+
+    fn stats(&self) -> TransportStats {
+        self.shared.counters.snapshot()
+    }
+}
+
+impl Drop for QuicTransport {
+    fn drop(&mut self) {
+        self.accept_task.abort();
+        self.shared.endpoint.close(VarInt::from_u32(0), b"dropped");
+    }
+}
+
+impl Shared {
+    /// Runs `op` on the pooled connection to `peer`, dialing if needed. If `op` fails
+    /// on a connection that was already pooled (it may have died quietly), the
+    /// connection is evicted and `op` is retried once on a fresh one.
+    async fn with_connection<T, F, Fut>(self: &Arc<Self>, peer: AgentId, op: F) -> Result<T, TransportError>
+    where
+        F: Fn(quinn::Connection) -> Fut,
+        Fut: std::future::Future<Output = Result<T, String>>,
+    {
+        let (conn, fresh) = self.connection_to(peer).await?;
+        match op(conn.clone()).await {
+            Ok(value) => Ok(value),
+            Err(_) if !fresh => {
+                self.evict(peer, &conn).await;
+                let (conn, _) = self.connection_to(peer).await?;
+                op(conn).await.map_err(|reason| TransportError::ConnectionLost { peer, reason })
+            }
+            Err(reason) => Err(TransportError::ConnectionLost { peer, reason }),
+        }
+    }
+
+    /// The pooled connection to `peer`, and whether it was dialed just now.
+    async fn connection_to(self: &Arc<Self>, peer: AgentId) -> Result<(quinn::Connection, bool), TransportError> {
+        let slot = match self.pool.get(&peer) {
+            Some(slot) => slot.clone(),
+            None => self.pool.entry(peer).or_default().clone(),
+        };
+        let mut pooled = slot.lock().await;
+        if let Some(conn) = pooled.as_ref().filter(|conn| conn.close_reason().is_none()) {
+            return Ok((conn.clone(), false));
+        }
+        let conn = self.dial(peer).await?;
+        *pooled = Some(conn.clone());
+        drop(pooled);
+        tokio::spawn(serve_connection(self.clone(), conn.clone(), peer));
+        Ok((conn, true))
+    }
+
+    async fn evict(&self, peer: AgentId, dead: &quinn::Connection) {
+        if let Some(slot) = self.pool.get(&peer).map(|slot| slot.clone()) {
+            let mut pooled = slot.lock().await;
+            if pooled.as_ref().is_some_and(|conn| conn.stable_id() == dead.stable_id()) {
+                *pooled = None;
+            }
+        }
+    }
+
+    /// Connects to `peer` at its registered address and waits for its welcome.
+    async fn dial(&self, peer: AgentId) -> Result<quinn::Connection, TransportError> {
+        let info = self.registry.lookup(&peer).ok_or(TransportError::UnknownPeer(peer))?;
+        let unreachable = |reason: String| TransportError::Unreachable {
+            peer,
+            addr: Some(info.addr),
+            reason,
+        };
+        let connecting = self
+            .endpoint
+            .connect_with(self.client_config.clone(), info.addr, &server_name_for(&peer))
+            .map_err(|e| unreachable(e.to_string()))?;
+        let after = self.config.connect_timeout;
+        let handshake = async {
+            let conn = connecting.await.map_err(DialFailure::Connection)?;
+            let mut welcome = conn.accept_uni().await.map_err(DialFailure::Connection)?;
+            let greeting = welcome.read_to_end(WELCOME.len()).await.map_err(|e| match e {
+                ReadToEndError::Read(ReadError::ConnectionLost(lost)) => DialFailure::Connection(lost),
+                other => DialFailure::Protocol(format!("reading welcome: {other}")),
+            })?;
+            if greeting != WELCOME {
+                return Err(DialFailure::Protocol("peer did not send the knhk welcome".into()));
+            }
+            Ok(conn)
+        };
+        let result = tokio::time::timeout(after, handshake).await.map_err(|_| TransportError::Timeout {
+            peer,
+            operation: "connect",
+            after,
+        })?;
+        match result {
+            Ok(conn) => {
+                Counters::bump(&self.counters.connections_dialed);
+                tracing::debug!(peer = %peer.short(), addr = %info.addr, "connected");
+                Ok(conn)
+            }
+            Err(DialFailure::Connection(error)) if is_handshake_rejection(&error) => {
+                Counters::bump(&self.counters.handshakes_rejected);
+                tracing::warn!(peer = %peer.short(), addr = %info.addr, %error, "handshake rejected");
+                Err(TransportError::HandshakeRejected {
+                    peer,
+                    reason: error.to_string(),
+                })
+            }
+            Err(DialFailure::Connection(error)) => Err(unreachable(error.to_string())),
+            Err(DialFailure::Protocol(reason)) => Err(unreachable(reason)),
+        }
+    }
+
+    fn inbound_sender(&self) -> Option<mpsc::Sender<Inbound>> {
+        self.inbound_tx.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Puts an accepted connection in the pool unless a live one is already there (or
+    /// being dialed): both sides then send over the connection the first one opened.
+    fn adopt(&self, peer: AgentId, conn: &quinn::Connection) {
+        let slot = self.pool.entry(peer).or_default().clone();
+        if let Ok(mut pooled) = slot.try_lock() {
+            if pooled.as_ref().is_none_or(|c| c.close_reason().is_some()) {
+                *pooled = Some(conn.clone());
+            }
+        }
+    }
+
+    /// Forgets `conn` if it is the pooled connection to `peer` (it has closed).
+    fn forget(&self, peer: AgentId, conn: &quinn::Connection) {
+        let Some(slot) = self.pool.get(&peer).map(|slot| slot.clone()) else {
+            return;
+        };
+        if let Ok(mut pooled) = slot.try_lock() {
+            if pooled.as_ref().is_some_and(|c| c.stable_id() == conn.stable_id()) {
+                *pooled = None;
+            }
+        }
+    }
+}
+
+enum DialFailure {
+    Connection(ConnectionError),
+    Protocol(String),
+}
+
+/// True if the connection failed in TLS (QUIC crypto error codes 0x100–0x1ff), raised
+/// by either side: a wrong key, a missing certificate, or an unauthorized peer.
+fn is_handshake_rejection(error: &ConnectionError) -> bool {
+    let is_crypto = |code: quinn::TransportErrorCode| (0x100..0x200).contains(&u64::from(code));
+    match error {
+        ConnectionError::TransportError(error) => is_crypto(error.code),
+        ConnectionError::ConnectionClosed(close) => is_crypto(close.error_code),
+        _ => false,
+    }
+}
+
+/// Accepts connections until the endpoint closes; each gets its own task.
+async fn accept_loop(shared: Arc<Shared>) {
+    while let Some(incoming) = shared.endpoint.accept().await {
+        tokio::spawn(accept_one(shared.clone(), incoming));
+    }
+}
+
+async fn accept_one(shared: Arc<Shared>, incoming: quinn::Incoming) {
+    let remote = incoming.remote_address();
+    let conn = match tokio::time::timeout(shared.config.connect_timeout, incoming).await {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(error)) => {
+            if is_handshake_rejection(&error) {
+                Counters::bump(&shared.counters.handshakes_rejected);
+            }
+            tracing::warn!(%remote, %error, "inbound handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::warn!(%remote, "inbound handshake timed out");
+            return;
+        }
+    };
+    let Some(peer) = peer_id_of(&conn) else {
+        conn.close(VarInt::from_u32(1), b"no ed25519 certificate");
+        return;
+    };
+    let welcomed = async {
+        let mut stream = conn.open_uni().await.ok()?;
+        stream.write_all(WELCOME).await.ok()?;
+        stream.finish().ok()
+    };
+    if welcomed.await.is_none() {
+        return;
+    }
+    Counters::bump(&shared.counters.connections_accepted);
+    tracing::debug!(peer = %peer.short(), %remote, "accepted");
+    shared.adopt(peer, &conn);
+    serve_connection(shared.clone(), conn, peer).await;
+}
+
+/// The identity proven by the peer's certificate in a finished handshake.
+fn peer_id_of(conn: &quinn::Connection) -> Option<AgentId> {
+    let identity = conn.peer_identity()?;
+    let certs = identity
+        .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+        .ok()?;
+    agent_id_from_certificate(certs.first()?).ok()
+}
+
+/// Reads every stream the peer opens on `conn` until the connection closes.
+async fn serve_connection(shared: Arc<Shared>, conn: quinn::Connection, peer: AgentId) {
+    let Some(inbound) = shared.inbound_sender() else {
+        return;
+    };
+    loop {
+        tokio::select! {
+            stream = conn.accept_uni() => match stream {
+                Ok(recv) => { tokio::spawn(read_frame(shared.clone(), peer, recv, inbound.clone())); }
+                Err(_) => break,
+            },
+            stream = conn.accept_bi() => match stream {
+                Ok((send, recv)) => { tokio::spawn(read_request(shared.clone(), peer, send, recv, inbound.clone())); }
+                Err(_) => break,
+            },
+        }
+    }
+    shared.forget(peer, &conn);
+}
+
+/// Reads one stream to its end, refusing it if it grows past the maximum frame size.
+async fn read_stream(shared: &Shared, peer: AgentId, recv: &mut quinn::RecvStream) -> Option<Vec<u8>> {
+    let max = shared.config.max_frame_bytes;
+    match recv.read_to_end(max).await {
+        Ok(frame) => {
+            shared.counters.received(frame.len());
+            Some(frame)
+        }
+        Err(ReadToEndError::TooLong) => {
+            Counters::bump(&shared.counters.frames_rejected_too_large);
+            tracing::warn!(peer = %peer.short(), max, "refused oversized frame");
+            let _ = recv.stop(FRAME_TOO_LARGE);
+            None
+        }
+        Err(error) => {
+            tracing::debug!(peer = %peer.short(), %error, "stream failed");
+            None
+        }
+    }
+}
+
+async fn read_frame(shared: Arc<Shared>, peer: AgentId, mut recv: quinn::RecvStream, inbound: mpsc::Sender<Inbound>) {
+    if let Some(frame) = read_stream(&shared, peer, &mut recv).await {
+        let _ = inbound
+            .send(Inbound {
+                from: peer,
+                frame: Bytes::from(frame),
+                responder: None,
+            })
+            .await;
+    }
+}
+
+async fn read_request(
+    shared: Arc<Shared>,
+    peer: AgentId,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    inbound: mpsc::Sender<Inbound>,
+) {
+    let Some(frame) = read_stream(&shared, peer, &mut recv).await else {
+        let _ = send.reset(FRAME_TOO_LARGE);
+        return;
+    };
+    let responder = Responder {
+        inner: ResponderInner::Quic(QuicResponder {
+            stream: Some(send),
+            shared: shared.clone(),
+            peer,
+        }),
+    };
+    let _ = inbound
+        .send(Inbound {
+            from: peer,
+            frame: Bytes::from(frame),
+            responder: Some(responder),
+        })
+        .await;
+}
+
+/// The QUIC half of a [`Responder`]: the send side of the request's stream.
+#[derive(Debug)]
+pub(crate) struct QuicResponder {
+    stream: Option<quinn::SendStream>,
+    shared: Arc<Shared>,
+    peer: AgentId,
+}
+
+impl QuicResponder {
+    pub(crate) async fn respond(mut self, frame: Bytes) -> Result<(), TransportError> {
+        let Some(mut stream) = self.stream.take() else {
+            return Err(TransportError::Closed);
+        };
+        let max = self.shared.config.max_frame_bytes;
+        if let Err(error) = check_frame_len(frame.len(), max) {
+            Counters::bump(&self.shared.counters.frames_rejected_too_large);
+            let _ = stream.reset(FRAME_TOO_LARGE);
+            return Err(error);
+        }
+        let lost = |reason: String| TransportError::ConnectionLost { peer: self.peer, reason };
+        stream.write_all(&frame).await.map_err(|e| lost(e.to_string()))?;
+        stream.finish().map_err(|e| lost(e.to_string()))?;
+        self.shared.counters.sent(frame.len());
+        Ok(())
+    }
+}
+
+impl Drop for QuicResponder {
+    fn drop(&mut self) {
+        if let Some(mut stream) = self.stream.take() {
+            let _ = stream.reset(NO_RESPONSE);
+        }
+    }
+}
+
+/// Server and client QUIC configurations sharing one TLS identity and transport config.
+fn quic_configs(
+    key: &SigningKey,
+    authorizer: Arc<dyn PeerAuthorizer>,
+    config: &QuicConfig,
+) -> Result<(quinn::ServerConfig, quinn::ClientConfig), TransportError> {
+    let setup = |what: &str, error: &dyn std::fmt::Display| TransportError::Setup(format!("{what}: {error}"));
+    let identity = self_signed_identity(key)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let algorithms = provider.signature_verification_algorithms;
+
+    let mut server_tls = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| setup("TLS versions", &e))?
+        .with_client_cert_verifier(Arc::new(AuthorizedClientVerifier { algorithms, authorizer }))
+        .with_single_cert(vec![identity.cert.clone()], identity.key_der())
+        .map_err(|e| setup("server certificate", &e))?;
+    server_tls.alpn_protocols = vec![ALPN.to_vec()];
+
+    let mut client_tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| setup("TLS versions", &e))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(PinnedServerVerifier { algorithms }))
+        .with_client_auth_cert(vec![identity.cert.clone()], identity.key_der())
+        .map_err(|e| setup("client certificate", &e))?;
+    client_tls.alpn_protocols = vec![ALPN.to_vec()];
+
+    let mut transport = quinn::TransportConfig::default();
+    let idle = quinn::IdleTimeout::try_from(config.idle_timeout).map_err(|e| setup("idle timeout", &e))?;
+    if config.keep_alive_interval >= config.idle_timeout {
+        return Err(TransportError::Setup(format!(
+            "keep_alive_interval {:?} must be below idle_timeout {:?}",
+            config.keep_alive_interval, config.idle_timeout
+        )));
+    }
+    transport
+        .max_idle_timeout(Some(idle))
+        .keep_alive_interval(Some(config.keep_alive_interval))
+        .max_concurrent_uni_streams(VarInt::from_u32(config.max_concurrent_uni_streams))
+        .max_concurrent_bidi_streams(VarInt::from_u32(config.max_concurrent_bidi_streams));
+    let transport = Arc::new(transport);
+
+    let server_crypto = QuicServerConfig::try_from(server_tls).map_err(|e| setup("QUIC server TLS", &e))?;
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(server_crypto));
+    server.transport_config(transport.clone());
+    let client_crypto = QuicClientConfig::try_from(client_tls).map_err(|e| setup("QUIC client TLS", &e))?;
+    let mut client = quinn::ClientConfig::new(Arc::new(client_crypto));
+    client.transport_config(transport);
+    Ok((server, client))
+}

@@ -1,0 +1,179 @@
+//! The [`Transport`] trait every implementation provides, what it delivers
+//! ([`Inbound`], [`Responder`]) and what it counts ([`TransportStats`]).
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use knhk_types::AgentId;
+
+use crate::error::TransportError;
+
+/// Moves opaque frames between authenticated peers.
+///
+/// Implementations: [`crate::QuicTransport`] (production: QUIC with mutual TLS pinned to
+/// ed25519 identities) and [`crate::MemoryTransport`] (tests and examples). A frame is
+/// at most [`Transport::max_frame_bytes`] long; larger frames fail with
+/// [`TransportError::FrameTooLarge`] and nothing is sent.
+///
+/// Delivery: each frame arrives whole or not at all; frames are not ordered with
+/// respect to each other (on QUIC each travels on its own stream, so one lost packet
+/// never blocks the others). Protocols above must not rely on arrival order.
+pub trait Transport: Send + Sync + 'static {
+    /// Our own identity.
+    fn local_id(&self) -> AgentId;
+
+    /// The largest frame this transport sends or accepts.
+    fn max_frame_bytes(&self) -> usize;
+
+    /// Sends one frame to `to`, connecting first if needed. Returns once the frame is
+    /// handed to the connection (not when the peer has processed it).
+    fn send(&self, to: AgentId, frame: Bytes) -> impl Future<Output = Result<(), TransportError>> + Send;
+
+    /// Sends `frame` as a request and waits for the peer's response frame.
+    fn request(&self, to: AgentId, frame: Bytes) -> impl Future<Output = Result<Bytes, TransportError>> + Send;
+
+    /// Waits for the next inbound frame. Returns [`TransportError::Closed`] once the
+    /// transport is shut down and every queued frame has been taken.
+    fn recv(&self) -> impl Future<Output = Result<Inbound, TransportError>> + Send;
+
+    /// Stops accepting and sending; pending [`Transport::recv`] calls drain what is
+    /// queued and then return [`TransportError::Closed`].
+    fn close(&self) -> impl Future<Output = ()> + Send;
+
+    /// Counters since this transport started.
+    fn stats(&self) -> TransportStats;
+}
+
+/// One frame received from an authenticated peer.
+#[derive(Debug)]
+pub struct Inbound {
+    /// The sender, as proven by the transport (the TLS key, or the in-memory network).
+    pub from: AgentId,
+    /// The frame.
+    pub frame: Bytes,
+    /// Present if the sender awaits a response (it sent with [`Transport::request`]).
+    pub responder: Option<Responder>,
+}
+
+/// Answers one request. Dropping it without responding tells the requester
+/// [`TransportError::NoResponse`].
+#[derive(Debug)]
+pub struct Responder {
+    pub(crate) inner: ResponderInner,
+}
+
+#[derive(Debug)]
+pub(crate) enum ResponderInner {
+    #[cfg(feature = "memory")]
+    Memory {
+        reply: tokio::sync::oneshot::Sender<Bytes>,
+        max_frame_bytes: usize,
+        requester: AgentId,
+    },
+    #[cfg(feature = "quic")]
+    Quic(crate::quic::QuicResponder),
+}
+
+impl Responder {
+    /// Sends `frame` as the response.
+    ///
+    /// Errors: [`TransportError::FrameTooLarge`] (the requester is told the request
+    /// failed), [`TransportError::ConnectionLost`] if the requester went away.
+    pub async fn respond(self, frame: Bytes) -> Result<(), TransportError> {
+        match self.inner {
+            #[cfg(feature = "memory")]
+            ResponderInner::Memory {
+                reply,
+                max_frame_bytes,
+                requester,
+            } => {
+                if frame.len() > max_frame_bytes {
+                    return Err(TransportError::FrameTooLarge {
+                        len: frame.len(),
+                        max: max_frame_bytes,
+                    });
+                }
+                reply.send(frame).map_err(|_| TransportError::ConnectionLost {
+                    peer: requester,
+                    reason: "requester gave up".into(),
+                })
+            }
+            #[cfg(feature = "quic")]
+            ResponderInner::Quic(responder) => responder.respond(frame).await,
+        }
+    }
+}
+
+/// A snapshot of a transport's counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TransportStats {
+    /// Outbound connections this node opened.
+    pub connections_dialed: u64,
+    /// Inbound connections this node accepted (handshake passed).
+    pub connections_accepted: u64,
+    /// Handshakes that failed authentication, either direction.
+    pub handshakes_rejected: u64,
+    /// Frames handed to the network (including requests and responses).
+    pub frames_sent: u64,
+    /// Frames delivered to [`Transport::recv`].
+    pub frames_received: u64,
+    /// Payload bytes of `frames_sent`.
+    pub bytes_sent: u64,
+    /// Payload bytes of `frames_received`.
+    pub bytes_received: u64,
+    /// Frames refused for exceeding the maximum size, either direction.
+    pub frames_rejected_too_large: u64,
+}
+
+/// Lock-free counters behind [`TransportStats`].
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub connections_dialed: AtomicU64,
+    pub connections_accepted: AtomicU64,
+    pub handshakes_rejected: AtomicU64,
+    pub frames_sent: AtomicU64,
+    pub frames_received: AtomicU64,
+    pub bytes_sent: AtomicU64,
+    pub bytes_received: AtomicU64,
+    pub frames_rejected_too_large: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn sent(&self, len: usize) {
+        Self::bump(&self.frames_sent);
+        self.bytes_sent.fetch_add(len as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn received(&self, len: usize) {
+        Self::bump(&self.frames_received);
+        self.bytes_received.fetch_add(len as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self) -> TransportStats {
+        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        TransportStats {
+            connections_dialed: get(&self.connections_dialed),
+            connections_accepted: get(&self.connections_accepted),
+            handshakes_rejected: get(&self.handshakes_rejected),
+            frames_sent: get(&self.frames_sent),
+            frames_received: get(&self.frames_received),
+            bytes_sent: get(&self.bytes_sent),
+            bytes_received: get(&self.bytes_received),
+            frames_rejected_too_large: get(&self.frames_rejected_too_large),
+        }
+    }
+}
+
+/// Fails with [`TransportError::FrameTooLarge`] if `len > max`.
+pub(crate) fn check_frame_len(len: usize, max: usize) -> Result<(), TransportError> {
+    if len > max {
+        Err(TransportError::FrameTooLarge { len, max })
+    } else {
+        Ok(())
+    }
+}
