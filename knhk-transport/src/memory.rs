@@ -10,7 +10,9 @@ use knhk_types::{AgentId, DEFAULT_MAX_FRAME_BYTES};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 use crate::error::TransportError;
-use crate::transport::{Counters, Inbound, Responder, ResponderInner, Transport, TransportStats, check_frame_len};
+use crate::transport::{
+    Counters, Inbound, Responder, ResponderInner, Transport, TransportStats, check_frame_len,
+};
 
 /// Settings shared by every node of a [`MemoryNetwork`].
 #[derive(Clone, Debug)]
@@ -68,7 +70,9 @@ impl MemoryNetwork {
         let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
         match self.nodes.entry(id) {
             dashmap::Entry::Occupied(_) => {
-                return Err(TransportError::Setup(format!("{id:?} already joined this network")));
+                return Err(TransportError::Setup(format!(
+                    "{id:?} already joined this network"
+                )));
             }
             dashmap::Entry::Vacant(slot) => {
                 slot.insert(Endpoint {
@@ -104,7 +108,10 @@ impl MemoryNetwork {
         self.nodes.is_empty()
     }
 
-    fn inbox_of(&self, to: &AgentId) -> Result<(mpsc::Sender<Inbound>, Arc<Counters>), TransportError> {
+    fn inbox_of(
+        &self,
+        to: &AgentId,
+    ) -> Result<(mpsc::Sender<Inbound>, Arc<Counters>), TransportError> {
         self.nodes
             .get(to)
             .map(|endpoint| (endpoint.inbox.clone(), endpoint.counters.clone()))
@@ -123,7 +130,12 @@ pub struct MemoryTransport {
 }
 
 impl MemoryTransport {
-    async fn deliver(&self, to: AgentId, frame: Bytes, responder: Option<Responder>) -> Result<(), TransportError> {
+    async fn deliver(
+        &self,
+        to: AgentId,
+        frame: Bytes,
+        responder: Option<Responder>,
+    ) -> Result<(), TransportError> {
         let (inbox, their_counters) = self.network.inbox_of(&to)?;
         let len = frame.len();
         inbox
@@ -183,13 +195,18 @@ impl Transport for MemoryTransport {
     }
 
     async fn recv(&self) -> Result<Inbound, TransportError> {
-        self.inbox.lock().await.recv().await.ok_or(TransportError::Closed)
+        self.inbox
+            .lock()
+            .await
+            .recv()
+            .await
+            .ok_or(TransportError::Closed)
     }
 
     async fn close(&self) {
-        self.network
-            .nodes
-            .remove_if(&self.id, |_, endpoint| endpoint.generation == self.generation);
+        self.network.nodes.remove_if(&self.id, |_, endpoint| {
+            endpoint.generation == self.generation
+        });
     }
 
     fn stats(&self) -> TransportStats {
@@ -199,9 +216,9 @@ impl Transport for MemoryTransport {
 
 impl Drop for MemoryTransport {
     fn drop(&mut self) {
-        self.network
-            .nodes
-            .remove_if(&self.id, |_, endpoint| endpoint.generation == self.generation);
+        self.network.nodes.remove_if(&self.id, |_, endpoint| {
+            endpoint.generation == self.generation
+        });
     }
 }
 

@@ -34,9 +34,11 @@ use tokio::task::JoinHandle;
 
 pub use verify::{AllowAnyPeer, PeerAuthorizer};
 
-use crate::error::TransportError;
-use crate::transport::{Counters, Inbound, Responder, ResponderInner, Transport, TransportStats, check_frame_len};
 use crate::PeerRegistry;
+use crate::error::TransportError;
+use crate::transport::{
+    Counters, Inbound, Responder, ResponderInner, Transport, TransportStats, check_frame_len,
+};
 use identity::{ALPN, agent_id_from_certificate, self_signed_identity, server_name_for};
 use verify::{AuthorizedClientVerifier, PinnedServerVerifier};
 
@@ -138,7 +140,11 @@ impl QuicTransport {
     /// Errors: [`TransportError::Setup`] if the key cannot be turned into a certificate,
     /// the TLS or QUIC configuration is invalid (for example `keep_alive_interval` not
     /// below `idle_timeout`), or the address cannot be bound.
-    pub fn bind(key: &SigningKey, registry: Arc<PeerRegistry>, config: QuicConfig) -> Result<Self, TransportError> {
+    pub fn bind(
+        key: &SigningKey,
+        registry: Arc<PeerRegistry>,
+        config: QuicConfig,
+    ) -> Result<Self, TransportError> {
         let local_id = AgentId::from_verifying_key(&key.verifying_key());
         if registry.self_id() != local_id {
             return Err(TransportError::Setup(format!(
@@ -243,18 +249,27 @@ impl Transport for QuicTransport {
         let after = shared.config.request_timeout;
         let attempt = async {
             let (mut send, mut recv) = shared
-                .with_connection(to, |conn| async move { conn.open_bi().await.map_err(|e| e.to_string()) })
+                .with_connection(to, |conn| async move {
+                    conn.open_bi().await.map_err(|e| e.to_string())
+                })
                 .await?;
             let lost = |reason: String| TransportError::ConnectionLost { peer: to, reason };
-            send.write_all(&frame).await.map_err(|e| lost(e.to_string()))?;
+            send.write_all(&frame)
+                .await
+                .map_err(|e| lost(e.to_string()))?;
             send.finish().map_err(|e| lost(e.to_string()))?;
             shared.counters.sent(frame.len());
             let response = recv.read_to_end(max).await.map_err(|e| match e {
                 ReadToEndError::TooLong => TransportError::FrameTooLarge { len: max + 1, max },
                 ReadToEndError::Read(ReadError::Reset(code)) if code == FRAME_TOO_LARGE => {
-                    TransportError::FrameTooLarge { len: frame.len(), max }
+                    TransportError::FrameTooLarge {
+                        len: frame.len(),
+                        max,
+                    }
                 }
-                ReadToEndError::Read(ReadError::Reset(code)) if code == NO_RESPONSE => TransportError::NoResponse(to),
+                ReadToEndError::Read(ReadError::Reset(code)) if code == NO_RESPONSE => {
+                    TransportError::NoResponse(to)
+                }
                 other => lost(other.to_string()),
             })?;
             shared.counters.received(response.len());
@@ -270,14 +285,24 @@ impl Transport for QuicTransport {
     }
 
     async fn recv(&self) -> Result<Inbound, TransportError> {
-        self.inbox.lock().await.recv().await.ok_or(TransportError::Closed)
+        self.inbox
+            .lock()
+            .await
+            .recv()
+            .await
+            .ok_or(TransportError::Closed)
     }
 
     async fn close(&self) {
         self.accept_task.abort();
-        self.shared.inbound_tx.lock().unwrap_or_else(PoisonError::into_inner).take();
+        self.shared
+            .inbound_tx
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
         self.shared.endpoint.close(VarInt::from_u32(0), b"shutdown");
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.shared.endpoint.wait_idle()).await;
+        let _ =
+            tokio::time::timeout(Duration::from_secs(1), self.shared.endpoint.wait_idle()).await;
         self.shared.pool.clear();
     }
 
@@ -297,7 +322,11 @@ impl Shared {
     /// Runs `op` on the pooled connection to `peer`, dialing if needed. If `op` fails
     /// on a connection that was already pooled (it may have died quietly), the
     /// connection is evicted and `op` is retried once on a fresh one.
-    async fn with_connection<T, F, Fut>(self: &Arc<Self>, peer: AgentId, op: F) -> Result<T, TransportError>
+    async fn with_connection<T, F, Fut>(
+        self: &Arc<Self>,
+        peer: AgentId,
+        op: F,
+    ) -> Result<T, TransportError>
     where
         F: Fn(quinn::Connection) -> Fut,
         Fut: std::future::Future<Output = Result<T, String>>,
@@ -308,14 +337,19 @@ impl Shared {
             Err(_) if !fresh => {
                 self.evict(peer, &conn).await;
                 let (conn, _) = self.connection_to(peer).await?;
-                op(conn).await.map_err(|reason| TransportError::ConnectionLost { peer, reason })
+                op(conn)
+                    .await
+                    .map_err(|reason| TransportError::ConnectionLost { peer, reason })
             }
             Err(reason) => Err(TransportError::ConnectionLost { peer, reason }),
         }
     }
 
     /// The pooled connection to `peer`, and whether it was dialed just now.
-    async fn connection_to(self: &Arc<Self>, peer: AgentId) -> Result<(quinn::Connection, bool), TransportError> {
+    async fn connection_to(
+        self: &Arc<Self>,
+        peer: AgentId,
+    ) -> Result<(quinn::Connection, bool), TransportError> {
         let slot = match self.pool.get(&peer) {
             Some(slot) => slot.clone(),
             None => self.pool.entry(peer).or_default().clone(),
@@ -334,7 +368,10 @@ impl Shared {
     async fn evict(&self, peer: AgentId, dead: &quinn::Connection) {
         if let Some(slot) = self.pool.get(&peer).map(|slot| slot.clone()) {
             let mut pooled = slot.lock().await;
-            if pooled.as_ref().is_some_and(|conn| conn.stable_id() == dead.stable_id()) {
+            if pooled
+                .as_ref()
+                .is_some_and(|conn| conn.stable_id() == dead.stable_id())
+            {
                 *pooled = None;
             }
         }
@@ -342,7 +379,10 @@ impl Shared {
 
     /// Connects to `peer` at its registered address and waits for its welcome.
     async fn dial(&self, peer: AgentId) -> Result<quinn::Connection, TransportError> {
-        let info = self.registry.lookup(&peer).ok_or(TransportError::UnknownPeer(peer))?;
+        let info = self
+            .registry
+            .lookup(&peer)
+            .ok_or(TransportError::UnknownPeer(peer))?;
         let unreachable = |reason: String| TransportError::Unreachable {
             peer,
             addr: Some(info.addr),
@@ -350,26 +390,40 @@ impl Shared {
         };
         let connecting = self
             .endpoint
-            .connect_with(self.client_config.clone(), info.addr, &server_name_for(&peer))
+            .connect_with(
+                self.client_config.clone(),
+                info.addr,
+                &server_name_for(&peer),
+            )
             .map_err(|e| unreachable(e.to_string()))?;
         let after = self.config.connect_timeout;
         let handshake = async {
             let conn = connecting.await.map_err(DialFailure::Connection)?;
             let mut welcome = conn.accept_uni().await.map_err(DialFailure::Connection)?;
-            let greeting = welcome.read_to_end(WELCOME.len()).await.map_err(|e| match e {
-                ReadToEndError::Read(ReadError::ConnectionLost(lost)) => DialFailure::Connection(lost),
-                other => DialFailure::Protocol(format!("reading welcome: {other}")),
-            })?;
+            let greeting = welcome
+                .read_to_end(WELCOME.len())
+                .await
+                .map_err(|e| match e {
+                    ReadToEndError::Read(ReadError::ConnectionLost(lost)) => {
+                        DialFailure::Connection(lost)
+                    }
+                    other => DialFailure::Protocol(format!("reading welcome: {other}")),
+                })?;
             if greeting != WELCOME {
-                return Err(DialFailure::Protocol("peer did not send the knhk welcome".into()));
+                return Err(DialFailure::Protocol(
+                    "peer did not send the knhk welcome".into(),
+                ));
             }
             Ok(conn)
         };
-        let result = tokio::time::timeout(after, handshake).await.map_err(|_| TransportError::Timeout {
-            peer,
-            operation: "connect",
-            after,
-        })?;
+        let result =
+            tokio::time::timeout(after, handshake)
+                .await
+                .map_err(|_| TransportError::Timeout {
+                    peer,
+                    operation: "connect",
+                    after,
+                })?;
         match result {
             Ok(conn) => {
                 Counters::bump(&self.counters.connections_dialed);
@@ -390,17 +444,20 @@ impl Shared {
     }
 
     fn inbound_sender(&self) -> Option<mpsc::Sender<Inbound>> {
-        self.inbound_tx.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.inbound_tx
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Puts an accepted connection in the pool unless a live one is already there (or
     /// being dialed): both sides then send over the connection the first one opened.
     fn adopt(&self, peer: AgentId, conn: &quinn::Connection) {
         let slot = self.pool.entry(peer).or_default().clone();
-        if let Ok(mut pooled) = slot.try_lock() {
-            if pooled.as_ref().is_none_or(|c| c.close_reason().is_some()) {
-                *pooled = Some(conn.clone());
-            }
+        if let Ok(mut pooled) = slot.try_lock()
+            && pooled.as_ref().is_none_or(|c| c.close_reason().is_some())
+        {
+            *pooled = Some(conn.clone());
         }
     }
 
@@ -409,10 +466,14 @@ impl Shared {
         let Some(slot) = self.pool.get(&peer).map(|slot| slot.clone()) else {
             return;
         };
-        if let Ok(mut pooled) = slot.try_lock() {
-            if pooled.as_ref().is_some_and(|c| c.stable_id() == conn.stable_id()) {
-                *pooled = None;
-            }
+        // If the slot is busy, leave it: a closed connection in the pool is detected
+        // (close_reason) and replaced by the next send anyway.
+        if let Ok(mut pooled) = slot.try_lock()
+            && pooled
+                .as_ref()
+                .is_some_and(|c| c.stable_id() == conn.stable_id())
+        {
+            *pooled = None;
         }
     }
 }
@@ -504,7 +565,11 @@ async fn serve_connection(shared: Arc<Shared>, conn: quinn::Connection, peer: Ag
 }
 
 /// Reads one stream to its end, refusing it if it grows past the maximum frame size.
-async fn read_stream(shared: &Shared, peer: AgentId, recv: &mut quinn::RecvStream) -> Option<Vec<u8>> {
+async fn read_stream(
+    shared: &Shared,
+    peer: AgentId,
+    recv: &mut quinn::RecvStream,
+) -> Option<Vec<u8>> {
     let max = shared.config.max_frame_bytes;
     match recv.read_to_end(max).await {
         Ok(frame) => {
@@ -524,7 +589,12 @@ async fn read_stream(shared: &Shared, peer: AgentId, recv: &mut quinn::RecvStrea
     }
 }
 
-async fn read_frame(shared: Arc<Shared>, peer: AgentId, mut recv: quinn::RecvStream, inbound: mpsc::Sender<Inbound>) {
+async fn read_frame(
+    shared: Arc<Shared>,
+    peer: AgentId,
+    mut recv: quinn::RecvStream,
+    inbound: mpsc::Sender<Inbound>,
+) {
     if let Some(frame) = read_stream(&shared, peer, &mut recv).await {
         let _ = inbound
             .send(Inbound {
@@ -582,8 +652,14 @@ impl QuicResponder {
             let _ = stream.reset(FRAME_TOO_LARGE);
             return Err(error);
         }
-        let lost = |reason: String| TransportError::ConnectionLost { peer: self.peer, reason };
-        stream.write_all(&frame).await.map_err(|e| lost(e.to_string()))?;
+        let lost = |reason: String| TransportError::ConnectionLost {
+            peer: self.peer,
+            reason,
+        };
+        stream
+            .write_all(&frame)
+            .await
+            .map_err(|e| lost(e.to_string()))?;
         stream.finish().map_err(|e| lost(e.to_string()))?;
         self.shared.counters.sent(frame.len());
         Ok(())
@@ -604,7 +680,9 @@ fn quic_configs(
     authorizer: Arc<dyn PeerAuthorizer>,
     config: &QuicConfig,
 ) -> Result<(quinn::ServerConfig, quinn::ClientConfig), TransportError> {
-    let setup = |what: &str, error: &dyn std::fmt::Display| TransportError::Setup(format!("{what}: {error}"));
+    let setup = |what: &str, error: &dyn std::fmt::Display| {
+        TransportError::Setup(format!("{what}: {error}"))
+    };
     let identity = self_signed_identity(key)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let algorithms = provider.signature_verification_algorithms;
@@ -612,7 +690,10 @@ fn quic_configs(
     let mut server_tls = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| setup("TLS versions", &e))?
-        .with_client_cert_verifier(Arc::new(AuthorizedClientVerifier { algorithms, authorizer }))
+        .with_client_cert_verifier(Arc::new(AuthorizedClientVerifier {
+            algorithms,
+            authorizer,
+        }))
         .with_single_cert(vec![identity.cert.clone()], identity.key_der())
         .map_err(|e| setup("server certificate", &e))?;
     server_tls.alpn_protocols = vec![ALPN.to_vec()];
@@ -627,7 +708,8 @@ fn quic_configs(
     client_tls.alpn_protocols = vec![ALPN.to_vec()];
 
     let mut transport = quinn::TransportConfig::default();
-    let idle = quinn::IdleTimeout::try_from(config.idle_timeout).map_err(|e| setup("idle timeout", &e))?;
+    let idle =
+        quinn::IdleTimeout::try_from(config.idle_timeout).map_err(|e| setup("idle timeout", &e))?;
     if config.keep_alive_interval >= config.idle_timeout {
         return Err(TransportError::Setup(format!(
             "keep_alive_interval {:?} must be below idle_timeout {:?}",
@@ -641,10 +723,12 @@ fn quic_configs(
         .max_concurrent_bidi_streams(VarInt::from_u32(config.max_concurrent_bidi_streams));
     let transport = Arc::new(transport);
 
-    let server_crypto = QuicServerConfig::try_from(server_tls).map_err(|e| setup("QUIC server TLS", &e))?;
+    let server_crypto =
+        QuicServerConfig::try_from(server_tls).map_err(|e| setup("QUIC server TLS", &e))?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(server_crypto));
     server.transport_config(transport.clone());
-    let client_crypto = QuicClientConfig::try_from(client_tls).map_err(|e| setup("QUIC client TLS", &e))?;
+    let client_crypto =
+        QuicClientConfig::try_from(client_tls).map_err(|e| setup("QUIC client TLS", &e))?;
     let mut client = quinn::ClientConfig::new(Arc::new(client_crypto));
     client.transport_config(transport);
     Ok((server, client))

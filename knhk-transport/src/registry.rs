@@ -186,7 +186,12 @@ impl PeerRegistry {
 
     /// Like [`PeerRegistry::random_peers`], appending to `out` (clear it first to
     /// reuse its allocation on a hot path).
-    pub fn random_peers_into<R: Rng + ?Sized>(&self, k: usize, rng: &mut R, out: &mut Vec<PeerInfo>) {
+    pub fn random_peers_into<R: Rng + ?Sized>(
+        &self,
+        k: usize,
+        rng: &mut R,
+        out: &mut Vec<PeerInfo>,
+    ) {
         let members = self.read();
         let amount = k.min(members.peers.len());
         if amount == 0 {
@@ -223,7 +228,7 @@ impl Members {
     }
 }
 
-#[cfg(all(test, not(knhk_loom)))]
+#[cfg(test)]
 mod tests {
     use std::collections::HashSet;
 
@@ -303,7 +308,11 @@ mod tests {
             let expected = (i - 1) % 3 != 0;
             assert_eq!(registry.lookup(&id(i)).is_some(), expected, "peer {i}");
         }
-        let all: HashSet<_> = registry.random_peers(1_000, &mut rng).into_iter().map(|p| p.id).collect();
+        let all: HashSet<_> = registry
+            .random_peers(1_000, &mut rng)
+            .into_iter()
+            .map(|p| p.id)
+            .collect();
         assert_eq!(all.len(), registry.len());
     }
 
@@ -332,7 +341,10 @@ mod tests {
         }
         // Each peer expects 2,000 hits; 5 standard deviations is about ±210.
         for (peer, count) in hits {
-            assert!((1_700..=2_300).contains(&count), "{peer:?} sampled {count} times");
+            assert!(
+                (1_700..=2_300).contains(&count),
+                "{peer:?} sampled {count} times"
+            );
         }
     }
 
@@ -347,7 +359,11 @@ mod tests {
     #[test]
     fn empty_registry_samples_nothing() {
         let registry = registry_with(0);
-        assert!(registry.random_peers(5, &mut StdRng::seed_from_u64(0)).is_empty());
+        assert!(
+            registry
+                .random_peers(5, &mut StdRng::seed_from_u64(0))
+                .is_empty()
+        );
     }
 
     #[test]
@@ -362,9 +378,18 @@ mod tests {
     #[test]
     fn seeds_are_registered_and_bootstrap_restores_them() {
         let seeds = vec![
-            SeedAddr { id: id(1), addr: peer(1).addr },
-            SeedAddr { id: id(0), addr: peer(0).addr }, // ourselves: skipped
-            SeedAddr { id: id(2), addr: peer(2).addr },
+            SeedAddr {
+                id: id(1),
+                addr: peer(1).addr,
+            },
+            SeedAddr {
+                id: id(0),
+                addr: peer(0).addr,
+            }, // ourselves: skipped
+            SeedAddr {
+                id: id(2),
+                addr: peer(2).addr,
+            },
         ];
         let registry = PeerRegistry::with_seeds(id(0), RegistryConfig::default(), seeds);
         assert_eq!(registry.len(), 2);

@@ -28,10 +28,18 @@ pub trait Transport: Send + Sync + 'static {
 
     /// Sends one frame to `to`, connecting first if needed. Returns once the frame is
     /// handed to the connection (not when the peer has processed it).
-    fn send(&self, to: AgentId, frame: Bytes) -> impl Future<Output = Result<(), TransportError>> + Send;
+    fn send(
+        &self,
+        to: AgentId,
+        frame: Bytes,
+    ) -> impl Future<Output = Result<(), TransportError>> + Send;
 
     /// Sends `frame` as a request and waits for the peer's response frame.
-    fn request(&self, to: AgentId, frame: Bytes) -> impl Future<Output = Result<Bytes, TransportError>> + Send;
+    fn request(
+        &self,
+        to: AgentId,
+        frame: Bytes,
+    ) -> impl Future<Output = Result<Bytes, TransportError>> + Send;
 
     /// Waits for the next inbound frame. Returns [`TransportError::Closed`] once the
     /// transport is shut down and every queued frame has been taken.
@@ -94,10 +102,12 @@ impl Responder {
                         max: max_frame_bytes,
                     });
                 }
-                reply.send(frame).map_err(|_| TransportError::ConnectionLost {
-                    peer: requester,
-                    reason: "requester gave up".into(),
-                })
+                reply
+                    .send(frame)
+                    .map_err(|_| TransportError::ConnectionLost {
+                        peer: requester,
+                        reason: "requester gave up".into(),
+                    })
             }
             #[cfg(feature = "quic")]
             ResponderInner::Quic(responder) => responder.respond(frame).await,

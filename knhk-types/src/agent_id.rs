@@ -118,7 +118,10 @@ mod tests {
     fn display_is_52_lowercase_dns_label_characters() {
         let text = id(1).to_string();
         assert_eq!(text.len(), AgentId::TEXT_LEN);
-        assert!(text.chars().all(|c| c.is_ascii_digit() || c.is_ascii_lowercase()));
+        assert!(
+            text.chars()
+                .all(|c| c.is_ascii_digit() || c.is_ascii_lowercase())
+        );
     }
 
     #[test]
@@ -132,7 +135,11 @@ mod tests {
     #[test]
     fn hex_form_parses() {
         let original = id(3);
-        let hex: String = original.as_bytes().iter().map(|b| format!("{b:02x}")).collect();
+        let hex: String = original
+            .as_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         assert_eq!(hex.parse::<AgentId>(), Ok(original));
     }
 

@@ -398,7 +398,10 @@ mod tests {
         bytes[0] = 2;
         assert_eq!(
             EnvelopeRef::decode(&bytes, DEFAULT_MAX_FRAME_BYTES),
-            Err(EnvelopeError::UnsupportedVersion { found: 2, supported: 1 })
+            Err(EnvelopeError::UnsupportedVersion {
+                found: 2,
+                supported: 1
+            })
         );
         let mut bytes = sample(MessageKind::Ping).encode();
         bytes[1] = 200;

@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 use crate::{AgentId, ParseError, Region, UnixMillis};
 
 /// A node's role in the three-level hierarchy.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
 pub enum HierarchyLevel {
     /// A leaf agent: does the work, gossips within its group.
     #[default]
@@ -45,7 +47,9 @@ impl FromStr for HierarchyLevel {
             "edge" => Ok(Self::Edge),
             "aggregator" => Ok(Self::Aggregator),
             "coordinator" => Ok(Self::Coordinator),
-            _ => Err(ParseError::HierarchyLevel { input: s.to_owned() }),
+            _ => Err(ParseError::HierarchyLevel {
+                input: s.to_owned(),
+            }),
         }
     }
 }
@@ -117,7 +121,9 @@ impl fmt::Display for SeedAddr {
 impl FromStr for SeedAddr {
     type Err = ParseError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let error = || ParseError::Seed { input: s.to_owned() };
+        let error = || ParseError::Seed {
+            input: s.to_owned(),
+        };
         let (id, addr) = s.split_once('@').ok_or_else(error)?;
         Ok(Self {
             id: id.parse().map_err(|_| error())?,
@@ -132,10 +138,17 @@ mod tests {
 
     #[test]
     fn hierarchy_level_text_round_trips() {
-        for level in [HierarchyLevel::Edge, HierarchyLevel::Aggregator, HierarchyLevel::Coordinator] {
+        for level in [
+            HierarchyLevel::Edge,
+            HierarchyLevel::Aggregator,
+            HierarchyLevel::Coordinator,
+        ] {
             assert_eq!(level.to_string().parse::<HierarchyLevel>(), Ok(level));
         }
-        assert_eq!("Coordinator".parse::<HierarchyLevel>(), Ok(HierarchyLevel::Coordinator));
+        assert_eq!(
+            "Coordinator".parse::<HierarchyLevel>(),
+            Ok(HierarchyLevel::Coordinator)
+        );
         assert!("root".parse::<HierarchyLevel>().is_err());
     }
 

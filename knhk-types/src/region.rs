@@ -95,7 +95,10 @@ mod tests {
     #[test]
     fn accepts_cloud_style_names() {
         for name in ["us-east-1", "eu-west-1", "ap-southeast-1", "r0", "a.b_c"] {
-            assert_eq!(Region::new(name).map(|r| r.to_string()), Ok(name.to_owned()));
+            assert_eq!(
+                Region::new(name).map(|r| r.to_string()),
+                Ok(name.to_owned())
+            );
         }
     }
 

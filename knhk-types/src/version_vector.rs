@@ -73,7 +73,10 @@ impl VersionVector {
 
     /// True if `self` has seen everything `other` has.
     pub fn dominates(&self, other: &VersionVector) -> bool {
-        other.0.iter().all(|(writer, counter)| self.get(writer) >= *counter)
+        other
+            .0
+            .iter()
+            .all(|(writer, counter)| self.get(writer) >= *counter)
     }
 
     /// The causal relation between `self` and `other`.

@@ -1,1 +1,165 @@
-fn main(){}
+//! Project automation, run as `cargo xtask <command>` so that CI and developers run the
+//! very same steps.
+//!
+//! - `ci`: everything CI checks, in order: `fmt`, `layers`, `clippy`, `test`, `doc`, `loom`.
+//! - each step on its own: `cargo xtask fmt`, `cargo xtask clippy`, …
+//!
+//! A step fails the run with its command line printed; the run ends with one summary
+//! line per step and its duration.
+
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+mod layers;
+
+/// One CI step: a name and the function that runs it.
+type Step = (&'static str, fn() -> Result<(), String>);
+
+const STEPS: &[Step] = &[
+    ("fmt", fmt),
+    ("layers", layers::check),
+    ("clippy", clippy),
+    ("test", test),
+    ("doc", doc),
+    ("loom", loom),
+];
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let selected: Vec<&Step> = match args.first().map(String::as_str) {
+        Some("ci") => STEPS.iter().collect(),
+        Some(name) => match STEPS.iter().find(|(step, _)| *step == name) {
+            Some(step) => vec![step],
+            None => return usage(&format!("unknown command {name:?}")),
+        },
+        None => return usage("no command given"),
+    };
+    let mut report = Vec::new();
+    for (name, run) in selected {
+        eprintln!("\n==> xtask {name}");
+        let started = Instant::now();
+        let outcome = run();
+        let seconds = started.elapsed().as_secs_f64();
+        match outcome {
+            Ok(()) => report.push(format!("  ok    {name:<8} {seconds:>7.1} s")),
+            Err(error) => {
+                report.push(format!("  FAIL  {name:<8} {seconds:>7.1} s  {error}"));
+                eprintln!("\nxtask summary:\n{}", report.join("\n"));
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    eprintln!("\nxtask summary:\n{}", report.join("\n"));
+    ExitCode::SUCCESS
+}
+
+fn usage(problem: &str) -> ExitCode {
+    let names: Vec<&str> = STEPS.iter().map(|(name, _)| *name).collect();
+    eprintln!(
+        "xtask: {problem}\nusage: cargo xtask <ci|{}>",
+        names.join("|")
+    );
+    ExitCode::from(2)
+}
+
+/// Runs `cargo args…` with extra environment variables; fails with the command line.
+fn cargo(args: &[&str], env: &[(&str, &str)]) -> Result<(), String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut command = Command::new(&cargo);
+    command.args(args).envs(env.iter().copied());
+    let shown = format!(
+        "{}cargo {}",
+        env.iter()
+            .map(|(k, v)| format!("{k}={v:?} "))
+            .collect::<String>(),
+        args.join(" ")
+    );
+    eprintln!("    $ {shown}");
+    let status = command
+        .status()
+        .map_err(|e| format!("could not start `{shown}`: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`{shown}` failed ({status})"))
+    }
+}
+
+fn has_nextest() -> bool {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["nextest", "--version"])
+        .output()
+        .is_ok_and(|output| output.status.success())
+}
+
+fn fmt() -> Result<(), String> {
+    cargo(&["fmt", "--all", "--", "--check"], &[])
+}
+
+fn clippy() -> Result<(), String> {
+    cargo(
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+        &[],
+    )
+}
+
+fn test() -> Result<(), String> {
+    if has_nextest() {
+        cargo(&["nextest", "run", "--workspace", "--no-fail-fast"], &[])?;
+    } else {
+        eprintln!("    cargo-nextest not found; using cargo test");
+        cargo(
+            &[
+                "test",
+                "--workspace",
+                "--lib",
+                "--bins",
+                "--tests",
+                "--examples",
+            ],
+            &[],
+        )?;
+    }
+    // nextest does not run doctests.
+    cargo(&["test", "--workspace", "--doc"], &[])
+}
+
+fn doc() -> Result<(), String> {
+    cargo(
+        &[
+            "doc",
+            "--workspace",
+            "--no-deps",
+            "--document-private-items",
+        ],
+        &[("RUSTDOCFLAGS", "-D warnings")],
+    )
+}
+
+/// The loom model of the peer registry. Its own target directory keeps the
+/// `--cfg knhk_loom` build from invalidating the normal one.
+fn loom() -> Result<(), String> {
+    cargo(
+        &[
+            "test",
+            "-p",
+            "knhk-transport",
+            "--no-default-features",
+            "--release",
+            "--test",
+            "loom_registry",
+        ],
+        &[
+            ("RUSTFLAGS", "--cfg knhk_loom"),
+            ("CARGO_TARGET_DIR", "target/loom"),
+            ("LOOM_MAX_PREEMPTIONS", "3"),
+        ],
+    )
+}

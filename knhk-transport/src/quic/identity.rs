@@ -26,8 +26,12 @@ impl TlsIdentity {
 
 /// A self-signed certificate carrying `key`'s public key, named by its [`AgentId`].
 pub(crate) fn self_signed_identity(key: &SigningKey) -> Result<TlsIdentity, TransportError> {
-    let setup = |what: &str, error: &dyn std::fmt::Display| TransportError::Setup(format!("{what}: {error}"));
-    let pkcs8 = key.to_pkcs8_der().map_err(|e| setup("encoding node key as PKCS#8", &e))?;
+    let setup = |what: &str, error: &dyn std::fmt::Display| {
+        TransportError::Setup(format!("{what}: {error}"))
+    };
+    let pkcs8 = key
+        .to_pkcs8_der()
+        .map_err(|e| setup("encoding node key as PKCS#8", &e))?;
     let key_der = PrivatePkcs8KeyDer::from(pkcs8.as_bytes().to_vec());
     let key_pair = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&key_der, &rcgen::PKCS_ED25519)
         .map_err(|e| setup("loading node key into rcgen", &e))?;
@@ -68,9 +72,11 @@ pub(crate) enum CertificateKeyError {
 
 /// The [`AgentId`] whose key a certificate carries. Only the key matters: possession of
 /// its private half is proven by the TLS 1.3 CertificateVerify signature.
-pub(crate) fn agent_id_from_certificate(cert: &CertificateDer<'_>) -> Result<AgentId, CertificateKeyError> {
-    let (_, parsed) =
-        x509_parser::parse_x509_certificate(cert.as_ref()).map_err(|_| CertificateKeyError::Unparsable)?;
+pub(crate) fn agent_id_from_certificate(
+    cert: &CertificateDer<'_>,
+) -> Result<AgentId, CertificateKeyError> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref())
+        .map_err(|_| CertificateKeyError::Unparsable)?;
     let spki = parsed.public_key();
     if spki.algorithm.algorithm != OID_SIG_ED25519 {
         return Err(CertificateKeyError::NotEd25519);

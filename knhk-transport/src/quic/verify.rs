@@ -8,7 +8,9 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, Error, OtherError, SignatureScheme};
+use rustls::{
+    CertificateError, DigitallySignedStruct, DistinguishedName, Error, OtherError, SignatureScheme,
+};
 
 use super::identity::{agent_id_from_certificate, agent_id_from_server_name};
 use crate::PeerRegistry;
@@ -73,11 +75,15 @@ impl ServerCertVerifier for PinnedServerVerifier {
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, Error> {
-        let expected = agent_id_from_server_name(server_name)
-            .ok_or_else(|| Error::General(format!("server name {server_name:?} is not an agent id")))?;
+        let expected = agent_id_from_server_name(server_name).ok_or_else(|| {
+            Error::General(format!("server name {server_name:?} is not an agent id"))
+        })?;
         let presented = presented_id(end_entity)?;
         if presented != expected {
-            return Err(reject(KeyMismatch { expected, presented }));
+            return Err(reject(KeyMismatch {
+                expected,
+                presented,
+            }));
         }
         Ok(ServerCertVerified::assertion())
     }
