@@ -733,3 +733,45 @@ fn quic_configs(
     client.transport_config(transport);
     Ok((server, client))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn closed_with(code: quinn::TransportErrorCode) -> ConnectionError {
+        ConnectionError::ConnectionClosed(quinn::ConnectionClose {
+            error_code: code,
+            frame_type: None,
+            reason: Bytes::new(),
+        })
+    }
+
+    #[test]
+    fn only_tls_failures_count_as_handshake_rejections() {
+        // TLS alerts 42 (bad_certificate) and 116 (certificate_required) map into the
+        // QUIC crypto error range.
+        assert!(is_handshake_rejection(&closed_with(quinn::TransportErrorCode::crypto(42))));
+        assert!(is_handshake_rejection(&closed_with(quinn::TransportErrorCode::crypto(116))));
+        assert!(!is_handshake_rejection(&closed_with(
+            quinn::TransportErrorCode::PROTOCOL_VIOLATION
+        )));
+        assert!(!is_handshake_rejection(&ConnectionError::TimedOut));
+        assert!(!is_handshake_rejection(&ConnectionError::Reset));
+        assert!(!is_handshake_rejection(&ConnectionError::LocallyClosed));
+    }
+
+    #[test]
+    fn default_config_is_consistent() {
+        let config = QuicConfig::default();
+        assert!(config.keep_alive_interval < config.idle_timeout);
+        assert!(config.bind_addr.ip().is_loopback());
+        assert_eq!(config.max_frame_bytes, DEFAULT_MAX_FRAME_BYTES);
+        assert!(matches!(config.inbound_policy, InboundPolicy::RegisteredPeers));
+    }
+
+    #[test]
+    fn error_codes_are_distinct_and_in_the_application_range() {
+        assert_ne!(FRAME_TOO_LARGE, NO_RESPONSE);
+        assert_ne!(FRAME_TOO_LARGE, VarInt::from_u32(0));
+    }
+}

@@ -187,3 +187,32 @@ pub(crate) fn check_frame_len(len: usize, max: usize) -> Result<(), TransportErr
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_limit_is_inclusive() {
+        assert_eq!(check_frame_len(10, 10), Ok(()));
+        assert_eq!(
+            check_frame_len(11, 10),
+            Err(TransportError::FrameTooLarge { len: 11, max: 10 })
+        );
+        assert_eq!(check_frame_len(0, 0), Ok(()));
+    }
+
+    #[test]
+    fn counters_snapshot_what_was_counted() {
+        let counters = Counters::default();
+        counters.sent(100);
+        counters.sent(20);
+        counters.received(7);
+        Counters::bump(&counters.handshakes_rejected);
+        let stats = counters.snapshot();
+        assert_eq!((stats.frames_sent, stats.bytes_sent), (2, 120));
+        assert_eq!((stats.frames_received, stats.bytes_received), (1, 7));
+        assert_eq!(stats.handshakes_rejected, 1);
+        assert_eq!(stats.connections_dialed, 0);
+    }
+}

@@ -173,3 +173,12 @@ mod tests {
         assert_eq!(postcard::from_bytes::<PeerInfo>(&bytes).unwrap(), peer);
     }
 }
+
+#[cfg(test)]
+mod size_tests {
+    #[test]
+    fn peer_info_stays_small_and_copy() {
+        // Sampling copies PeerInfo by value; keep it within two cache lines.
+        assert!(std::mem::size_of::<super::PeerInfo>() <= 128);
+    }
+}
