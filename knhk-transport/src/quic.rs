@@ -750,8 +750,12 @@ mod tests {
     fn only_tls_failures_count_as_handshake_rejections() {
         // TLS alerts 42 (bad_certificate) and 116 (certificate_required) map into the
         // QUIC crypto error range.
-        assert!(is_handshake_rejection(&closed_with(quinn::TransportErrorCode::crypto(42))));
-        assert!(is_handshake_rejection(&closed_with(quinn::TransportErrorCode::crypto(116))));
+        assert!(is_handshake_rejection(&closed_with(
+            quinn::TransportErrorCode::crypto(42)
+        )));
+        assert!(is_handshake_rejection(&closed_with(
+            quinn::TransportErrorCode::crypto(116)
+        )));
         assert!(!is_handshake_rejection(&closed_with(
             quinn::TransportErrorCode::PROTOCOL_VIOLATION
         )));
@@ -766,7 +770,10 @@ mod tests {
         assert!(config.keep_alive_interval < config.idle_timeout);
         assert!(config.bind_addr.ip().is_loopback());
         assert_eq!(config.max_frame_bytes, DEFAULT_MAX_FRAME_BYTES);
-        assert!(matches!(config.inbound_policy, InboundPolicy::RegisteredPeers));
+        assert!(matches!(
+            config.inbound_policy,
+            InboundPolicy::RegisteredPeers
+        ));
     }
 
     #[test]
