@@ -1,0 +1,315 @@
+//! [`ByzantineValidator`]: the gate every inbound frame passes before it touches state.
+
+mod replay;
+mod reputation;
+
+use std::time::Duration;
+
+use knhk_types::{AgentId, DEFAULT_MAX_FRAME_BYTES, EnvelopeRef, UnixMillis};
+
+use crate::verifier::{Ed25519Verifier, SignatureVerifier, VerifierStats};
+use replay::ReplayWindow;
+pub use reputation::{Penalties, ReputationConfig};
+use reputation::SenderBook;
+
+/// Who may send to us at all (the registry, a membership view, …). Kept as a trait so
+/// this crate does not depend on the transport.
+pub trait SenderDirectory {
+    /// True if `id` is a known member.
+    fn is_known(&self, id: &AgentId) -> bool;
+}
+
+/// Admits every sender (for open meshes where membership is learned by gossip).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AllowAllSenders;
+
+impl SenderDirectory for AllowAllSenders {
+    fn is_known(&self, _id: &AgentId) -> bool {
+        true
+    }
+}
+
+impl<F: Fn(&AgentId) -> bool> SenderDirectory for F {
+    fn is_known(&self, id: &AgentId) -> bool {
+        self(id)
+    }
+}
+
+impl SenderDirectory for std::collections::HashSet<AgentId> {
+    fn is_known(&self, id: &AgentId) -> bool {
+        self.contains(id)
+    }
+}
+
+/// Why a frame was refused. Ordered as the pipeline checks them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RejectReason {
+    /// Longer than the maximum frame size.
+    FrameTooLarge,
+    /// The hop is serving a ban.
+    Banned,
+    /// Not a well-formed envelope of a known version and kind.
+    Malformed,
+    /// The envelope's sender is not the authenticated hop that delivered it.
+    SenderMismatch,
+    /// The sender is not in the directory.
+    UnknownSender,
+    /// Timestamp older than the allowed clock skew.
+    StaleTimestamp,
+    /// Timestamp further in the future than the allowed clock skew.
+    FutureTimestamp,
+    /// This (sender, nonce) was already accepted within the window.
+    Replay,
+    /// The signature does not verify (or the sender key is invalid).
+    BadSignature,
+    /// The sender exceeded its rate.
+    RateLimited,
+    /// A bounded table is full (replay window or sender book); refused rather than grow.
+    Overloaded,
+}
+
+impl RejectReason {
+    /// Every reason, in pipeline order.
+    pub const ALL: [RejectReason; 11] = [
+        Self::FrameTooLarge,
+        Self::Banned,
+        Self::Malformed,
+        Self::SenderMismatch,
+        Self::UnknownSender,
+        Self::StaleTimestamp,
+        Self::FutureTimestamp,
+        Self::Replay,
+        Self::BadSignature,
+        Self::RateLimited,
+        Self::Overloaded,
+    ];
+
+    /// A stable lowercase name, for logs and metrics.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::FrameTooLarge => "frame_too_large",
+            Self::Banned => "banned",
+            Self::Malformed => "malformed",
+            Self::SenderMismatch => "sender_mismatch",
+            Self::UnknownSender => "unknown_sender",
+            Self::StaleTimestamp => "stale_timestamp",
+            Self::FutureTimestamp => "future_timestamp",
+            Self::Replay => "replay",
+            Self::BadSignature => "bad_signature",
+            Self::RateLimited => "rate_limited",
+            Self::Overloaded => "overloaded",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// A refused frame: why, and which hop delivered it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("rejected frame from {hop:?}: {}", reason.as_str())]
+pub struct Rejection {
+    /// Why.
+    pub reason: RejectReason,
+    /// The authenticated peer that delivered the frame (charged for it).
+    pub hop: AgentId,
+}
+
+/// Settings of a [`ByzantineValidator`].
+#[derive(Clone, Debug)]
+pub struct ValidatorConfig {
+    /// Frames longer than this are refused before decoding. Default 1 MiB.
+    pub max_frame_bytes: usize,
+    /// Accepted distance between a sender's timestamp and our clock. Default 30 s.
+    pub max_clock_skew: Duration,
+    /// Most (sender, nonce) pairs remembered for replay detection. Default 1,000,000.
+    pub replay_capacity: usize,
+    /// Sustained messages per second accepted from one sender. Default 1,000.
+    pub rate_per_second: u32,
+    /// Messages one sender may send in a burst above its rate. Default 2,000.
+    pub rate_burst: u32,
+    /// Reputation, penalties and bans.
+    pub reputation: ReputationConfig,
+    /// Most senders tracked (reputation, rate); beyond it honest idle senders are
+    /// forgotten first. Default 100,000.
+    pub max_tracked_senders: usize,
+    /// Verified signatures remembered. Default 65,536.
+    pub signature_cache_capacity: usize,
+}
+
+impl Default for ValidatorConfig {
+    fn default() -> Self {
+        Self {
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            max_clock_skew: Duration::from_secs(30),
+            replay_capacity: 1_000_000,
+            rate_per_second: 1_000,
+            rate_burst: 2_000,
+            reputation: ReputationConfig::default(),
+            max_tracked_senders: 100_000,
+            signature_cache_capacity: 65_536,
+        }
+    }
+}
+
+/// Counters of a [`ByzantineValidator`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ValidatorStats {
+    /// Frames accepted.
+    pub accepted: u64,
+    /// Frames refused, per [`RejectReason`] (index = position in [`RejectReason::ALL`]).
+    pub rejected: [u64; RejectReason::ALL.len()],
+    /// Bans imposed.
+    pub bans: u64,
+    /// Signature verifier counters (cache hits, verifications).
+    pub verifier: VerifierStats,
+    /// Senders currently tracked.
+    pub tracked_senders: usize,
+    /// (sender, nonce) pairs currently remembered.
+    pub replay_entries: usize,
+}
+
+impl ValidatorStats {
+    /// Frames refused for `reason`.
+    pub fn rejected_for(&self, reason: RejectReason) -> u64 {
+        self.rejected[reason.index()]
+    }
+
+    /// Frames refused for any reason.
+    pub fn rejected_total(&self) -> u64 {
+        self.rejected.iter().sum()
+    }
+}
+
+/// The Byzantine gate: one pipeline, cheapest checks first.
+///
+/// frame size → hop banned? → decode → envelope sender = hop → sender known →
+/// timestamp within ±skew → not a replay → signature (cache, then strict ed25519) →
+/// per-sender token bucket → accept.
+///
+/// Every rejection is counted and charged to the *hop* (the transport-authenticated
+/// peer); a hop whose reputation falls below the threshold is banned for a while, and
+/// its frames are then refused at the second check, before any decoding. Accepted
+/// frames slowly restore reputation. Memory is bounded by the replay capacity, the
+/// signature cache capacity and the sender cap, whatever arrives.
+#[derive(Debug)]
+pub struct ByzantineValidator {
+    config: ValidatorConfig,
+    verifier: Ed25519Verifier,
+    replay: ReplayWindow,
+    senders: SenderBook,
+    stats: ValidatorStats,
+}
+
+impl ByzantineValidator {
+    /// A validator with `config`.
+    pub fn new(config: ValidatorConfig) -> Self {
+        Self {
+            verifier: Ed25519Verifier::new(config.signature_cache_capacity),
+            replay: ReplayWindow::new(config.max_clock_skew, config.replay_capacity),
+            senders: SenderBook::new(&config),
+            stats: ValidatorStats::default(),
+            config,
+        }
+    }
+
+    /// Runs `frame`, delivered by the authenticated peer `hop`, through the pipeline at
+    /// wall-clock time `now`.
+    ///
+    /// Returns the decoded envelope (borrowing the frame) if every check passes, or the
+    /// first check that failed. Never panics, whatever the bytes.
+    pub fn validate<'a>(
+        &mut self,
+        now: UnixMillis,
+        hop: AgentId,
+        frame: &'a [u8],
+        directory: &impl SenderDirectory,
+    ) -> Result<EnvelopeRef<'a>, Rejection> {
+        let outcome = self.run_pipeline(now, hop, frame, directory);
+        match outcome {
+            Ok(_) => {
+                self.stats.accepted += 1;
+                self.senders.reward(hop, now);
+            }
+            Err(reason) => {
+                self.stats.rejected[reason.index()] += 1;
+                if reason != RejectReason::Banned && self.senders.penalize(hop, reason, now) {
+                    self.stats.bans += 1;
+                }
+            }
+        }
+        outcome.map_err(|reason| Rejection { reason, hop })
+    }
+
+    fn run_pipeline<'a>(
+        &mut self,
+        now: UnixMillis,
+        hop: AgentId,
+        frame: &'a [u8],
+        directory: &impl SenderDirectory,
+    ) -> Result<EnvelopeRef<'a>, RejectReason> {
+        if frame.len() > self.config.max_frame_bytes {
+            return Err(RejectReason::FrameTooLarge);
+        }
+        if self.senders.is_banned(&hop, now) {
+            return Err(RejectReason::Banned);
+        }
+        let envelope =
+            EnvelopeRef::decode(frame, self.config.max_frame_bytes).map_err(|_| RejectReason::Malformed)?;
+        if envelope.sender != hop {
+            return Err(RejectReason::SenderMismatch);
+        }
+        if !directory.is_known(&envelope.sender) {
+            return Err(RejectReason::UnknownSender);
+        }
+        let skew_ms = u64::try_from(self.config.max_clock_skew.as_millis()).unwrap_or(u64::MAX);
+        let sent = envelope.header.timestamp;
+        if sent.0 < now.0.saturating_sub(skew_ms) {
+            return Err(RejectReason::StaleTimestamp);
+        }
+        if sent.0 > now.0.saturating_add(skew_ms) {
+            return Err(RejectReason::FutureTimestamp);
+        }
+        self.replay.expire(now);
+        if self.replay.contains(&envelope.sender, envelope.header.nonce, sent) {
+            return Err(RejectReason::Replay);
+        }
+        self.verifier
+            .verify(&envelope.sender, &envelope.signed_bytes(), &envelope.signature)
+            .map_err(|_| RejectReason::BadSignature)?;
+        if !self.senders.take_token(hop, now)? {
+            return Err(RejectReason::RateLimited);
+        }
+        if !self.replay.insert(envelope.sender, envelope.header.nonce, sent) {
+            return Err(RejectReason::Overloaded);
+        }
+        Ok(envelope)
+    }
+
+    /// Current reputation of `sender` (the configured maximum for an untracked sender).
+    pub fn reputation(&self, sender: &AgentId, now: UnixMillis) -> u32 {
+        self.senders.score(sender, now)
+    }
+
+    /// True if `sender` is serving a ban at `now`.
+    pub fn is_banned(&self, sender: &AgentId, now: UnixMillis) -> bool {
+        self.senders.is_banned(sender, now)
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> ValidatorStats {
+        ValidatorStats {
+            verifier: self.verifier.stats(),
+            tracked_senders: self.senders.len(),
+            replay_entries: self.replay.len(),
+            ..self.stats.clone()
+        }
+    }
+
+    /// The signature verifier, shared with other checks of this node (for example CRDT
+    /// entry signatures), so each unique signature is verified once.
+    pub fn verifier_mut(&mut self) -> &mut Ed25519Verifier {
+        &mut self.verifier
+    }
+}

@@ -1,0 +1,251 @@
+//! Per-sender reputation, bans and token-bucket rate limits, in bounded memory.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use knhk_types::{AgentId, UnixMillis};
+
+use super::{RejectReason, ValidatorConfig};
+
+/// Reputation points taken for each kind of rejection.
+///
+/// Honest nodes can trip the cheap ones now and then (a retransmitted frame is a replay,
+/// a slow clock is a stale timestamp), so those cost little; forgeries cost a lot.
+#[derive(Clone, Debug)]
+pub struct Penalties {
+    /// Oversized frame. Default 50.
+    pub frame_too_large: u32,
+    /// Undecodable frame. Default 100.
+    pub malformed: u32,
+    /// Envelope signed by someone other than the hop. Default 200.
+    pub sender_mismatch: u32,
+    /// Sender not in the directory. Default 50.
+    pub unknown_sender: u32,
+    /// Timestamp too old. Default 5.
+    pub stale_timestamp: u32,
+    /// Timestamp too far ahead. Default 5.
+    pub future_timestamp: u32,
+    /// Replayed (sender, nonce). Default 10.
+    pub replay: u32,
+    /// Signature does not verify. Default 250.
+    pub bad_signature: u32,
+    /// Over the rate limit. Default 2.
+    pub rate_limited: u32,
+}
+
+impl Default for Penalties {
+    fn default() -> Self {
+        Self {
+            frame_too_large: 50,
+            malformed: 100,
+            sender_mismatch: 200,
+            unknown_sender: 50,
+            stale_timestamp: 5,
+            future_timestamp: 5,
+            replay: 10,
+            bad_signature: 250,
+            rate_limited: 2,
+        }
+    }
+}
+
+impl Penalties {
+    fn for_reason(&self, reason: RejectReason) -> u32 {
+        match reason {
+            RejectReason::FrameTooLarge => self.frame_too_large,
+            RejectReason::Malformed => self.malformed,
+            RejectReason::SenderMismatch => self.sender_mismatch,
+            RejectReason::UnknownSender => self.unknown_sender,
+            RejectReason::StaleTimestamp => self.stale_timestamp,
+            RejectReason::FutureTimestamp => self.future_timestamp,
+            RejectReason::Replay => self.replay,
+            RejectReason::BadSignature => self.bad_signature,
+            RejectReason::RateLimited => self.rate_limited,
+            RejectReason::Banned | RejectReason::Overloaded => 0,
+        }
+    }
+}
+
+/// How reputation moves.
+#[derive(Clone, Debug)]
+pub struct ReputationConfig {
+    /// Score of a new or fully recovered sender. Default 1,000.
+    pub max_score: u32,
+    /// A sender whose score falls below this is banned. Default 500.
+    pub ban_below: u32,
+    /// How long a ban lasts. Default 60 s.
+    pub ban_duration: Duration,
+    /// Points regained per second of time. Default 5 (a full recovery from the
+    /// threshold takes 100 s).
+    pub recovery_per_second: u32,
+    /// Points regained per accepted frame. Default 1.
+    pub reward_per_accept: u32,
+    /// Points lost per rejection.
+    pub penalties: Penalties,
+}
+
+impl Default for ReputationConfig {
+    fn default() -> Self {
+        Self {
+            max_score: 1_000,
+            ban_below: 500,
+            ban_duration: Duration::from_secs(60),
+            recovery_per_second: 5,
+            reward_per_accept: 1,
+            penalties: Penalties::default(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct SenderState {
+    score: u32,
+    scored_at: UnixMillis,
+    banned_until: UnixMillis,
+    tokens_milli: u64,
+    refilled_at: UnixMillis,
+}
+
+/// Bounded table of per-sender state. When full, a sweep forgets senders with nothing
+/// to remember (full score, full bucket, no ban); if none can go, new senders are
+/// refused ([`RejectReason::Overloaded`]) instead of growing the table.
+#[derive(Debug)]
+pub(super) struct SenderBook {
+    states: HashMap<AgentId, SenderState>,
+    max_senders: usize,
+    rate_milli_per_ms: u64,
+    burst_milli: u64,
+    config: ReputationConfig,
+    last_sweep: UnixMillis,
+}
+
+impl SenderBook {
+    pub(super) fn new(config: &ValidatorConfig) -> Self {
+        Self {
+            states: HashMap::new(),
+            max_senders: config.max_tracked_senders.max(1),
+            rate_milli_per_ms: u64::from(config.rate_per_second),
+            burst_milli: u64::from(config.rate_burst.max(1)) * 1_000,
+            config: config.reputation.clone(),
+            last_sweep: UnixMillis(0),
+        }
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.states.len()
+    }
+
+    pub(super) fn is_banned(&self, sender: &AgentId, now: UnixMillis) -> bool {
+        self.states.get(sender).is_some_and(|state| state.banned_until > now)
+    }
+
+    pub(super) fn score(&self, sender: &AgentId, now: UnixMillis) -> u32 {
+        self.states
+            .get(sender)
+            .map_or(self.config.max_score, |state| self.recovered(state, now))
+    }
+
+    /// Lowers `sender`'s score; returns `true` if this imposed a ban.
+    pub(super) fn penalize(&mut self, sender: AgentId, reason: RejectReason, now: UnixMillis) -> bool {
+        let penalty = self.config.penalties.for_reason(reason);
+        if penalty == 0 {
+            return false;
+        }
+        let (ban_below, ban_duration) = (self.config.ban_below, self.config.ban_duration);
+        let Some(mut state) = self.state_for(sender, now) else {
+            return false;
+        };
+        let score = self.recovered(&state, now).saturating_sub(penalty);
+        let banned = score < ban_below;
+        state.score = if banned { ban_below } else { score };
+        state.scored_at = now;
+        if banned {
+            state.banned_until = now.saturating_add(ban_duration);
+        }
+        self.states.insert(sender, state);
+        banned
+    }
+
+    /// Raises the score of an already tracked sender after an accepted frame.
+    pub(super) fn reward(&mut self, sender: AgentId, now: UnixMillis) {
+        let reward = self.config.reward_per_accept;
+        let Some(state) = self.states.get(&sender).copied() else {
+            return;
+        };
+        let score = self.recovered(&state, now).saturating_add(reward).min(self.config.max_score);
+        if let Some(slot) = self.states.get_mut(&sender) {
+            slot.score = score;
+            slot.scored_at = now;
+        }
+    }
+
+    /// Takes one token from `sender`'s bucket: `Ok(false)` if empty,
+    /// `Err(Overloaded)` if the sender cannot be tracked.
+    pub(super) fn take_token(&mut self, sender: AgentId, now: UnixMillis) -> Result<bool, RejectReason> {
+        let mut state = self.state_for(sender, now).ok_or(RejectReason::Overloaded)?;
+        self.refill(&mut state, now);
+        let allowed = state.tokens_milli >= 1_000;
+        if allowed {
+            state.tokens_milli -= 1_000;
+        }
+        self.states.insert(sender, state);
+        Ok(allowed)
+    }
+
+    fn refill(&self, state: &mut SenderState, now: UnixMillis) {
+        let elapsed_ms = now.0.saturating_sub(state.refilled_at.0);
+        state.tokens_milli = state
+            .tokens_milli
+            .saturating_add(elapsed_ms.saturating_mul(self.rate_milli_per_ms))
+            .min(self.burst_milli);
+        state.refilled_at = state.refilled_at.max(now);
+    }
+
+    fn recovered(&self, state: &SenderState, now: UnixMillis) -> u32 {
+        let elapsed_ms = u64::from(state.scored_at < now) * now.0.saturating_sub(state.scored_at.0);
+        let regained = elapsed_ms.saturating_mul(u64::from(self.config.recovery_per_second)) / 1_000;
+        let regained = u32::try_from(regained).unwrap_or(u32::MAX);
+        state.score.saturating_add(regained).min(self.config.max_score)
+    }
+
+    /// The sender's state (a fresh one if untracked), or `None` if the table is full
+    /// and nothing can be forgotten.
+    fn state_for(&mut self, sender: AgentId, now: UnixMillis) -> Option<SenderState> {
+        if let Some(state) = self.states.get(&sender) {
+            return Some(*state);
+        }
+        if self.states.len() >= self.max_senders {
+            self.sweep(now);
+            if self.states.len() >= self.max_senders {
+                return None;
+            }
+        }
+        Some(SenderState {
+            score: self.config.max_score,
+            scored_at: now,
+            banned_until: UnixMillis(0),
+            tokens_milli: self.burst_milli,
+            refilled_at: now,
+        })
+    }
+
+    /// Forgets senders that are indistinguishable from new ones. At most once a second,
+    /// so a stream of new identities cannot make every frame pay for a full scan.
+    fn sweep(&mut self, now: UnixMillis) {
+        if now.0 < self.last_sweep.0.saturating_add(1_000) {
+            return;
+        }
+        self.last_sweep = now;
+        let states = std::mem::take(&mut self.states);
+        self.states = states
+            .into_iter()
+            .filter(|(_, state)| {
+                let mut refilled = *state;
+                self.refill(&mut refilled, now);
+                state.banned_until > now
+                    || self.recovered(state, now) < self.config.max_score
+                    || refilled.tokens_milli < self.burst_milli
+            })
+            .collect();
+    }
+}
