@@ -105,14 +105,21 @@ mod tests {
     use super::*;
 
     fn key(n: u32) -> CacheKey {
-        CacheKey::new(&AgentId::from_bytes([1; 32]), &n.to_le_bytes(), &Signature([0; 64]))
+        CacheKey::new(
+            &AgentId::from_bytes([1; 32]),
+            &n.to_le_bytes(),
+            &Signature([0; 64]),
+        )
     }
 
     #[test]
     fn keys_separate_signer_message_and_signature() {
         let signer = AgentId::from_bytes([1; 32]);
         let base = CacheKey::new(&signer, b"m", &Signature([0; 64]));
-        assert_ne!(base, CacheKey::new(&AgentId::from_bytes([2; 32]), b"m", &Signature([0; 64])));
+        assert_ne!(
+            base,
+            CacheKey::new(&AgentId::from_bytes([2; 32]), b"m", &Signature([0; 64]))
+        );
         assert_ne!(base, CacheKey::new(&signer, b"n", &Signature([0; 64])));
         assert_ne!(base, CacheKey::new(&signer, b"m", &Signature([1; 64])));
     }

@@ -8,7 +8,9 @@ use knhk_types::AgentId;
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     /// The key file is readable or writable by other users.
-    #[error("refusing key file {path}: mode {mode:03o} lets other users read it; run `chmod 600 {path}`")]
+    #[error(
+        "refusing key file {path}: mode {mode:03o} lets other users read it; run `chmod 600 {path}`"
+    )]
     InsecurePermissions {
         /// The key file.
         path: PathBuf,

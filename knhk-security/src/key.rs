@@ -176,7 +176,11 @@ mod tests {
             assert_eq!(mode, 0o600);
         }
         assert_eq!(NodeKey::load(&path).unwrap().agent_id(), key.agent_id());
-        assert!(std::fs::read_to_string(&path).unwrap().starts_with("-----BEGIN PRIVATE KEY-----"));
+        assert!(
+            std::fs::read_to_string(&path)
+                .unwrap()
+                .starts_with("-----BEGIN PRIVATE KEY-----")
+        );
     }
 
     #[cfg(unix)]
@@ -188,7 +192,10 @@ mod tests {
         NodeKey::from_seed([5; 32]).save(&path).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         let error = NodeKey::load(&path).unwrap_err();
-        assert!(matches!(error, KeyError::InsecurePermissions { mode: 0o644, .. }));
+        assert!(matches!(
+            error,
+            KeyError::InsecurePermissions { mode: 0o644, .. }
+        ));
         assert!(error.to_string().contains("chmod 600"), "{error}");
     }
 
@@ -198,7 +205,10 @@ mod tests {
         let path = dir.path().join("junk.key");
         NodeKey::from_seed([6; 32]).save(&path).unwrap();
         std::fs::write(&path, "not a key").unwrap();
-        assert!(matches!(NodeKey::load(&path), Err(KeyError::Malformed { .. })));
+        assert!(matches!(
+            NodeKey::load(&path),
+            Err(KeyError::Malformed { .. })
+        ));
         assert!(matches!(
             NodeKey::load(&dir.path().join("absent.key")),
             Err(KeyError::Io { .. })

@@ -41,7 +41,7 @@ pub use cache::{CacheKey, VerifiedCache};
 pub use error::{KeyError, VerifyError};
 pub use key::NodeKey;
 pub use validator::{
-    AllowAllSenders, ByzantineValidator, Penalties, RejectReason, Rejection, ReputationConfig, SenderDirectory,
-    ValidatorConfig, ValidatorStats,
+    AllowAllSenders, ByzantineValidator, Penalties, RejectReason, Rejection, ReputationConfig,
+    SenderDirectory, ValidatorConfig, ValidatorStats,
 };
 pub use verifier::{Ed25519Verifier, SignatureVerifier, SignedMessage, VerifierStats};

@@ -9,8 +9,8 @@ use knhk_types::{AgentId, DEFAULT_MAX_FRAME_BYTES, EnvelopeRef, UnixMillis};
 
 use crate::verifier::{Ed25519Verifier, SignatureVerifier, VerifierStats};
 use replay::ReplayWindow;
-pub use reputation::{Penalties, ReputationConfig};
 use reputation::SenderBook;
+pub use reputation::{Penalties, ReputationConfig};
 
 /// Who may send to us at all (the registry, a membership view, …). Kept as a trait so
 /// this crate does not depend on the transport.
@@ -255,8 +255,8 @@ impl ByzantineValidator {
         if self.senders.is_banned(&hop, now) {
             return Err(RejectReason::Banned);
         }
-        let envelope =
-            EnvelopeRef::decode(frame, self.config.max_frame_bytes).map_err(|_| RejectReason::Malformed)?;
+        let envelope = EnvelopeRef::decode(frame, self.config.max_frame_bytes)
+            .map_err(|_| RejectReason::Malformed)?;
         if envelope.sender != hop {
             return Err(RejectReason::SenderMismatch);
         }
@@ -272,16 +272,26 @@ impl ByzantineValidator {
             return Err(RejectReason::FutureTimestamp);
         }
         self.replay.expire(now);
-        if self.replay.contains(&envelope.sender, envelope.header.nonce, sent) {
+        if self
+            .replay
+            .contains(&envelope.sender, envelope.header.nonce, sent)
+        {
             return Err(RejectReason::Replay);
         }
         self.verifier
-            .verify(&envelope.sender, &envelope.signed_bytes(), &envelope.signature)
+            .verify(
+                &envelope.sender,
+                &envelope.signed_bytes(),
+                &envelope.signature,
+            )
             .map_err(|_| RejectReason::BadSignature)?;
         if !self.senders.take_token(hop, now)? {
             return Err(RejectReason::RateLimited);
         }
-        if !self.replay.insert(envelope.sender, envelope.header.nonce, sent) {
+        if !self
+            .replay
+            .insert(envelope.sender, envelope.header.nonce, sent)
+        {
             return Err(RejectReason::Overloaded);
         }
         Ok(envelope)

@@ -13,7 +13,12 @@ pub trait SignatureVerifier {
     ///
     /// Errors: [`VerifyError::InvalidKey`] if `signer` is not a valid ed25519 point,
     /// [`VerifyError::BadSignature`] otherwise.
-    fn verify(&mut self, signer: &AgentId, message: &[u8], signature: &Signature) -> Result<(), VerifyError>;
+    fn verify(
+        &mut self,
+        signer: &AgentId,
+        message: &[u8],
+        signature: &Signature,
+    ) -> Result<(), VerifyError>;
 }
 
 /// One item of a batch.
@@ -124,7 +129,12 @@ impl Ed25519Verifier {
 }
 
 impl SignatureVerifier for Ed25519Verifier {
-    fn verify(&mut self, signer: &AgentId, message: &[u8], signature: &Signature) -> Result<(), VerifyError> {
+    fn verify(
+        &mut self,
+        signer: &AgentId,
+        message: &[u8],
+        signature: &Signature,
+    ) -> Result<(), VerifyError> {
         let cache_key = CacheKey::new(signer, message, signature);
         if self.cache.contains(&cache_key) {
             self.stats.cache_hits += 1;
@@ -145,8 +155,14 @@ impl SignatureVerifier for Ed25519Verifier {
 /// Strict ed25519 verification with no cache.
 ///
 /// Errors: as [`SignatureVerifier::verify`].
-pub(crate) fn verify_strict(signer: &AgentId, message: &[u8], signature: &Signature) -> Result<(), VerifyError> {
-    let key = signer.verifying_key().ok_or(VerifyError::InvalidKey(*signer))?;
+pub(crate) fn verify_strict(
+    signer: &AgentId,
+    message: &[u8],
+    signature: &Signature,
+) -> Result<(), VerifyError> {
+    let key = signer
+        .verifying_key()
+        .ok_or(VerifyError::InvalidKey(*signer))?;
     key.verify_strict(message, &ed25519_dalek::Signature::from_bytes(&signature.0))
         .map_err(|_| VerifyError::BadSignature(*signer))
 }
@@ -172,7 +188,9 @@ mod tests {
         let mut verifier = Ed25519Verifier::new(1_000);
         let item = signed(1, b"hello");
         for _ in 0..5 {
-            verifier.verify(&item.signer, item.message, &item.signature).unwrap();
+            verifier
+                .verify(&item.signer, item.message, &item.signature)
+                .unwrap();
         }
         let stats = verifier.stats();
         assert_eq!((stats.single_verifications, stats.cache_hits), (1, 4));
@@ -182,7 +200,9 @@ mod tests {
     fn a_cached_signature_does_not_vouch_for_another_message() {
         let mut verifier = Ed25519Verifier::new(1_000);
         let item = signed(1, b"hello");
-        verifier.verify(&item.signer, item.message, &item.signature).unwrap();
+        verifier
+            .verify(&item.signer, item.message, &item.signature)
+            .unwrap();
         assert_eq!(
             verifier.verify(&item.signer, b"HELLO", &item.signature),
             Err(VerifyError::BadSignature(item.signer))
@@ -200,7 +220,11 @@ mod tests {
         let item = signed(1, b"hello");
         let forged = Signature([9; 64]);
         for _ in 0..3 {
-            assert!(verifier.verify(&item.signer, item.message, &forged).is_err());
+            assert!(
+                verifier
+                    .verify(&item.signer, item.message, &forged)
+                    .is_err()
+            );
         }
         assert_eq!(verifier.stats().failures, 3);
         assert!(verifier.cache().is_empty());

@@ -16,7 +16,12 @@ fn key(seed: u8) -> NodeKey {
 }
 
 fn frame(key: &NodeKey, sent: UnixMillis, nonce: u64) -> Vec<u8> {
-    Envelope::sign(key, EnvelopeHeader::new(MessageKind::GossipPush, sent, nonce), b"delta".to_vec()).encode()
+    Envelope::sign(
+        key,
+        EnvelopeHeader::new(MessageKind::GossipPush, sent, nonce),
+        b"delta".to_vec(),
+    )
+    .encode()
 }
 
 fn reason(result: Result<knhk_types::EnvelopeRef<'_>, knhk_security::Rejection>) -> RejectReason {
@@ -32,8 +37,13 @@ fn an_honest_envelope_is_accepted_and_rewarded() {
     let mut validator = ByzantineValidator::new(ValidatorConfig::default());
     let honest = key(1);
     let bytes = frame(&honest, NOW, 1);
-    let envelope = validator.validate(NOW, honest.agent_id(), &bytes, &AllowAllSenders).unwrap();
-    assert_eq!((envelope.sender, envelope.payload), (honest.agent_id(), &b"delta"[..]));
+    let envelope = validator
+        .validate(NOW, honest.agent_id(), &bytes, &AllowAllSenders)
+        .unwrap();
+    assert_eq!(
+        (envelope.sender, envelope.payload),
+        (honest.agent_id(), &b"delta"[..])
+    );
     assert_eq!(validator.stats().accepted, 1);
     assert_eq!(validator.reputation(&honest.agent_id(), NOW), 1_000);
 }
@@ -51,8 +61,14 @@ fn each_rejection_reason_in_turn() {
     let a = alice.agent_id();
     let known: HashSet<AgentId> = [a].into_iter().collect();
 
-    assert_eq!(reason(validator.validate(NOW, a, &vec![0; 4_097], &known)), RejectReason::FrameTooLarge);
-    assert_eq!(reason(validator.validate(NOW, a, b"\x01\x01garbage", &known)), RejectReason::Malformed);
+    assert_eq!(
+        reason(validator.validate(NOW, a, &vec![0; 4_097], &known)),
+        RejectReason::FrameTooLarge
+    );
+    assert_eq!(
+        reason(validator.validate(NOW, a, b"\x01\x01garbage", &known)),
+        RejectReason::Malformed
+    );
     // Mallory relays an envelope Alice signed: the hop must be the signer.
     assert_eq!(
         reason(validator.validate(NOW, mallory.agent_id(), &frame(&alice, NOW, 1), &known)),
@@ -62,23 +78,44 @@ fn each_rejection_reason_in_turn() {
         reason(validator.validate(NOW, mallory.agent_id(), &frame(&mallory, NOW, 1), &known)),
         RejectReason::UnknownSender
     );
-    assert_eq!(reason(validator.validate(NOW, a, &frame(&alice, at(-31_000), 2), &known)), RejectReason::StaleTimestamp);
-    assert_eq!(reason(validator.validate(NOW, a, &frame(&alice, at(31_000), 3), &known)), RejectReason::FutureTimestamp);
+    assert_eq!(
+        reason(validator.validate(NOW, a, &frame(&alice, at(-31_000), 2), &known)),
+        RejectReason::StaleTimestamp
+    );
+    assert_eq!(
+        reason(validator.validate(NOW, a, &frame(&alice, at(31_000), 3), &known)),
+        RejectReason::FutureTimestamp
+    );
 
     let mut forged = frame(&alice, NOW, 4);
     let payload_at = forged.len() - 64 - 5; // inside "delta", before the signature
     forged[payload_at] ^= 0x20;
-    assert_eq!(reason(validator.validate(NOW, a, &forged, &known)), RejectReason::BadSignature);
+    assert_eq!(
+        reason(validator.validate(NOW, a, &forged, &known)),
+        RejectReason::BadSignature
+    );
 
     let good = frame(&alice, NOW, 5);
     validator.validate(NOW, a, &good, &known).unwrap();
-    assert_eq!(reason(validator.validate(NOW, a, &good, &known)), RejectReason::Replay);
+    assert_eq!(
+        reason(validator.validate(NOW, a, &good, &known)),
+        RejectReason::Replay
+    );
 
-    validator.validate(NOW, a, &frame(&alice, NOW, 6), &known).unwrap();
-    validator.validate(NOW, a, &frame(&alice, NOW, 7), &known).unwrap();
-    assert_eq!(reason(validator.validate(NOW, a, &frame(&alice, NOW, 8), &known)), RejectReason::RateLimited);
+    validator
+        .validate(NOW, a, &frame(&alice, NOW, 6), &known)
+        .unwrap();
+    validator
+        .validate(NOW, a, &frame(&alice, NOW, 7), &known)
+        .unwrap();
+    assert_eq!(
+        reason(validator.validate(NOW, a, &frame(&alice, NOW, 8), &known)),
+        RejectReason::RateLimited
+    );
     // One second later one more token has refilled.
-    validator.validate(at(1_000), a, &frame(&alice, NOW, 9), &known).unwrap();
+    validator
+        .validate(at(1_000), a, &frame(&alice, NOW, 9), &known)
+        .unwrap();
 
     let stats = validator.stats();
     for reason in [
@@ -103,7 +140,12 @@ fn timestamps_inside_the_skew_window_are_accepted() {
     let alice = key(1);
     for (nonce, offset) in [(1, -29_999), (2, 29_999), (3, -30_000), (4, 30_000)] {
         validator
-            .validate(NOW, alice.agent_id(), &frame(&alice, at(offset), nonce), &AllowAllSenders)
+            .validate(
+                NOW,
+                alice.agent_id(),
+                &frame(&alice, at(offset), nonce),
+                &AllowAllSenders,
+            )
             .unwrap_or_else(|e| panic!("offset {offset}: {e}"));
     }
 }
@@ -128,19 +170,30 @@ fn forgeries_ban_the_hop_and_the_ban_expires() {
         let mut forged = frame(&mallory, NOW, 100 + nonce);
         let last = forged.len() - 1;
         forged[last] ^= 1;
-        assert_eq!(reason(validator.validate(NOW, m, &forged, &AllowAllSenders)), RejectReason::BadSignature);
+        assert_eq!(
+            reason(validator.validate(NOW, m, &forged, &AllowAllSenders)),
+            RejectReason::BadSignature
+        );
         assert!(!validator.is_banned(&m, NOW));
     }
-    assert_eq!(reason(validator.validate(NOW, m, &forged, &AllowAllSenders)), RejectReason::BadSignature);
+    assert_eq!(
+        reason(validator.validate(NOW, m, &forged, &AllowAllSenders)),
+        RejectReason::BadSignature
+    );
     assert!(validator.is_banned(&m, NOW));
     assert_eq!(validator.stats().bans, 1);
 
     // While banned even a valid frame is refused, before any decoding.
     let valid = frame(&mallory, NOW, 2);
-    assert_eq!(reason(validator.validate(at(9_999), m, &valid, &AllowAllSenders)), RejectReason::Banned);
+    assert_eq!(
+        reason(validator.validate(at(9_999), m, &valid, &AllowAllSenders)),
+        RejectReason::Banned
+    );
     // After the ban: accepted again, but reputation is only at the threshold and
     // recovers slowly (5 points a second).
-    validator.validate(at(10_000), m, &valid, &AllowAllSenders).unwrap();
+    validator
+        .validate(at(10_000), m, &valid, &AllowAllSenders)
+        .unwrap();
     let just_after = validator.reputation(&m, at(10_000));
     assert!((500..=560).contains(&just_after), "{just_after}");
     assert!(validator.reputation(&m, at(110_000)) >= 999);
@@ -156,13 +209,21 @@ fn a_flood_of_100k_from_one_sender_is_rate_limited_in_bounded_memory() {
         // All within one virtual second.
         let now = UnixMillis(NOW.0 + nonce / 100);
         let bytes = frame(&flooder, now, nonce);
-        if validator.validate(now, flooder.agent_id(), &bytes, &AllowAllSenders).is_ok() {
+        if validator
+            .validate(now, flooder.agent_id(), &bytes, &AllowAllSenders)
+            .is_ok()
+        {
             accepted_from_flooder += 1;
         }
         if nonce % 1_000 == 0 {
             honest_nonce += 1;
             validator
-                .validate(now, honest.agent_id(), &frame(&honest, now, honest_nonce), &AllowAllSenders)
+                .validate(
+                    now,
+                    honest.agent_id(),
+                    &frame(&honest, now, honest_nonce),
+                    &AllowAllSenders,
+                )
                 .expect("the honest sender is never refused");
         }
     }
@@ -172,10 +233,20 @@ fn a_flood_of_100k_from_one_sender_is_rate_limited_in_bounded_memory() {
     assert!(validator.is_banned(&flooder.agent_id(), UnixMillis(NOW.0 + 1_000)));
     assert!(!validator.is_banned(&honest.agent_id(), UnixMillis(NOW.0 + 1_000)));
     assert!(stats.rejected_for(RejectReason::RateLimited) > 0);
-    assert!(stats.rejected_for(RejectReason::Banned) > 90_000, "cheap rejections after the ban");
-    assert!(stats.replay_entries <= 3_100, "replay set holds accepted frames only");
+    assert!(
+        stats.rejected_for(RejectReason::Banned) > 90_000,
+        "cheap rejections after the ban"
+    );
+    assert!(
+        stats.replay_entries <= 3_100,
+        "replay set holds accepted frames only"
+    );
     assert_eq!(stats.tracked_senders, 2);
-    assert!(stats.verifier.single_verifications < 3_500, "signatures verified: {}", stats.verifier.single_verifications);
+    assert!(
+        stats.verifier.single_verifications < 3_500,
+        "signatures verified: {}",
+        stats.verifier.single_verifications
+    );
 }
 
 #[test]
@@ -184,11 +255,16 @@ fn replays_of_every_accepted_frame_are_refused() {
     let alice = key(1);
     let frames: Vec<_> = (0..40).map(|n| frame(&alice, NOW, n)).collect();
     for bytes in &frames {
-        validator.validate(NOW, alice.agent_id(), bytes, &AllowAllSenders).unwrap();
+        validator
+            .validate(NOW, alice.agent_id(), bytes, &AllowAllSenders)
+            .unwrap();
     }
     // 40 replays cost 400 points: refused each time, not yet banned.
     for bytes in &frames {
-        assert_eq!(reason(validator.validate(at(5_000), alice.agent_id(), bytes, &AllowAllSenders)), RejectReason::Replay);
+        assert_eq!(
+            reason(validator.validate(at(5_000), alice.agent_id(), bytes, &AllowAllSenders)),
+            RejectReason::Replay
+        );
     }
     assert!(!validator.is_banned(&alice.agent_id(), at(5_000)));
     // A hop that keeps replaying is banned.
@@ -212,16 +288,33 @@ fn the_replay_window_refuses_rather_than_grows() {
     let mut validator = ByzantineValidator::new(config);
     let alice = key(1);
     for nonce in 0..10 {
-        validator.validate(NOW, alice.agent_id(), &frame(&alice, NOW, nonce), &AllowAllSenders).unwrap();
+        validator
+            .validate(
+                NOW,
+                alice.agent_id(),
+                &frame(&alice, NOW, nonce),
+                &AllowAllSenders,
+            )
+            .unwrap();
     }
     assert_eq!(
-        reason(validator.validate(NOW, alice.agent_id(), &frame(&alice, NOW, 10), &AllowAllSenders)),
+        reason(validator.validate(
+            NOW,
+            alice.agent_id(),
+            &frame(&alice, NOW, 10),
+            &AllowAllSenders
+        )),
         RejectReason::Overloaded
     );
     assert_eq!(validator.stats().replay_entries, 10);
     // Once the old entries age out, there is room again.
     validator
-        .validate(at(90_000), alice.agent_id(), &frame(&alice, at(90_000), 11), &AllowAllSenders)
+        .validate(
+            at(90_000),
+            alice.agent_id(),
+            &frame(&alice, at(90_000), 11),
+            &AllowAllSenders,
+        )
         .unwrap();
 }
 
@@ -252,10 +345,17 @@ fn an_honest_sender_is_never_banned_by_occasional_mishaps() {
     for n in 0..36_000u64 {
         let now = UnixMillis(NOW.0 + n * 100);
         let bytes = frame(&alice, now, n);
-        validator.validate(now, a, &bytes, &AllowAllSenders).unwrap();
+        validator
+            .validate(now, a, &bytes, &AllowAllSenders)
+            .unwrap();
         if n % 100 == 0 {
             let _ = validator.validate(now, a, &bytes, &AllowAllSenders);
-            let _ = validator.validate(now, a, &frame(&alice, UnixMillis(now.0 - 40_000), u64::MAX - n), &AllowAllSenders);
+            let _ = validator.validate(
+                now,
+                a,
+                &frame(&alice, UnixMillis(now.0 - 40_000), u64::MAX - n),
+                &AllowAllSenders,
+            );
         }
     }
     assert!(!validator.is_banned(&a, UnixMillis(NOW.0 + 3_600_000)));

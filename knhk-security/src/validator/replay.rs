@@ -55,7 +55,12 @@ impl ReplayWindow {
         if self.len >= self.capacity {
             return false;
         }
-        if self.buckets.entry(sent.0 / self.bucket_ms).or_default().insert((sender, nonce)) {
+        if self
+            .buckets
+            .entry(sent.0 / self.bucket_ms)
+            .or_default()
+            .insert((sender, nonce))
+        {
             self.len += 1;
         }
         true

@@ -136,7 +136,9 @@ impl SenderBook {
     }
 
     pub(super) fn is_banned(&self, sender: &AgentId, now: UnixMillis) -> bool {
-        self.states.get(sender).is_some_and(|state| state.banned_until > now)
+        self.states
+            .get(sender)
+            .is_some_and(|state| state.banned_until > now)
     }
 
     pub(super) fn score(&self, sender: &AgentId, now: UnixMillis) -> u32 {
@@ -146,7 +148,12 @@ impl SenderBook {
     }
 
     /// Lowers `sender`'s score; returns `true` if this imposed a ban.
-    pub(super) fn penalize(&mut self, sender: AgentId, reason: RejectReason, now: UnixMillis) -> bool {
+    pub(super) fn penalize(
+        &mut self,
+        sender: AgentId,
+        reason: RejectReason,
+        now: UnixMillis,
+    ) -> bool {
         let penalty = self.config.penalties.for_reason(reason);
         if penalty == 0 {
             return false;
@@ -172,7 +179,10 @@ impl SenderBook {
         let Some(state) = self.states.get(&sender).copied() else {
             return;
         };
-        let score = self.recovered(&state, now).saturating_add(reward).min(self.config.max_score);
+        let score = self
+            .recovered(&state, now)
+            .saturating_add(reward)
+            .min(self.config.max_score);
         if let Some(slot) = self.states.get_mut(&sender) {
             slot.score = score;
             slot.scored_at = now;
@@ -181,8 +191,14 @@ impl SenderBook {
 
     /// Takes one token from `sender`'s bucket: `Ok(false)` if empty,
     /// `Err(Overloaded)` if the sender cannot be tracked.
-    pub(super) fn take_token(&mut self, sender: AgentId, now: UnixMillis) -> Result<bool, RejectReason> {
-        let mut state = self.state_for(sender, now).ok_or(RejectReason::Overloaded)?;
+    pub(super) fn take_token(
+        &mut self,
+        sender: AgentId,
+        now: UnixMillis,
+    ) -> Result<bool, RejectReason> {
+        let mut state = self
+            .state_for(sender, now)
+            .ok_or(RejectReason::Overloaded)?;
         self.refill(&mut state, now);
         let allowed = state.tokens_milli >= 1_000;
         if allowed {
@@ -203,9 +219,13 @@ impl SenderBook {
 
     fn recovered(&self, state: &SenderState, now: UnixMillis) -> u32 {
         let elapsed_ms = u64::from(state.scored_at < now) * now.0.saturating_sub(state.scored_at.0);
-        let regained = elapsed_ms.saturating_mul(u64::from(self.config.recovery_per_second)) / 1_000;
+        let regained =
+            elapsed_ms.saturating_mul(u64::from(self.config.recovery_per_second)) / 1_000;
         let regained = u32::try_from(regained).unwrap_or(u32::MAX);
-        state.score.saturating_add(regained).min(self.config.max_score)
+        state
+            .score
+            .saturating_add(regained)
+            .min(self.config.max_score)
     }
 
     /// The sender's state (a fresh one if untracked), or `None` if the table is full

@@ -1,0 +1,511 @@
+//! [`VersionedState`]: the replicated map, its version vector and its Merkle tree.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use crdts::{CvRDT, LWWReg};
+use knhk_security::SignatureVerifier;
+use knhk_types::{AgentId, EnvelopeSigner, VersionVector};
+
+use crate::delta::{Delta, WriterRange};
+use crate::entry::{Marker, SignedEntry, Stored};
+use crate::error::CrdtError;
+use crate::merkle::{Hash, SparseMerkle, bucket_hash, bucket_of};
+
+/// Limits and shape of a [`VersionedState`]. Peers that compare Merkle trees must use
+/// the same `merkle_depth`.
+#[derive(Clone, Debug)]
+pub struct StateConfig {
+    /// Longest key, in bytes. Default 256.
+    pub max_key_bytes: usize,
+    /// Largest value, in bytes. Default 64 KiB.
+    pub max_value_bytes: usize,
+    /// Most keys held (tombstones count). Default 1,000,000.
+    pub max_entries: usize,
+    /// The Merkle tree has `2^merkle_depth` buckets (at most 24). Default 12 (4,096).
+    pub merkle_depth: u8,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        Self {
+            max_key_bytes: 256,
+            max_value_bytes: 64 * 1024,
+            max_entries: 1_000_000,
+            merkle_depth: 12,
+        }
+    }
+}
+
+/// What a merge changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MergeReport {
+    /// Keys whose winning entry changed, in key order.
+    pub updated_keys: Vec<String>,
+    /// Writers whose version advanced.
+    pub advanced_writers: usize,
+}
+
+impl MergeReport {
+    /// True if the merge changed nothing (a duplicate or an old delta).
+    pub fn is_empty(&self) -> bool {
+        self.updated_keys.is_empty() && self.advanced_writers == 0
+    }
+}
+
+type Register = LWWReg<Stored, Marker>;
+
+/// A map of keys to last-writer-wins registers of [`SignedEntry`]s.
+///
+/// Besides the winning entry of every key, the state keeps:
+/// - its version vector (per writer, the highest counter whose effects it has), and for
+///   each writer the signed entry carrying that counter, the *proof* a delta shows
+///   when it claims that version (kept even after the entry is overwritten);
+/// - an index from (writer, counter) to key, so [`VersionedState::delta_since`] costs
+///   O(writers that changed + entries sent), not O(state);
+/// - a Merkle tree over all entries ([`VersionedState::merkle_root`]).
+#[derive(Clone, Debug)]
+pub struct VersionedState {
+    config: StateConfig,
+    version: VersionVector,
+    proofs: BTreeMap<AgentId, Stored>,
+    lamport: u64,
+    buckets: HashMap<u32, BTreeMap<String, Register>>,
+    by_writer: BTreeMap<AgentId, BTreeMap<u64, String>>,
+    len: usize,
+    merkle: SparseMerkle,
+}
+
+impl VersionedState {
+    /// An empty state.
+    pub fn new(config: StateConfig) -> Self {
+        let merkle = SparseMerkle::new(config.merkle_depth);
+        Self {
+            config,
+            version: VersionVector::new(),
+            proofs: BTreeMap::new(),
+            lamport: 0,
+            buckets: HashMap::new(),
+            by_writer: BTreeMap::new(),
+            len: 0,
+            merkle,
+        }
+    }
+
+    /// What this state has seen.
+    pub fn version(&self) -> &VersionVector {
+        &self.version
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &StateConfig {
+        &self.config
+    }
+
+    /// Number of keys held, tombstones included.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True if no key was ever written.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The current value of `key`; `None` if never written or deleted.
+    pub fn get(&self, key: &str) -> Option<&[u8]> {
+        self.entry(key).and_then(|entry| entry.value.as_deref())
+    }
+
+    /// The winning entry of `key`, tombstones included.
+    pub fn entry(&self, key: &str) -> Option<&SignedEntry> {
+        let bucket = bucket_of(key, self.merkle.depth());
+        self.buckets
+            .get(&bucket)?
+            .get(key)
+            .map(|register| &register.val.entry)
+    }
+
+    /// Every winning entry, tombstones included, in no particular order.
+    pub fn entries(&self) -> impl Iterator<Item = &SignedEntry> {
+        self.buckets
+            .values()
+            .flat_map(|bucket| bucket.values())
+            .map(|register| &register.val.entry)
+    }
+
+    /// Winning entry digest per key, in key order: two states hold the same data iff
+    /// these are equal.
+    pub fn digests(&self) -> BTreeMap<&str, Hash> {
+        self.buckets
+            .values()
+            .flat_map(|bucket| bucket.iter())
+            .map(|(key, register)| (key.as_str(), register.val.digest))
+            .collect()
+    }
+
+    /// Writes `value` under `key` as `signer` (a local write by the owning node). Returns
+    /// the signed entry, to be gossiped.
+    ///
+    /// Errors: [`CrdtError::KeyTooLong`], [`CrdtError::ValueTooLarge`],
+    /// [`CrdtError::Full`], [`CrdtError::CounterExhausted`]. On error nothing changes.
+    pub fn put(
+        &mut self,
+        signer: &impl EnvelopeSigner,
+        key: &str,
+        value: Vec<u8>,
+    ) -> Result<SignedEntry, CrdtError> {
+        self.write(signer, key, Some(value))
+    }
+
+    /// Deletes `key` as `signer`, leaving a tombstone (which wins over older writes and
+    /// is itself replicated). Returns the signed tombstone.
+    ///
+    /// Errors: as [`VersionedState::put`].
+    pub fn delete(
+        &mut self,
+        signer: &impl EnvelopeSigner,
+        key: &str,
+    ) -> Result<SignedEntry, CrdtError> {
+        self.write(signer, key, None)
+    }
+
+    fn write(
+        &mut self,
+        signer: &impl EnvelopeSigner,
+        key: &str,
+        value: Option<Vec<u8>>,
+    ) -> Result<SignedEntry, CrdtError> {
+        let writer = signer.agent_id();
+        let counter = self
+            .version
+            .get(&writer)
+            .checked_add(1)
+            .ok_or(CrdtError::CounterExhausted(writer))?;
+        let lamport = self
+            .lamport
+            .checked_add(1)
+            .ok_or(CrdtError::CounterExhausted(writer))?;
+        let entry = SignedEntry {
+            key: key.to_owned(),
+            value,
+            writer,
+            counter,
+            lamport,
+            signature: knhk_types::Signature([0; 64]),
+        };
+        self.check_limits(&entry)?;
+        if self.entry(key).is_none() && self.len >= self.config.max_entries {
+            return Err(CrdtError::Full {
+                max: self.config.max_entries,
+            });
+        }
+        let entry = SignedEntry::sign(signer, entry.key, entry.value, counter, lamport);
+        let stored = Stored::new(entry.clone());
+        self.apply(stored.clone());
+        self.version.observe(writer, counter);
+        self.proofs.insert(writer, stored);
+        Ok(entry)
+    }
+
+    /// Exactly what a peer at `peer_version` lacks: for each writer this state is ahead
+    /// on, the range of versions and every still-winning entry in it, plus the signed
+    /// entry proving the range's end. Lists only writers that changed.
+    pub fn delta_since(&self, peer_version: &VersionVector) -> Delta {
+        let mut delta = Delta::default();
+        for (writer, &through) in self.version.iter() {
+            let after = peer_version.get(writer);
+            if through <= after {
+                continue;
+            }
+            delta.ranges.push(WriterRange {
+                writer: *writer,
+                after,
+                through,
+            });
+            let mut proof_sent = false;
+            if let Some(index) = self.by_writer.get(writer) {
+                for (&counter, key) in index.range(after + 1..=through) {
+                    if let Some(entry) = self.entry(key) {
+                        proof_sent |= counter == through;
+                        delta.entries.push(entry.clone());
+                    }
+                }
+            }
+            if !proof_sent && let Some(proof) = self.proofs.get(writer) {
+                delta.entries.push(proof.entry.clone());
+            }
+        }
+        delta
+    }
+
+    /// Applies a delta from a peer, all or nothing.
+    ///
+    /// Checks, before changing anything: every range moves forward and names its writer
+    /// once; every entry lies inside its writer's range; every range carries the entry
+    /// proving its end; no writer signed two different entries with one counter; sizes
+    /// are within limits; the state would not exceed `max_entries`; and every entry's
+    /// signature verifies through `verifier` (strict ed25519, cached). Then merges each
+    /// entry (last-writer-wins by [`Marker`]) and advances the version of each writer
+    /// whose range starts at or below what this state already has (a delta computed
+    /// against a newer vector than ours never makes us claim versions we skipped).
+    ///
+    /// Errors: the first failed check, as a [`CrdtError`]; the state is unchanged.
+    pub fn merge(
+        &mut self,
+        delta: &Delta,
+        verifier: &mut impl SignatureVerifier,
+    ) -> Result<MergeReport, CrdtError> {
+        let mut ranges: BTreeMap<AgentId, &WriterRange> = BTreeMap::new();
+        for range in &delta.ranges {
+            if range.through <= range.after || ranges.insert(range.writer, range).is_some() {
+                return Err(CrdtError::Backwards {
+                    writer: range.writer,
+                    after: range.after,
+                    through: range.through,
+                });
+            }
+        }
+        let mut seen: BTreeMap<(AgentId, u64), Hash> = BTreeMap::new();
+        let mut stored = Vec::with_capacity(delta.entries.len());
+        for entry in &delta.entries {
+            let inside = ranges
+                .get(&entry.writer)
+                .is_some_and(|range| range.after < entry.counter && entry.counter <= range.through);
+            if !inside {
+                return Err(CrdtError::EntryOutsideRange {
+                    writer: entry.writer,
+                    counter: entry.counter,
+                });
+            }
+            let item = self.admit(entry)?;
+            if let Some(previous) = seen.insert((entry.writer, entry.counter), item.digest)
+                && previous != item.digest
+            {
+                return Err(CrdtError::Equivocation {
+                    writer: entry.writer,
+                    counter: entry.counter,
+                });
+            }
+            stored.push(item);
+        }
+        for range in ranges.values() {
+            if !seen.contains_key(&(range.writer, range.through)) {
+                return Err(CrdtError::MissingVersions {
+                    writer: range.writer,
+                    through: range.through,
+                });
+            }
+        }
+        self.check_capacity(&stored)?;
+        for item in &stored {
+            item.entry.verify(verifier)?;
+        }
+
+        let mut report = MergeReport::default();
+        let mut updated = BTreeSet::new();
+        for item in &stored {
+            if self.apply(item.clone()) {
+                updated.insert(item.entry.key.clone());
+            }
+        }
+        for range in ranges.values() {
+            let mine = self.version.get(&range.writer);
+            if mine >= range.after && mine < range.through {
+                let proof = stored.iter().find(|item| {
+                    item.entry.writer == range.writer && item.entry.counter == range.through
+                });
+                if let Some(proof) = proof {
+                    self.version.observe(range.writer, range.through);
+                    self.proofs.insert(range.writer, proof.clone());
+                    report.advanced_writers += 1;
+                }
+            }
+        }
+        report.updated_keys = updated.into_iter().collect();
+        Ok(report)
+    }
+
+    /// Merges loose entries (for example those a [`crate::MerkleDiff`] found missing)
+    /// without touching the version vector. All or nothing, with the same size,
+    /// capacity and signature checks as [`VersionedState::merge`].
+    ///
+    /// Errors: as [`VersionedState::merge`]; the state is unchanged.
+    pub fn merge_entries(
+        &mut self,
+        entries: &[SignedEntry],
+        verifier: &mut impl SignatureVerifier,
+    ) -> Result<MergeReport, CrdtError> {
+        let stored = entries
+            .iter()
+            .map(|entry| self.admit(entry))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.check_capacity(&stored)?;
+        for item in &stored {
+            item.entry.verify(verifier)?;
+        }
+        let mut updated = BTreeSet::new();
+        for item in stored {
+            let key = item.entry.key.clone();
+            if self.apply(item) {
+                updated.insert(key);
+            }
+        }
+        Ok(MergeReport {
+            updated_keys: updated.into_iter().collect(),
+            advanced_writers: 0,
+        })
+    }
+
+    /// The winning entries of `keys` (tombstones included; unknown keys skipped).
+    pub fn entries_for(&self, keys: &[String]) -> Vec<SignedEntry> {
+        keys.iter()
+            .filter_map(|key| self.entry(key).cloned())
+            .collect()
+    }
+
+    /// The Merkle root over every entry. Equal roots ⇔ equal [`VersionedState::digests`]
+    /// (up to SHA-256 collisions). Recomputes only paths dirtied since the last call:
+    /// O(changed buckets · depth) hashes.
+    pub fn merkle_root(&mut self) -> Hash {
+        self.flush_merkle();
+        self.merkle.root()
+    }
+
+    /// Depth of the Merkle tree (the tree has `2^depth` buckets).
+    pub fn merkle_depth(&self) -> u8 {
+        self.merkle.depth()
+    }
+
+    /// Hashes of the given nodes (heap ids: 1 is the root, `2i`/`2i+1` the children).
+    pub fn merkle_nodes(&mut self, ids: &[u32]) -> Vec<(u32, Hash)> {
+        self.flush_merkle();
+        ids.iter().map(|&id| (id, self.merkle.node(id))).collect()
+    }
+
+    /// The (key, digest) pairs of the given buckets, in key order.
+    pub fn bucket_digests(&self, buckets: &[u32]) -> Vec<crate::BucketDigests> {
+        buckets
+            .iter()
+            .map(|&bucket| crate::BucketDigests {
+                bucket,
+                keys: self
+                    .buckets
+                    .get(&bucket)
+                    .map(|entries| {
+                        entries
+                            .iter()
+                            .map(|(key, reg)| (key.clone(), reg.val.digest))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            })
+            .collect()
+    }
+
+    /// Approximate heap bytes held, for memory accounting.
+    pub fn approx_heap_bytes(&self) -> usize {
+        let entries: usize = self
+            .entries()
+            .map(|entry| 2 * entry.key.len() + entry.value.as_ref().map_or(0, Vec::len) + 300)
+            .sum();
+        entries + self.proofs.len() * 300 + self.merkle.stored_nodes() * 48
+    }
+
+    fn flush_merkle(&mut self) {
+        if !self.merkle.is_dirty() {
+            return;
+        }
+        let buckets = &self.buckets;
+        self.merkle.flush(|bucket| {
+            buckets
+                .get(&bucket)
+                .filter(|entries| !entries.is_empty())
+                .map(|entries| bucket_hash(entries.values().map(|register| &register.val.digest)))
+        });
+    }
+
+    fn check_limits(&self, entry: &SignedEntry) -> Result<(), CrdtError> {
+        if entry.key.len() > self.config.max_key_bytes {
+            return Err(CrdtError::KeyTooLong {
+                len: entry.key.len(),
+                max: self.config.max_key_bytes,
+            });
+        }
+        let value_len = entry.value.as_ref().map_or(0, Vec::len);
+        if value_len > self.config.max_value_bytes {
+            return Err(CrdtError::ValueTooLarge {
+                len: value_len,
+                max: self.config.max_value_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    /// Size checks and digest, before any signature work.
+    fn admit(&self, entry: &SignedEntry) -> Result<Stored, CrdtError> {
+        self.check_limits(entry)?;
+        Ok(Stored::new(entry.clone()))
+    }
+
+    fn check_capacity(&self, incoming: &[Stored]) -> Result<(), CrdtError> {
+        let new_keys: BTreeSet<&str> = incoming
+            .iter()
+            .map(|item| item.entry.key.as_str())
+            .filter(|key| self.entry(key).is_none())
+            .collect();
+        if self.len + new_keys.len() > self.config.max_entries {
+            return Err(CrdtError::Full {
+                max: self.config.max_entries,
+            });
+        }
+        Ok(())
+    }
+
+    /// Merges one verified entry into its key's register; `true` if it won.
+    fn apply(&mut self, stored: Stored) -> bool {
+        self.lamport = self.lamport.max(stored.entry.lamport);
+        let bucket = bucket_of(&stored.entry.key, self.merkle.depth());
+        let (writer, counter, key) = (
+            stored.entry.writer,
+            stored.entry.counter,
+            stored.entry.key.clone(),
+        );
+        let marker = stored.marker();
+        let entries = self.buckets.entry(bucket).or_default();
+        let displaced = match entries.get_mut(&key) {
+            None => {
+                entries.insert(
+                    key.clone(),
+                    LWWReg {
+                        val: stored,
+                        marker,
+                    },
+                );
+                self.len += 1;
+                None
+            }
+            Some(register) => {
+                let before = register.marker;
+                register.merge(LWWReg {
+                    val: stored,
+                    marker,
+                });
+                if register.marker == before {
+                    return false;
+                }
+                Some((before.writer, before.counter))
+            }
+        };
+        if let Some((old_writer, old_counter)) = displaced
+            && let Some(index) = self.by_writer.get_mut(&old_writer)
+        {
+            index.remove(&old_counter);
+        }
+        self.by_writer
+            .entry(writer)
+            .or_default()
+            .insert(counter, key);
+        self.merkle.mark_dirty(bucket);
+        true
+    }
+}

@@ -1,0 +1,317 @@
+//! Writes, deltas and merges of `VersionedState`, including every way a delta is refused.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use knhk_crdt::{CrdtError, Delta, StateConfig, VersionedState, WriterRange};
+use knhk_security::{Ed25519Verifier, NodeKey};
+use knhk_types::VersionVector;
+
+fn key(seed: u8) -> NodeKey {
+    NodeKey::from_seed([seed; 32])
+}
+
+fn state() -> VersionedState {
+    VersionedState::new(StateConfig::default())
+}
+
+fn verifier() -> Ed25519Verifier {
+    Ed25519Verifier::new(4_096)
+}
+
+/// Everything observable about a state, to show a refused merge changed nothing.
+fn fingerprint(state: &mut VersionedState) -> (String, VersionVector, [u8; 32]) {
+    (
+        format!("{:?}", state.digests()),
+        state.version().clone(),
+        state.merkle_root(),
+    )
+}
+
+#[test]
+fn put_get_delete() {
+    let alice = key(1);
+    let mut a = state();
+    a.put(&alice, "k", b"v1".to_vec()).unwrap();
+    assert_eq!(a.get("k"), Some(&b"v1"[..]));
+    a.put(&alice, "k", b"v2".to_vec()).unwrap();
+    assert_eq!(a.get("k"), Some(&b"v2"[..]));
+    let tombstone = a.delete(&alice, "k").unwrap();
+    assert!(tombstone.is_tombstone());
+    assert_eq!(a.get("k"), None);
+    assert_eq!(a.len(), 1, "the tombstone is kept");
+    assert_eq!(a.version().get(&alice.agent_id()), 3);
+}
+
+#[test]
+fn a_delta_carries_exactly_what_the_peer_lacks() {
+    let alice = key(1);
+    let mut a = state();
+    for n in 0..10 {
+        a.put(&alice, &format!("k{n}"), vec![n]).unwrap();
+    }
+    let mut b = state();
+    b.merge(&a.delta_since(b.version()), &mut verifier())
+        .unwrap();
+    for n in 10..13 {
+        a.put(&alice, &format!("k{n}"), vec![n]).unwrap();
+    }
+    let delta = a.delta_since(b.version());
+    assert_eq!(
+        delta.ranges,
+        vec![WriterRange {
+            writer: alice.agent_id(),
+            after: 10,
+            through: 13
+        }]
+    );
+    let keys: Vec<_> = delta.entries.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(keys, ["k10", "k11", "k12"]);
+    assert!(a.delta_since(a.version()).is_empty());
+}
+
+#[test]
+fn overwritten_versions_are_covered_by_their_proof() {
+    let (alice, bob) = (key(1), key(2));
+    let mut a = state();
+    a.put(&alice, "k", b"alice".to_vec()).unwrap();
+    let mut other = state();
+    other
+        .merge(&a.delta_since(other.version()), &mut verifier())
+        .unwrap();
+    other.put(&bob, "k", b"bob".to_vec()).unwrap(); // overwrites alice's write
+    let mut fresh = state();
+    let delta = other.delta_since(fresh.version());
+    // Alice's entry no longer wins anywhere, but it proves alice's version 1.
+    assert_eq!(delta.entries.len(), 2);
+    fresh.merge(&delta, &mut verifier()).unwrap();
+    assert_eq!(fresh.get("k"), Some(&b"bob"[..]));
+    assert_eq!(fresh.version(), other.version());
+    assert_eq!(fresh.merkle_root(), other.merkle_root());
+}
+
+#[test]
+fn concurrent_writes_to_one_key_resolve_identically_everywhere() {
+    let (alice, bob) = (key(1), key(2));
+    let (mut a, mut b) = (state(), state());
+    a.put(&alice, "leader", b"alice".to_vec()).unwrap();
+    b.put(&bob, "leader", b"bob".to_vec()).unwrap();
+    let (to_b, to_a) = (a.delta_since(b.version()), b.delta_since(a.version()));
+    a.merge(&to_a, &mut verifier()).unwrap();
+    b.merge(&to_b, &mut verifier()).unwrap();
+    assert_eq!(a.get("leader"), b.get("leader"));
+    assert_eq!(a.merkle_root(), b.merkle_root());
+    // Equal Lamport times: the larger writer id wins.
+    let winner = if alice.agent_id() > bob.agent_id() {
+        &b"alice"[..]
+    } else {
+        &b"bob"[..]
+    };
+    assert_eq!(a.get("leader"), Some(winner));
+}
+
+#[test]
+fn merge_reports_updated_keys_and_is_idempotent() {
+    let alice = key(1);
+    let mut a = state();
+    a.put(&alice, "x", b"1".to_vec()).unwrap();
+    a.put(&alice, "y", b"2".to_vec()).unwrap();
+    let delta = a.delta_since(&VersionVector::new());
+    let mut b = state();
+    let report = b.merge(&delta, &mut verifier()).unwrap();
+    assert_eq!(report.updated_keys, ["x", "y"]);
+    assert_eq!(report.advanced_writers, 1);
+    assert!(b.merge(&delta, &mut verifier()).unwrap().is_empty());
+}
+
+#[test]
+fn a_delta_against_a_newer_vector_never_makes_us_claim_skipped_versions() {
+    let alice = key(1);
+    let mut a = state();
+    for n in 0..5 {
+        a.put(&alice, &format!("k{n}"), vec![n]).unwrap();
+    }
+    let mut midway = state();
+    midway
+        .merge(&a.delta_since(midway.version()), &mut verifier())
+        .unwrap();
+    a.put(&alice, "k5", vec![5]).unwrap();
+    // A delta meant for a peer at version 5, delivered to a node at version 0.
+    let delta = a.delta_since(midway.version());
+    let mut behind = state();
+    behind.merge(&delta, &mut verifier()).unwrap();
+    assert_eq!(behind.get("k5"), Some(&[5][..]), "entries are kept");
+    assert_eq!(
+        behind.version().get(&alice.agent_id()),
+        0,
+        "but versions 1..=5 were not seen"
+    );
+    // A later full delta completes it.
+    behind
+        .merge(&a.delta_since(behind.version()), &mut verifier())
+        .unwrap();
+    assert_eq!(behind.version(), a.version());
+    assert_eq!(behind.merkle_root(), a.merkle_root());
+}
+
+fn refused(target: &mut VersionedState, delta: &Delta) -> CrdtError {
+    let before = fingerprint(target);
+    let error = target
+        .merge(delta, &mut verifier())
+        .expect_err("delta should be refused");
+    assert_eq!(
+        fingerprint(target),
+        before,
+        "a refused merge changed the state"
+    );
+    error
+}
+
+fn base_delta() -> (NodeKey, Delta) {
+    let alice = key(1);
+    let mut a = state();
+    a.put(&alice, "k1", b"1".to_vec()).unwrap();
+    a.put(&alice, "k2", b"2".to_vec()).unwrap();
+    (alice, a.delta_since(&VersionVector::new()))
+}
+
+#[test]
+fn each_malformed_delta_is_refused_and_changes_nothing() {
+    let (alice, good) = base_delta();
+    let mut target = state();
+    target.put(&key(9), "mine", b"keep".to_vec()).unwrap();
+
+    let mut backwards = good.clone();
+    backwards.ranges[0].through = 0;
+    assert!(matches!(
+        refused(&mut target, &backwards),
+        CrdtError::Backwards { .. }
+    ));
+
+    let mut twice = good.clone();
+    twice.ranges.push(twice.ranges[0]);
+    assert!(matches!(
+        refused(&mut target, &twice),
+        CrdtError::Backwards { .. }
+    ));
+
+    let mut claims_more = good.clone();
+    claims_more.ranges[0].through = 1_000;
+    assert!(matches!(
+        refused(&mut target, &claims_more),
+        CrdtError::MissingVersions { through: 1_000, .. }
+    ));
+
+    let mut outside = good.clone();
+    outside.ranges[0].after = 1;
+    assert!(matches!(
+        refused(&mut target, &outside),
+        CrdtError::EntryOutsideRange { counter: 1, .. }
+    ));
+
+    let mut unlisted = good.clone();
+    unlisted.ranges.clear();
+    assert!(matches!(
+        refused(&mut target, &unlisted),
+        CrdtError::EntryOutsideRange { .. }
+    ));
+
+    let mut forged = good.clone();
+    forged.entries[0].value = Some(b"evil".to_vec());
+    assert!(matches!(
+        refused(&mut target, &forged),
+        CrdtError::BadSignature { counter: 1, .. }
+    ));
+
+    let mut equivocation = good.clone();
+    let mut second =
+        knhk_crdt::SignedEntry::sign(&alice, "k1".into(), Some(b"other".to_vec()), 1, 1);
+    second.key = "k1".into();
+    equivocation.entries.push(second);
+    assert!(matches!(
+        refused(&mut target, &equivocation),
+        CrdtError::Equivocation { counter: 1, .. }
+    ));
+
+    // A bad signature on the last entry: nothing before it is applied either.
+    let mut last_bad = good.clone();
+    last_bad.entries[1].signature.0[0] ^= 1;
+    assert!(matches!(
+        refused(&mut target, &last_bad),
+        CrdtError::BadSignature { counter: 2, .. }
+    ));
+
+    target.merge(&good, &mut verifier()).unwrap();
+    assert_eq!(target.get("k2"), Some(&b"2"[..]));
+}
+
+#[test]
+fn limits_are_enforced_on_writes_and_merges() {
+    let config = StateConfig {
+        max_key_bytes: 4,
+        max_value_bytes: 4,
+        max_entries: 2,
+        ..StateConfig::default()
+    };
+    let alice = key(1);
+    let mut small = VersionedState::new(config.clone());
+    assert!(matches!(
+        small.put(&alice, "toolong", vec![]),
+        Err(CrdtError::KeyTooLong { len: 7, max: 4 })
+    ));
+    assert!(matches!(
+        small.put(&alice, "k", vec![0; 5]),
+        Err(CrdtError::ValueTooLarge { len: 5, max: 4 })
+    ));
+    small.put(&alice, "a", vec![]).unwrap();
+    small.put(&alice, "b", vec![]).unwrap();
+    assert!(matches!(
+        small.put(&alice, "c", vec![]),
+        Err(CrdtError::Full { max: 2 })
+    ));
+    small.put(&alice, "a", vec![1]).unwrap(); // overwriting is not growth
+
+    let mut big = state();
+    for name in ["x", "y", "z"] {
+        big.put(&key(2), name, vec![]).unwrap();
+    }
+    let mut target = VersionedState::new(config);
+    let delta = big.delta_since(target.version());
+    assert!(matches!(
+        refused(&mut target, &delta),
+        CrdtError::Full { max: 2 }
+    ));
+}
+
+#[test]
+fn loose_entries_from_anti_entropy_merge_without_touching_versions() {
+    let alice = key(1);
+    let mut a = state();
+    let entry = a.put(&alice, "k", b"v".to_vec()).unwrap();
+    let mut b = state();
+    b.merge_entries(&[entry.clone()], &mut verifier()).unwrap();
+    assert_eq!(b.get("k"), Some(&b"v"[..]));
+    assert!(b.version().is_empty());
+    assert_eq!(b.merkle_root(), a.merkle_root());
+    let mut forged = entry;
+    forged.value = Some(b"w".to_vec());
+    assert!(matches!(
+        b.merge_entries(&[forged], &mut verifier()),
+        Err(CrdtError::BadSignature { .. })
+    ));
+}
+
+#[test]
+fn each_unique_entry_signature_is_verified_once_per_verifier() {
+    let alice = key(1);
+    let mut a = state();
+    for n in 0..20 {
+        a.put(&alice, &format!("k{n}"), vec![n]).unwrap();
+    }
+    let delta = a.delta_since(&VersionVector::new());
+    let mut shared = verifier();
+    for _ in 0..5 {
+        state().merge(&delta, &mut shared).unwrap();
+    }
+    let stats = shared.stats();
+    assert_eq!(stats.single_verifications, 20);
+    assert_eq!(stats.cache_hits, 80);
+}
