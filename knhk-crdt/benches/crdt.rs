@@ -8,6 +8,21 @@ use knhk_crdt::{StateConfig, VersionedState};
 use knhk_security::{Ed25519Verifier, NodeKey, SignatureVerifier};
 use knhk_types::VersionVector;
 
+/// Bench-only: accepts every signature, to separate the merge bookkeeping from the
+/// signature check in the figures. Never a production verifier.
+struct AcceptAllForBreakdown;
+
+impl SignatureVerifier for AcceptAllForBreakdown {
+    fn verify(
+        &mut self,
+        _: &knhk_types::AgentId,
+        _: &[u8],
+        _: &knhk_types::Signature,
+    ) -> Result<(), knhk_security::VerifyError> {
+        Ok(())
+    }
+}
+
 fn state_with(keys: usize, writer: &NodeKey) -> VersionedState {
     let mut state = VersionedState::new(StateConfig::default());
     for n in 0..keys {
@@ -45,6 +60,17 @@ fn merge(c: &mut Criterion) {
         b.iter_batched_ref(
             || base.clone(),
             |state| state.merge(black_box(&delta), &mut cached).unwrap(),
+            BatchSize::LargeInput,
+        )
+    });
+    group.bench_function("merge_1_key_delta_without_signature_check", |b| {
+        b.iter_batched_ref(
+            || base.clone(),
+            |state| {
+                state
+                    .merge(black_box(&delta), &mut AcceptAllForBreakdown)
+                    .unwrap()
+            },
             BatchSize::LargeInput,
         )
     });

@@ -87,10 +87,7 @@ impl SignedEntry {
 
     /// SHA-256 over the signed bytes and the signature: names this exact entry.
     pub fn digest(&self) -> Hash {
-        let mut hasher = Sha256::new();
-        hasher.update(self.signed_bytes());
-        hasher.update(self.signature.0);
-        hasher.finalize().into()
+        digest_of(&self.signed_bytes(), &self.signature)
     }
 
     /// True for a deletion.
@@ -136,17 +133,32 @@ pub struct Marker {
     pub digest: Hash,
 }
 
-/// An entry together with its digest, as stored in a register.
+fn digest_of(signed_bytes: &[u8], signature: &Signature) -> Hash {
+    let mut hasher = Sha256::new();
+    hasher.update(signed_bytes);
+    hasher.update(signature.0);
+    hasher.finalize().into()
+}
+
+/// An entry with what is derived from it once: its digest and its Merkle bucket.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Stored {
     pub entry: SignedEntry,
     pub digest: Hash,
+    pub bucket: u32,
 }
 
 impl Stored {
-    pub(crate) fn new(entry: SignedEntry) -> Self {
-        let digest = entry.digest();
-        Self { entry, digest }
+    /// `signed_bytes` must be `entry.signed_bytes()` (passed in so callers that also
+    /// verify the signature build them once).
+    pub(crate) fn new(entry: SignedEntry, signed_bytes: &[u8], merkle_depth: u8) -> Self {
+        let digest = digest_of(signed_bytes, &entry.signature);
+        let bucket = crate::merkle::bucket_of(&entry.key, merkle_depth);
+        Self {
+            entry,
+            digest,
+            bucket,
+        }
     }
 
     pub(crate) fn marker(&self) -> Marker {
@@ -163,6 +175,15 @@ impl Stored {
 mod tests {
     use super::*;
     use knhk_security::{Ed25519Verifier, NodeKey};
+
+    #[test]
+    fn digest_names_the_exact_entry() {
+        let key = NodeKey::from_seed([1; 32]);
+        let entry = SignedEntry::sign(&key, "k".into(), Some(b"v".to_vec()), 1, 1);
+        assert_eq!(stored(entry.clone()).digest, entry.digest());
+        let other = SignedEntry::sign(&key, "k".into(), Some(b"w".to_vec()), 1, 1);
+        assert_ne!(entry.digest(), other.digest());
+    }
 
     #[test]
     fn signature_covers_every_field() {
@@ -196,14 +217,19 @@ mod tests {
         assert!(deleted.is_tombstone() && !empty.is_tombstone());
     }
 
+    fn stored(entry: SignedEntry) -> Stored {
+        let bytes = entry.signed_bytes();
+        Stored::new(entry, &bytes, 12)
+    }
+
     #[test]
     fn markers_order_by_lamport_then_writer() {
         let (a, b) = (NodeKey::from_seed([1; 32]), NodeKey::from_seed([2; 32]));
-        let early = Stored::new(SignedEntry::sign(&b, "k".into(), None, 1, 1)).marker();
-        let late = Stored::new(SignedEntry::sign(&a, "k".into(), None, 1, 2)).marker();
+        let early = stored(SignedEntry::sign(&b, "k".into(), None, 1, 1)).marker();
+        let late = stored(SignedEntry::sign(&a, "k".into(), None, 1, 2)).marker();
         assert!(late > early);
-        let tie_a = Stored::new(SignedEntry::sign(&a, "k".into(), None, 1, 5)).marker();
-        let tie_b = Stored::new(SignedEntry::sign(&b, "k".into(), None, 1, 5)).marker();
+        let tie_a = stored(SignedEntry::sign(&a, "k".into(), None, 1, 5)).marker();
+        let tie_b = stored(SignedEntry::sign(&b, "k".into(), None, 1, 5)).marker();
         assert_eq!(tie_a > tie_b, a.agent_id() > b.agent_id());
     }
 }

@@ -13,9 +13,10 @@
 //! a hash after them recomputes only the dirty paths.
 
 use std::collections::{BTreeSet, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::OnceLock;
 
-use rs_merkle::Hasher;
+use rs_merkle::Hasher as MerkleHasher;
 use rs_merkle::algorithms::Sha256 as MerkleSha256;
 use sha2::{Digest, Sha256};
 
@@ -64,12 +65,35 @@ pub(crate) fn bucket_of(key: &str, depth: u8) -> u32 {
     u32::from_be_bytes([hash[0], hash[1], hash[2], hash[3]]) >> (32 - u32::from(depth))
 }
 
+/// Node ids are derived from SHA-256 buckets, so nobody can aim collisions at the
+/// table: a multiplicative hash (Fibonacci hashing) is enough and far cheaper than SipHash.
+#[derive(Default)]
+struct NodeIdHasher(u64);
+
+impl Hasher for NodeIdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = (self.0 << 8 | u64::from(byte)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_u32(&mut self, id: u32) {
+        self.0 = u64::from(id).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+type NodeMap = HashMap<u32, Hash, BuildHasherDefault<NodeIdHasher>>;
+
 /// Node ids are heap positions: 1 is the root, `2i` and `2i + 1` are `i`'s children,
 /// leaves are `2^depth + bucket`.
 #[derive(Debug, Clone)]
 pub(crate) struct SparseMerkle {
     depth: u8,
-    nodes: HashMap<u32, Hash>,
+    nodes: NodeMap,
     dirty: BTreeSet<u32>,
 }
 
@@ -77,7 +101,7 @@ impl SparseMerkle {
     pub(crate) fn new(depth: u8) -> Self {
         Self {
             depth: depth.min(MAX_DEPTH),
-            nodes: HashMap::new(),
+            nodes: NodeMap::default(),
             dirty: BTreeSet::new(),
         }
     }
@@ -126,19 +150,23 @@ impl SparseMerkle {
             return;
         }
         let buckets = std::mem::take(&mut self.dirty);
-        let mut level: BTreeSet<u32> = BTreeSet::new();
+        // Ids of one level, ascending (the dirty set is sorted, and halving keeps the
+        // order), so duplicates among parents are adjacent.
+        let mut level: Vec<u32> = Vec::with_capacity(buckets.len());
         for bucket in buckets {
             let id = self.leaf_id(bucket);
             self.store(id, leaf_hash(bucket), 0);
-            level.insert(id);
+            level.push(id);
         }
         for height in 1..=self.depth {
-            let parents: BTreeSet<u32> = level.iter().map(|id| id / 2).collect();
-            for &parent in &parents {
+            for id in &mut level {
+                *id /= 2;
+            }
+            level.dedup();
+            for &parent in &level {
                 let hash = hash_pair(&self.node(2 * parent), &self.node(2 * parent + 1));
                 self.store(parent, Some(hash), height);
             }
-            level = parents;
         }
     }
 

@@ -11,6 +11,20 @@ use crate::entry::{Marker, SignedEntry, Stored};
 use crate::error::CrdtError;
 use crate::merkle::{Hash, SparseMerkle, bucket_hash, bucket_of};
 
+/// Checks an entry's signature over bytes already built by `admit`.
+fn verify(
+    verifier: &mut impl SignatureVerifier,
+    entry: &SignedEntry,
+    signed_bytes: &[u8],
+) -> Result<(), CrdtError> {
+    verifier
+        .verify(&entry.writer, signed_bytes, &entry.signature)
+        .map_err(|_| CrdtError::BadSignature {
+            writer: entry.writer,
+            counter: entry.counter,
+        })
+}
+
 /// Limits and shape of a [`VersionedState`]. Peers that compare Merkle trees must use
 /// the same `merkle_depth`.
 #[derive(Clone, Debug)]
@@ -200,7 +214,7 @@ impl VersionedState {
             });
         }
         let entry = SignedEntry::sign(signer, entry.key, entry.value, counter, lamport);
-        let stored = Stored::new(entry.clone());
+        let stored = Stored::new(entry.clone(), &entry.signed_bytes(), self.merkle.depth());
         self.apply(stored.clone());
         self.version.observe(writer, counter);
         self.proofs.insert(writer, stored);
@@ -266,7 +280,7 @@ impl VersionedState {
             }
         }
         let mut seen: BTreeMap<(AgentId, u64), Hash> = BTreeMap::new();
-        let mut stored = Vec::with_capacity(delta.entries.len());
+        let mut admitted = Vec::with_capacity(delta.entries.len());
         for entry in &delta.entries {
             let inside = ranges
                 .get(&entry.writer)
@@ -277,7 +291,7 @@ impl VersionedState {
                     counter: entry.counter,
                 });
             }
-            let item = self.admit(entry)?;
+            let (item, signed_bytes) = self.admit(entry)?;
             if let Some(previous) = seen.insert((entry.writer, entry.counter), item.digest)
                 && previous != item.digest
             {
@@ -286,7 +300,7 @@ impl VersionedState {
                     counter: entry.counter,
                 });
             }
-            stored.push(item);
+            admitted.push((item, signed_bytes));
         }
         for range in ranges.values() {
             if !seen.contains_key(&(range.writer, range.through)) {
@@ -296,32 +310,26 @@ impl VersionedState {
                 });
             }
         }
-        self.check_capacity(&stored)?;
-        for item in &stored {
-            item.entry.verify(verifier)?;
+        self.check_capacity(admitted.iter().map(|(item, _)| item))?;
+        for (item, signed_bytes) in &admitted {
+            verify(verifier, &item.entry, signed_bytes)?;
         }
 
         let mut report = MergeReport::default();
-        let mut updated = BTreeSet::new();
-        for item in &stored {
-            if self.apply(item.clone()) {
-                updated.insert(item.entry.key.clone());
-            }
-        }
         for range in ranges.values() {
             let mine = self.version.get(&range.writer);
             if mine >= range.after && mine < range.through {
-                let proof = stored.iter().find(|item| {
+                let proof = admitted.iter().find(|(item, _)| {
                     item.entry.writer == range.writer && item.entry.counter == range.through
                 });
-                if let Some(proof) = proof {
+                if let Some((proof, _)) = proof {
                     self.version.observe(range.writer, range.through);
                     self.proofs.insert(range.writer, proof.clone());
                     report.advanced_writers += 1;
                 }
             }
         }
-        report.updated_keys = updated.into_iter().collect();
+        report.updated_keys = self.apply_all(admitted.into_iter().map(|(item, _)| item));
         Ok(report)
     }
 
@@ -335,23 +343,16 @@ impl VersionedState {
         entries: &[SignedEntry],
         verifier: &mut impl SignatureVerifier,
     ) -> Result<MergeReport, CrdtError> {
-        let stored = entries
+        let admitted = entries
             .iter()
             .map(|entry| self.admit(entry))
             .collect::<Result<Vec<_>, _>>()?;
-        self.check_capacity(&stored)?;
-        for item in &stored {
-            item.entry.verify(verifier)?;
-        }
-        let mut updated = BTreeSet::new();
-        for item in stored {
-            let key = item.entry.key.clone();
-            if self.apply(item) {
-                updated.insert(key);
-            }
+        self.check_capacity(admitted.iter().map(|(item, _)| item))?;
+        for (item, signed_bytes) in &admitted {
+            verify(verifier, &item.entry, signed_bytes)?;
         }
         Ok(MergeReport {
-            updated_keys: updated.into_iter().collect(),
+            updated_keys: self.apply_all(admitted.into_iter().map(|(item, _)| item)),
             advanced_writers: 0,
         })
     }
@@ -441,17 +442,28 @@ impl VersionedState {
         Ok(())
     }
 
-    /// Size checks and digest, before any signature work.
-    fn admit(&self, entry: &SignedEntry) -> Result<Stored, CrdtError> {
+    /// Size checks, digest and bucket, before any signature work. Returns the signed
+    /// bytes too, so the signature check does not rebuild them.
+    fn admit(&self, entry: &SignedEntry) -> Result<(Stored, Vec<u8>), CrdtError> {
         self.check_limits(entry)?;
-        Ok(Stored::new(entry.clone()))
+        let signed_bytes = entry.signed_bytes();
+        Ok((
+            Stored::new(entry.clone(), &signed_bytes, self.merkle.depth()),
+            signed_bytes,
+        ))
     }
 
-    fn check_capacity(&self, incoming: &[Stored]) -> Result<(), CrdtError> {
+    fn check_capacity<'a>(
+        &self,
+        incoming: impl Iterator<Item = &'a Stored>,
+    ) -> Result<(), CrdtError> {
         let new_keys: BTreeSet<&str> = incoming
-            .iter()
+            .filter(|item| {
+                self.buckets
+                    .get(&item.bucket)
+                    .is_none_or(|bucket| !bucket.contains_key(&item.entry.key))
+            })
             .map(|item| item.entry.key.as_str())
-            .filter(|key| self.entry(key).is_none())
             .collect();
         if self.len + new_keys.len() > self.config.max_entries {
             return Err(CrdtError::Full {
@@ -461,10 +473,22 @@ impl VersionedState {
         Ok(())
     }
 
+    /// Applies verified entries; returns the keys whose winner changed, in key order.
+    fn apply_all(&mut self, items: impl Iterator<Item = Stored>) -> Vec<String> {
+        let mut updated = BTreeSet::new();
+        for item in items {
+            let key = item.entry.key.clone();
+            if self.apply(item) {
+                updated.insert(key);
+            }
+        }
+        updated.into_iter().collect()
+    }
+
     /// Merges one verified entry into its key's register; `true` if it won.
     fn apply(&mut self, stored: Stored) -> bool {
         self.lamport = self.lamport.max(stored.entry.lamport);
-        let bucket = bucket_of(&stored.entry.key, self.merkle.depth());
+        let bucket = stored.bucket;
         let (writer, counter, key) = (
             stored.entry.writer,
             stored.entry.counter,

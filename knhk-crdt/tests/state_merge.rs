@@ -287,7 +287,8 @@ fn loose_entries_from_anti_entropy_merge_without_touching_versions() {
     let mut a = state();
     let entry = a.put(&alice, "k", b"v".to_vec()).unwrap();
     let mut b = state();
-    b.merge_entries(std::slice::from_ref(&entry), &mut verifier()).unwrap();
+    b.merge_entries(std::slice::from_ref(&entry), &mut verifier())
+        .unwrap();
     assert_eq!(b.get("k"), Some(&b"v"[..]));
     assert!(b.version().is_empty());
     assert_eq!(b.merkle_root(), a.merkle_root());
