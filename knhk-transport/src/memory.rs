@@ -7,11 +7,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use dashmap::DashMap;
 use knhk_types::{AgentId, DEFAULT_MAX_FRAME_BYTES};
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::error::TransportError;
 use crate::transport::{
-    Counters, Inbound, Responder, ResponderInner, Transport, TransportStats, check_frame_len,
+    Counters, Inbound, Inbox, Responder, ResponderInner, Transport, TransportStats, check_frame_len,
 };
 
 /// Settings shared by every node of a [`MemoryNetwork`].
@@ -86,7 +86,7 @@ impl MemoryNetwork {
             id,
             generation,
             network: self.clone(),
-            inbox: Mutex::new(receiver),
+            inbox: Inbox::new(receiver),
             counters,
         })
     }
@@ -125,11 +125,18 @@ pub struct MemoryTransport {
     id: AgentId,
     generation: u64,
     network: Arc<MemoryNetwork>,
-    inbox: Mutex<mpsc::Receiver<Inbound>>,
+    inbox: Inbox,
     counters: Arc<Counters>,
 }
 
 impl MemoryTransport {
+    /// Removes this node from the network (not a later node that rejoined with our id).
+    fn leave(&self) {
+        self.network.nodes.remove_if(&self.id, |_, endpoint| {
+            endpoint.generation == self.generation
+        });
+    }
+
     async fn deliver(
         &self,
         to: AgentId,
@@ -195,18 +202,11 @@ impl Transport for MemoryTransport {
     }
 
     async fn recv(&self) -> Result<Inbound, TransportError> {
-        self.inbox
-            .lock()
-            .await
-            .recv()
-            .await
-            .ok_or(TransportError::Closed)
+        self.inbox.next().await
     }
 
     async fn close(&self) {
-        self.network.nodes.remove_if(&self.id, |_, endpoint| {
-            endpoint.generation == self.generation
-        });
+        self.leave();
     }
 
     fn stats(&self) -> TransportStats {
@@ -216,9 +216,7 @@ impl Transport for MemoryTransport {
 
 impl Drop for MemoryTransport {
     fn drop(&mut self) {
-        self.network.nodes.remove_if(&self.id, |_, endpoint| {
-            endpoint.generation == self.generation
-        });
+        self.leave();
     }
 }
 

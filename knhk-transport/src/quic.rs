@@ -37,7 +37,7 @@ pub use verify::{AllowAnyPeer, PeerAuthorizer};
 use crate::PeerRegistry;
 use crate::error::TransportError;
 use crate::transport::{
-    Counters, Inbound, Responder, ResponderInner, Transport, TransportStats, check_frame_len,
+    Counters, Inbound, Inbox, Responder, ResponderInner, Transport, TransportStats, check_frame_len,
 };
 use identity::{ALPN, agent_id_from_certificate, self_signed_identity, server_name_for};
 use verify::{AuthorizedClientVerifier, PinnedServerVerifier};
@@ -116,7 +116,7 @@ impl Default for QuicConfig {
 #[derive(Debug)]
 pub struct QuicTransport {
     shared: Arc<Shared>,
-    inbox: Mutex<mpsc::Receiver<Inbound>>,
+    inbox: Inbox,
     accept_task: JoinHandle<()>,
 }
 
@@ -174,7 +174,7 @@ impl QuicTransport {
         let accept_task = tokio::spawn(accept_loop(shared.clone()));
         Ok(Self {
             shared,
-            inbox: Mutex::new(inbound_rx),
+            inbox: Inbox::new(inbound_rx),
             accept_task,
         })
     }
@@ -285,12 +285,7 @@ impl Transport for QuicTransport {
     }
 
     async fn recv(&self) -> Result<Inbound, TransportError> {
-        self.inbox
-            .lock()
-            .await
-            .recv()
-            .await
-            .ok_or(TransportError::Closed)
+        self.inbox.next().await
     }
 
     async fn close(&self) {

@@ -179,6 +179,28 @@ impl Counters {
     }
 }
 
+/// The queue between a transport's receiving side and [`Transport::recv`]: one
+/// receiver, awaited by any number of callers in turn.
+#[derive(Debug)]
+pub(crate) struct Inbox(tokio::sync::Mutex<tokio::sync::mpsc::Receiver<Inbound>>);
+
+impl Inbox {
+    pub(crate) fn new(receiver: tokio::sync::mpsc::Receiver<Inbound>) -> Self {
+        Self(tokio::sync::Mutex::new(receiver))
+    }
+
+    /// The next frame, or [`TransportError::Closed`] once every sender is gone and the
+    /// queue is drained.
+    pub(crate) async fn next(&self) -> Result<Inbound, TransportError> {
+        self.0
+            .lock()
+            .await
+            .recv()
+            .await
+            .ok_or(TransportError::Closed)
+    }
+}
+
 /// Fails with [`TransportError::FrameTooLarge`] if `len > max`.
 pub(crate) fn check_frame_len(len: usize, max: usize) -> Result<(), TransportError> {
     if len > max {

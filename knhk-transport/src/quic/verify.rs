@@ -58,7 +58,15 @@ fn presented_id(cert: &CertificateDer<'_>) -> Result<AgentId, Error> {
     agent_id_from_certificate(cert).map_err(reject)
 }
 
-const SCHEMES: &[SignatureScheme] = &[SignatureScheme::ED25519];
+/// Only ed25519 identities exist in the mesh.
+fn supported_schemes() -> Vec<SignatureScheme> {
+    vec![SignatureScheme::ED25519]
+}
+
+/// TLS 1.2 is never offered (QUIC requires 1.3); a 1.2 signature is refused.
+fn refuse_tls12() -> Result<HandshakeSignatureValid, Error> {
+    Err(Error::General("TLS 1.2 is not supported".into()))
+}
 
 /// Client side: the server must present exactly the key named by the server name.
 #[derive(Debug)]
@@ -94,7 +102,7 @@ impl ServerCertVerifier for PinnedServerVerifier {
         _cert: &CertificateDer<'_>,
         _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        Err(Error::General("TLS 1.2 is not supported".into()))
+        refuse_tls12()
     }
 
     fn verify_tls13_signature(
@@ -107,7 +115,7 @@ impl ServerCertVerifier for PinnedServerVerifier {
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        SCHEMES.to_vec()
+        supported_schemes()
     }
 }
 
@@ -151,7 +159,7 @@ impl ClientCertVerifier for AuthorizedClientVerifier {
         _cert: &CertificateDer<'_>,
         _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        Err(Error::General("TLS 1.2 is not supported".into()))
+        refuse_tls12()
     }
 
     fn verify_tls13_signature(
@@ -164,6 +172,6 @@ impl ClientCertVerifier for AuthorizedClientVerifier {
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        SCHEMES.to_vec()
+        supported_schemes()
     }
 }
