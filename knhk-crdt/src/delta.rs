@@ -75,7 +75,20 @@ impl Delta {
         let body = match flag {
             RAW => body,
             ZSTD => {
-                decompressed = zstd::bulk::decompress(body, max_decoded_bytes).map_err(|e| {
+                // Allocate what the frame declares (when it does and it is within the
+                // limit), not the limit itself.
+                let declared = zstd::zstd_safe::get_frame_content_size(body).ok().flatten();
+                let capacity = match declared {
+                    Some(size) if size > max_decoded_bytes as u64 => {
+                        return Err(CrdtError::DeltaTooLarge {
+                            len: usize::try_from(size).unwrap_or(usize::MAX),
+                            max: max_decoded_bytes,
+                        });
+                    }
+                    Some(size) => usize::try_from(size).unwrap_or(max_decoded_bytes),
+                    None => max_decoded_bytes,
+                };
+                decompressed = zstd::bulk::decompress(body, capacity).map_err(|e| {
                     if e.to_string().contains("Destination buffer is too small") {
                         CrdtError::DeltaTooLarge {
                             len: max_decoded_bytes + 1,

@@ -4,15 +4,20 @@
 //! question and feeds back the peer's answer (computed there by
 //! [`VersionedState::merkle_nodes`] and [`VersionedState::bucket_digests`]). Each step
 //! descends one level, asking only for the children of nodes that differ, so finding `d`
-//! differing keys costs at most `2 · d · depth` node hashes plus the key digests of at
-//! most `d` buckets, one round trip per level.
+//! differing keys from an honest peer costs at most `2 · d · depth` node hashes plus the
+//! key digests of at most `d` buckets (about `n / 2^depth` keys each), one round trip per
+//! level: O(d · (depth + n / 2^depth)).
+//!
+//! A lying peer can claim every node differs and walk the whole tree; callers bound a
+//! session by the frame size of each answer and by how many sessions they run.
+//! Answers that name keys outside the bucket they claim are refused.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::CrdtError;
-use crate::merkle::Hash;
+use crate::merkle::{Hash, bucket_of};
 use crate::state::VersionedState;
 
 /// A Merkle node id: heap position (1 = root; `2i`, `2i + 1` = children of `i`).
@@ -124,6 +129,19 @@ impl MerkleDiff {
             return Err(CrdtError::DiffMismatch(
                 "answer names other buckets than asked".into(),
             ));
+        }
+        let depth = local.merkle_depth();
+        for digests in answer {
+            if let Some((key, _)) = digests
+                .keys
+                .iter()
+                .find(|(key, _)| bucket_of(key, depth) != digests.bucket)
+            {
+                return Err(CrdtError::DiffMismatch(format!(
+                    "key {key:?} does not belong to bucket {}",
+                    digests.bucket
+                )));
+            }
         }
         let mut differing = BTreeSet::new();
         let local_buckets =

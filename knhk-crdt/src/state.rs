@@ -84,7 +84,9 @@ pub struct VersionedState {
     proofs: BTreeMap<AgentId, Stored>,
     lamport: u64,
     buckets: HashMap<u32, BTreeMap<String, Register>>,
-    by_writer: BTreeMap<AgentId, BTreeMap<u64, String>>,
+    /// (counter, key) of every winning entry, per writer. A set of pairs rather than a
+    /// map from counter, because an equivocating writer can use one counter for two keys.
+    by_writer: BTreeMap<AgentId, BTreeSet<(u64, String)>>,
     len: usize,
     merkle: SparseMerkle,
 }
@@ -195,10 +197,9 @@ impl VersionedState {
             .get(&writer)
             .checked_add(1)
             .ok_or(CrdtError::CounterExhausted(writer))?;
-        let lamport = self
-            .lamport
-            .checked_add(1)
-            .ok_or(CrdtError::CounterExhausted(writer))?;
+        // Saturates rather than fails: a Byzantine writer that publishes a huge Lamport
+        // time must not make every later local write impossible (see ARCHITECTURE.md).
+        let lamport = self.lamport.saturating_add(1);
         let entry = SignedEntry {
             key: key.to_owned(),
             value,
@@ -238,9 +239,12 @@ impl VersionedState {
             });
             let mut proof_sent = false;
             if let Some(index) = self.by_writer.get(writer) {
-                for (&counter, key) in index.range(after + 1..=through) {
+                let winners = index
+                    .range((after + 1, String::new())..)
+                    .take_while(|(counter, _)| *counter <= through);
+                for (counter, key) in winners {
                     if let Some(entry) = self.entry(key) {
-                        proof_sent |= counter == through;
+                        proof_sent |= *counter == through;
                         delta.entries.push(entry.clone());
                     }
                 }
@@ -378,16 +382,23 @@ impl VersionedState {
     }
 
     /// Hashes of the given nodes (heap ids: 1 is the root, `2i`/`2i+1` the children).
+    /// Duplicate ids are answered once.
     pub fn merkle_nodes(&mut self, ids: &[u32]) -> Vec<(u32, Hash)> {
         self.flush_merkle();
-        ids.iter().map(|&id| (id, self.merkle.node(id))).collect()
+        let unique: BTreeSet<u32> = ids.iter().copied().collect();
+        unique
+            .into_iter()
+            .map(|id| (id, self.merkle.node(id)))
+            .collect()
     }
 
-    /// The (key, digest) pairs of the given buckets, in key order.
+    /// The (key, digest) pairs of the given buckets, in key order. Duplicate buckets are
+    /// answered once.
     pub fn bucket_digests(&self, buckets: &[u32]) -> Vec<crate::BucketDigests> {
-        buckets
-            .iter()
-            .map(|&bucket| crate::BucketDigests {
+        let unique: BTreeSet<u32> = buckets.iter().copied().collect();
+        unique
+            .into_iter()
+            .map(|bucket| crate::BucketDigests {
                 bucket,
                 keys: self
                     .buckets
@@ -523,12 +534,15 @@ impl VersionedState {
         if let Some((old_writer, old_counter)) = displaced
             && let Some(index) = self.by_writer.get_mut(&old_writer)
         {
-            index.remove(&old_counter);
+            index.remove(&(old_counter, key.clone()));
+            if index.is_empty() {
+                self.by_writer.remove(&old_writer);
+            }
         }
         self.by_writer
             .entry(writer)
             .or_default()
-            .insert(counter, key);
+            .insert((counter, key));
         self.merkle.mark_dirty(bucket);
         true
     }

@@ -316,3 +316,80 @@ fn each_unique_entry_signature_is_verified_once_per_verifier() {
     assert_eq!(stats.single_verifications, 20);
     assert_eq!(stats.cache_hits, 80);
 }
+
+#[test]
+fn a_huge_foreign_lamport_time_never_blocks_local_writes() {
+    let (mallory, alice) = (key(6), key(1));
+    let squatter =
+        knhk_crdt::SignedEntry::sign(&mallory, "k".into(), Some(b"mine".to_vec()), 1, u64::MAX);
+    let mut a = state();
+    a.merge_entries(&[squatter], &mut verifier()).unwrap();
+    a.put(&alice, "other", b"still writable".to_vec()).unwrap();
+    a.put(&alice, "k", b"x".to_vec()).unwrap();
+    assert_eq!(a.get("other"), Some(&b"still writable"[..]));
+}
+
+#[test]
+fn an_equivocating_writer_cannot_hide_live_entries_from_deltas() {
+    let (eve, bob) = (key(5), key(2));
+    let mut eves_state = state();
+    eves_state.put(&eve, "b", b"1".to_vec()).unwrap();
+    // Eve signs a second, different entry with the same counter 1, for another key.
+    let twin = knhk_crdt::SignedEntry::sign(&eve, "a".into(), Some(b"2".to_vec()), 1, 1);
+    let mut target = state();
+    target
+        .merge(&eves_state.delta_since(target.version()), &mut verifier())
+        .unwrap();
+    target.merge_entries(&[twin], &mut verifier()).unwrap();
+    // Bob overwrites "a"; eve's live entry for "b" must still travel in deltas.
+    let newer = knhk_crdt::SignedEntry::sign(&bob, "a".into(), Some(b"3".to_vec()), 1, 9);
+    target.merge_entries(&[newer], &mut verifier()).unwrap();
+    let delta = target.delta_since(&VersionVector::new());
+    let keys: Vec<_> = delta.entries.iter().map(|e| e.key.as_str()).collect();
+    assert!(keys.contains(&"b"), "{keys:?}");
+    let mut fresh = state();
+    fresh.merge(&delta, &mut verifier()).unwrap();
+    assert_eq!(fresh.get("b"), Some(&b"1"[..]));
+}
+
+#[test]
+fn a_diff_answer_with_keys_outside_their_bucket_is_refused() {
+    use knhk_crdt::{BucketDigests, DiffStep, MerkleDiff};
+    let alice = key(1);
+    let mut local = VersionedState::new(StateConfig {
+        merkle_depth: 1,
+        ..StateConfig::default()
+    });
+    let mut remote = local.clone();
+    remote.put(&alice, "k", b"v".to_vec()).unwrap();
+    let root = remote.merkle_root();
+    let (mut session, step) = MerkleDiff::start(&mut local, root);
+    let DiffStep::AskNodes(ids) = step else {
+        panic!("expected the root's children to be asked, got {step:?}");
+    };
+    let step = session
+        .on_nodes(&mut local, &remote.merkle_nodes(&ids))
+        .unwrap();
+    let DiffStep::AskBuckets(buckets) = step else {
+        panic!("depth 1: the root's children are leaves, expected a bucket question, got {step:?}");
+    };
+    let mut answer = remote.bucket_digests(&buckets);
+    // Claim a key that does not hash into the bucket it is listed under.
+    let wrong = (0..)
+        .map(|n| format!("x{n}"))
+        .find(|k| {
+            let mut probe = VersionedState::new(StateConfig {
+                merkle_depth: 1,
+                ..StateConfig::default()
+            });
+            probe.put(&alice, k, vec![]).unwrap();
+            probe.bucket_digests(&[answer[0].bucket])[0].keys.is_empty()
+        })
+        .unwrap();
+    answer[0].keys.push((wrong, [0; 32]));
+    let _: &Vec<BucketDigests> = &answer;
+    assert!(matches!(
+        session.on_buckets(&local, &answer),
+        Err(CrdtError::DiffMismatch(_))
+    ));
+}

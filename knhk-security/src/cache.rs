@@ -13,11 +13,33 @@ use sha2::{Digest, Sha256};
 pub struct CacheKey([u8; 32]);
 
 impl CacheKey {
-    /// The key for `signature` by `signer` over `message`. Cost: one SHA-256 pass over
-    /// the message (hundreds of nanoseconds for a small message), never a curve operation.
+    /// The key recording that `signature` by `signer` over `message` passed *strict*
+    /// single verification. Cost: one SHA-256 pass over the message (hundreds of
+    /// nanoseconds for a small message), never a curve operation.
     pub fn new(signer: &AgentId, message: &[u8], signature: &Signature) -> Self {
+        Self::tagged(
+            b"knhk verified-signature strict v1\0",
+            signer,
+            message,
+            signature,
+        )
+    }
+
+    /// The key recording that the triple passed *batch* verification, whose acceptance
+    /// set is slightly wider than strict verification's; kept apart so a batch result
+    /// never answers a strict question.
+    pub fn batch(signer: &AgentId, message: &[u8], signature: &Signature) -> Self {
+        Self::tagged(
+            b"knhk verified-signature batch v1\0",
+            signer,
+            message,
+            signature,
+        )
+    }
+
+    fn tagged(domain: &[u8], signer: &AgentId, message: &[u8], signature: &Signature) -> Self {
         let mut hasher = Sha256::new();
-        hasher.update(b"knhk verified-signature v1\0");
+        hasher.update(domain);
         hasher.update(signer.as_bytes());
         hasher.update(signature.0);
         hasher.update(message);
@@ -122,6 +144,7 @@ mod tests {
         );
         assert_ne!(base, CacheKey::new(&signer, b"n", &Signature([0; 64])));
         assert_ne!(base, CacheKey::new(&signer, b"m", &Signature([1; 64])));
+        assert_ne!(base, CacheKey::batch(&signer, b"m", &Signature([0; 64])));
     }
 
     #[test]

@@ -53,7 +53,8 @@ impl NodeKey {
     }
 
     /// Writes the key to `path` as PKCS#8 PEM with mode 0600, replacing any file there
-    /// atomically (written to a temporary file in the same directory, then renamed).
+    /// atomically: written to a fresh, exclusively created temporary file in the same
+    /// directory (never following a planted link), synced, then renamed over `path`.
     ///
     /// Errors: [`KeyError::Io`] if the directory is not writable.
     pub fn save(&self, path: &Path) -> Result<(), KeyError> {
@@ -65,9 +66,20 @@ impl NodeKey {
             .signing
             .to_pkcs8_pem(LineEnding::LF)
             .map_err(|e| io(std::io::Error::other(e.to_string())))?;
-        let temporary = path.with_extension("tmp-knhk-key");
-        write_private(&temporary, pem.as_bytes()).map_err(io)?;
-        std::fs::rename(&temporary, path).map_err(io)
+        let directory = match path.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        };
+        let mut temporary = tempfile::NamedTempFile::new_in(directory).map_err(io)?;
+        restrict_to_owner(temporary.as_file()).map_err(io)?;
+        std::io::Write::write_all(&mut temporary, pem.as_bytes()).map_err(io)?;
+        temporary.as_file().sync_all().map_err(io)?;
+        temporary.persist(path).map_err(|e| io(e.error))?;
+        // Make the rename itself durable.
+        if let Ok(dir) = std::fs::File::open(directory) {
+            let _ = dir.sync_all();
+        }
+        Ok(())
     }
 
     /// Reads a key written by [`NodeKey::save`] (or `openssl genpkey -algorithm ed25519`).
@@ -120,24 +132,14 @@ impl fmt::Debug for NodeKey {
 }
 
 #[cfg(unix)]
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    // `mode` applies only when the file is created; tighten a pre-existing one too.
-    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-    file.write_all(bytes)?;
-    file.sync_all()
+fn restrict_to_owner(file: &std::fs::File) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))
 }
 
 #[cfg(not(unix))]
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    std::fs::write(path, bytes)
+fn restrict_to_owner(_file: &std::fs::File) -> std::io::Result<()> {
+    Ok(())
 }
 
 /// `Ok(Err(..))` if the file is open to other users.

@@ -200,6 +200,9 @@ pub struct ByzantineValidator {
     replay: ReplayWindow,
     senders: SenderBook,
     stats: ValidatorStats,
+    /// Latest time seen: time never runs backwards here, so a clock stepping back cannot
+    /// revive expired replay buckets (a replay is always remembered or stale).
+    high_water: UnixMillis,
 }
 
 impl ByzantineValidator {
@@ -210,6 +213,7 @@ impl ByzantineValidator {
             replay: ReplayWindow::new(config.max_clock_skew, config.replay_capacity),
             senders: SenderBook::new(&config),
             stats: ValidatorStats::default(),
+            high_water: UnixMillis(0),
             config,
         }
     }
@@ -218,7 +222,8 @@ impl ByzantineValidator {
     /// wall-clock time `now`.
     ///
     /// Returns the decoded envelope (borrowing the frame) if every check passes, or the
-    /// first check that failed. Never panics, whatever the bytes.
+    /// first check that failed. Never panics, whatever the bytes. A `now` earlier than
+    /// one already seen is treated as the latest seen (time is monotonic here).
     pub fn validate<'a>(
         &mut self,
         now: UnixMillis,
@@ -226,6 +231,8 @@ impl ByzantineValidator {
         frame: &'a [u8],
         directory: &impl SenderDirectory,
     ) -> Result<EnvelopeRef<'a>, Rejection> {
+        let now = now.max(self.high_water);
+        self.high_water = now;
         let outcome = self.run_pipeline(now, hop, frame, directory);
         match outcome {
             Ok(_) => {

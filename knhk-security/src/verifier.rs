@@ -89,8 +89,11 @@ impl Ed25519Verifier {
         let mut pending = Vec::new();
         let mut keys = Vec::new();
         for (at, item) in items.iter().enumerate() {
-            let cache_key = CacheKey::new(&item.signer, item.message, &item.signature);
-            if self.cache.contains(&cache_key) {
+            // A strict pass also answers a batch question; a batch pass never answers a
+            // strict one (see CacheKey::batch).
+            let strict_key = CacheKey::new(&item.signer, item.message, &item.signature);
+            let cache_key = CacheKey::batch(&item.signer, item.message, &item.signature);
+            if self.cache.contains(&strict_key) || self.cache.contains(&cache_key) {
                 self.stats.cache_hits += 1;
                 continue;
             }
@@ -228,6 +231,20 @@ mod tests {
         }
         assert_eq!(verifier.stats().failures, 3);
         assert!(verifier.cache().is_empty());
+    }
+
+    #[test]
+    fn batch_results_never_answer_a_strict_check() {
+        let mut verifier = Ed25519Verifier::new(1_000);
+        let items: Vec<_> = (1..=4).map(|seed| signed(seed, b"burst")).collect();
+        assert!(verifier.verify_batch(&items).iter().all(Result::is_ok));
+        let before = verifier.stats();
+        verifier
+            .verify(&items[0].signer, items[0].message, &items[0].signature)
+            .unwrap();
+        let after = verifier.stats();
+        assert_eq!(after.single_verifications, before.single_verifications + 1);
+        assert_eq!(after.cache_hits, before.cache_hits);
     }
 
     #[test]

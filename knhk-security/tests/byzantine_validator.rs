@@ -362,3 +362,22 @@ fn an_honest_sender_is_never_banned_by_occasional_mishaps() {
     assert_eq!(validator.stats().bans, 0);
     assert!(validator.reputation(&a, UnixMillis(NOW.0 + 3_600_000)) > 900);
 }
+
+#[test]
+fn a_clock_stepping_back_does_not_revive_replays() {
+    let mut validator = ByzantineValidator::new(ValidatorConfig::default());
+    let alice = key(1);
+    let bytes = frame(&alice, NOW, 1);
+    validator
+        .validate(NOW, alice.agent_id(), &bytes, &AllowAllSenders)
+        .unwrap();
+    // Our clock jumps ahead two minutes (buckets expire), then steps back.
+    let later = frame(&alice, at(120_000), 2);
+    validator
+        .validate(at(120_000), alice.agent_id(), &later, &AllowAllSenders)
+        .unwrap();
+    assert_eq!(
+        reason(validator.validate(NOW, alice.agent_id(), &bytes, &AllowAllSenders)),
+        RejectReason::StaleTimestamp
+    );
+}
