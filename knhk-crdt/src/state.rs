@@ -11,6 +11,11 @@ use crate::entry::{Marker, SignedEntry, Stored};
 use crate::error::CrdtError;
 use crate::merkle::{Hash, SparseMerkle, bucket_hash, bucket_of};
 
+/// Approximate wire size of an entry: key, value, and fixed fields with signature.
+fn entry_size(entry: &SignedEntry) -> usize {
+    entry.key.len() + entry.value.as_ref().map_or(0, Vec::len) + 120
+}
+
 /// Checks an entry's signature over bytes already built by `admit`.
 fn verify(
     verifier: &mut impl SignatureVerifier,
@@ -226,32 +231,59 @@ impl VersionedState {
     /// on, the range of versions and every still-winning entry in it, plus the signed
     /// entry proving the range's end. Lists only writers that changed.
     pub fn delta_since(&self, peer_version: &VersionVector) -> Delta {
+        self.delta_since_bounded(peer_version, usize::MAX)
+    }
+
+    /// Like [`VersionedState::delta_since`], but stops adding entries once about
+    /// `max_bytes` of keys and values are in (at least one entry is always included).
+    /// A writer cut short gets a range ending at the last entry included, which is then
+    /// its own proof; the peer asks again for the rest. Use it to keep deltas within a
+    /// frame.
+    pub fn delta_since_bounded(&self, peer_version: &VersionVector, max_bytes: usize) -> Delta {
         let mut delta = Delta::default();
-        for (writer, &through) in self.version.iter() {
+        let mut budget = max_bytes;
+        'writers: for (writer, &through) in self.version.iter() {
             let after = peer_version.get(writer);
             if through <= after {
                 continue;
+            }
+            let winners = self
+                .by_writer
+                .get(writer)
+                .into_iter()
+                .flat_map(|index| index.range((after + 1, String::new())..))
+                .take_while(|(counter, _)| *counter <= through)
+                .filter_map(|(_, key)| self.entry(key));
+            let first = delta.entries.len();
+            for entry in winners {
+                let size = entry_size(entry);
+                if size > budget && !delta.entries.is_empty() {
+                    // Out of room: end this writer's range at its last entry included
+                    // (that entry is the range's proof), or leave the writer out.
+                    if let Some(last) = delta.entries[first..].last().map(|e| e.counter) {
+                        delta.ranges.push(WriterRange {
+                            writer: *writer,
+                            after,
+                            through: last,
+                        });
+                    }
+                    break 'writers;
+                }
+                budget = budget.saturating_sub(size);
+                delta.entries.push(entry.clone());
+            }
+            let proof_sent = delta.entries[first..]
+                .last()
+                .is_some_and(|e| e.counter == through);
+            if !proof_sent && let Some(proof) = self.proofs.get(writer) {
+                budget = budget.saturating_sub(entry_size(&proof.entry));
+                delta.entries.push(proof.entry.clone());
             }
             delta.ranges.push(WriterRange {
                 writer: *writer,
                 after,
                 through,
             });
-            let mut proof_sent = false;
-            if let Some(index) = self.by_writer.get(writer) {
-                let winners = index
-                    .range((after + 1, String::new())..)
-                    .take_while(|(counter, _)| *counter <= through);
-                for (counter, key) in winners {
-                    if let Some(entry) = self.entry(key) {
-                        proof_sent |= *counter == through;
-                        delta.entries.push(entry.clone());
-                    }
-                }
-            }
-            if !proof_sent && let Some(proof) = self.proofs.get(writer) {
-                delta.entries.push(proof.entry.clone());
-            }
         }
         delta
     }

@@ -393,3 +393,33 @@ fn a_diff_answer_with_keys_outside_their_bucket_is_refused() {
         Err(CrdtError::DiffMismatch(_))
     ));
 }
+
+#[test]
+fn bounded_deltas_fit_their_budget_and_complete_in_parts() {
+    let (alice, bob) = (key(1), key(2));
+    let mut a = state();
+    for n in 0..50 {
+        a.put(&alice, &format!("a{n:02}"), vec![0; 1_000]).unwrap();
+        a.put(&bob, &format!("b{n:02}"), vec![0; 1_000]).unwrap();
+    }
+    let mut b = state();
+    let mut parts = 0;
+    loop {
+        let delta = a.delta_since_bounded(b.version(), 10_000);
+        if delta.is_empty() {
+            break;
+        }
+        assert!(delta.entries.len() <= 10, "{} entries", delta.entries.len());
+        b.merge(&delta, &mut verifier()).unwrap();
+        parts += 1;
+        assert!(parts < 100, "no progress");
+    }
+    assert!(parts >= 10);
+    assert_eq!(b.version(), a.version());
+    assert_eq!(b.merkle_root(), a.merkle_root());
+    // A budget smaller than one entry still makes progress.
+    let mut c = state();
+    let delta = a.delta_since_bounded(c.version(), 1);
+    assert_eq!(delta.entries.len(), 1);
+    c.merge(&delta, &mut verifier()).unwrap();
+}

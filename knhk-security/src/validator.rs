@@ -66,11 +66,14 @@ pub enum RejectReason {
     RateLimited,
     /// A bounded table is full (replay window or sender book); refused rather than grow.
     Overloaded,
+    /// The frame passed the gate but its content was invalid (reported by the layer
+    /// above through [`ByzantineValidator::report`]: forged entries, garbage payloads).
+    BadPayload,
 }
 
 impl RejectReason {
     /// Every reason, in pipeline order.
-    pub const ALL: [RejectReason; 11] = [
+    pub const ALL: [RejectReason; 12] = [
         Self::FrameTooLarge,
         Self::Banned,
         Self::Malformed,
@@ -82,6 +85,7 @@ impl RejectReason {
         Self::BadSignature,
         Self::RateLimited,
         Self::Overloaded,
+        Self::BadPayload,
     ];
 
     /// A stable lowercase name, for logs and metrics.
@@ -98,6 +102,7 @@ impl RejectReason {
             Self::BadSignature => "bad_signature",
             Self::RateLimited => "rate_limited",
             Self::Overloaded => "overloaded",
+            Self::BadPayload => "bad_payload",
         }
     }
 
@@ -302,6 +307,18 @@ impl ByzantineValidator {
             return Err(RejectReason::Overloaded);
         }
         Ok(envelope)
+    }
+
+    /// Charges `hop` for a frame that passed the gate but whose content the layer above
+    /// found invalid (`reason` is usually [`RejectReason::BadPayload`]). Counted like a
+    /// rejection; may ban the hop.
+    pub fn report(&mut self, now: UnixMillis, hop: AgentId, reason: RejectReason) {
+        let now = now.max(self.high_water);
+        self.high_water = now;
+        self.stats.rejected[reason.index()] += 1;
+        if reason != RejectReason::Banned && self.senders.penalize(hop, reason, now) {
+            self.stats.bans += 1;
+        }
     }
 
     /// Current reputation of `sender` (the configured maximum for an untracked sender).

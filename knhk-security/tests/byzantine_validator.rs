@@ -381,3 +381,15 @@ fn a_clock_stepping_back_does_not_revive_replays() {
         RejectReason::StaleTimestamp
     );
 }
+
+#[test]
+fn bad_payloads_reported_from_above_lower_reputation_and_ban() {
+    let mut validator = ByzantineValidator::new(ValidatorConfig::default());
+    let mallory = key(2).agent_id();
+    validator.report(NOW, mallory, RejectReason::BadPayload);
+    assert_eq!(validator.reputation(&mallory, NOW), 800);
+    assert_eq!(validator.stats().rejected_for(RejectReason::BadPayload), 1);
+    validator.report(NOW, mallory, RejectReason::BadPayload);
+    validator.report(NOW, mallory, RejectReason::BadPayload);
+    assert!(validator.is_banned(&mallory, NOW));
+}

@@ -31,6 +31,8 @@ pub struct Penalties {
     pub bad_signature: u32,
     /// Over the rate limit. Default 2.
     pub rate_limited: u32,
+    /// Authenticated frame with invalid content (forged entries, garbage). Default 200.
+    pub bad_payload: u32,
 }
 
 impl Default for Penalties {
@@ -45,6 +47,7 @@ impl Default for Penalties {
             replay: 10,
             bad_signature: 250,
             rate_limited: 2,
+            bad_payload: 200,
         }
     }
 }
@@ -61,6 +64,7 @@ impl Penalties {
             RejectReason::Replay => self.replay,
             RejectReason::BadSignature => self.bad_signature,
             RejectReason::RateLimited => self.rate_limited,
+            RejectReason::BadPayload => self.bad_payload,
             RejectReason::Banned | RejectReason::Overloaded => 0,
         }
     }
