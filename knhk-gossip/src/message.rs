@@ -1,0 +1,50 @@
+//! What gossip peers say to each other, inside signed envelopes.
+
+use knhk_crdt::{BucketDigests, Hash, NodeId, SignedEntry};
+use knhk_types::{MessageKind, VersionVector};
+use serde::{Deserialize, Serialize};
+
+/// One gossip message (postcard, as an envelope payload).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum GossipMessage {
+    /// Round start: our root, and our version vector only when we believe we differ
+    /// from this peer (so an idle exchange is a root and nothing more).
+    Pull {
+        root: Hash,
+        version: Option<VersionVector>,
+    },
+    /// Answer to a pull: our root, what the puller lacks (an encoded delta), and our
+    /// version when the roots differ, so the puller can push back what we lack.
+    PullReply {
+        root: Hash,
+        delta: Option<Vec<u8>>,
+        version: Option<VersionVector>,
+    },
+    /// News, or what the receiver lacks: an encoded delta.
+    Push { delta: Vec<u8> },
+    /// Merkle diff question: node hashes or bucket digests wanted.
+    DiffAsk {
+        nodes: Vec<NodeId>,
+        buckets: Vec<u32>,
+    },
+    /// Merkle diff answer.
+    DiffAnswer {
+        nodes: Vec<(NodeId, Hash)>,
+        buckets: Vec<BucketDigests>,
+    },
+    /// Anti-entropy: send me your entries for these keys.
+    EntriesWanted { keys: Vec<String> },
+    /// Anti-entropy: entries for keys found to differ.
+    Entries { entries: Vec<SignedEntry> },
+}
+
+impl GossipMessage {
+    /// The envelope kind this message travels under.
+    pub(crate) fn kind(&self) -> MessageKind {
+        match self {
+            Self::Pull { .. } => MessageKind::GossipPull,
+            Self::PullReply { .. } => MessageKind::GossipPullReply,
+            _ => MessageKind::GossipPush,
+        }
+    }
+}

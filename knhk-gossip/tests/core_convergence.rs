@@ -1,0 +1,336 @@
+//! Cores stepped in memory on a virtual clock: convergence, conflicts, Byzantine input,
+//! anti-entropy. Times asserted are virtual, hence deterministic.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use knhk_crdt::{Delta, WriterRange};
+use knhk_gossip::testing::{Cluster, ClusterConfig};
+use knhk_gossip::{GossipConfig, GossipEvent};
+use knhk_security::{NodeKey, RejectReason};
+use knhk_types::{Envelope, EnvelopeHeader, MessageKind};
+
+fn cluster(nodes: usize, seed: u64) -> Cluster {
+    Cluster::new(ClusterConfig {
+        nodes,
+        seed,
+        ..ClusterConfig::default()
+    })
+}
+
+fn converges_after_one_write(nodes: usize) {
+    let mut cluster = cluster(nodes, nodes as u64);
+    let start = cluster.now();
+    cluster.put(0, "config/leader", b"node-0".to_vec()).unwrap();
+    let done = cluster
+        .run_until_converged(30_000)
+        .unwrap_or_else(|| panic!("{nodes} nodes did not converge in 30 virtual seconds"));
+    for i in cluster.all_nodes() {
+        assert_eq!(
+            cluster.core(i).get("config/leader"),
+            Some(&b"node-0"[..]),
+            "node {i}"
+        );
+    }
+    let elapsed = done.0 - start.0;
+    println!("{nodes} nodes converged {elapsed} virtual ms after one write");
+    // News is forwarded at once, so convergence takes a few hops, not many rounds.
+    assert!(elapsed < 1_000, "{nodes} nodes took {elapsed} ms");
+}
+
+#[test]
+fn three_nodes_converge_after_one_write() {
+    converges_after_one_write(3);
+}
+
+#[test]
+fn ten_nodes_converge_after_one_write() {
+    converges_after_one_write(10);
+}
+
+#[test]
+fn a_hundred_nodes_converge_after_one_write() {
+    converges_after_one_write(100);
+}
+
+#[test]
+fn concurrent_writes_to_one_key_resolve_identically_everywhere() {
+    for nodes in [3, 10, 100] {
+        let mut cluster = cluster(nodes, 7 + nodes as u64);
+        for writer in [0, nodes / 2, nodes - 1] {
+            cluster
+                .put(writer, "leader", format!("node-{writer}").into_bytes())
+                .unwrap();
+        }
+        cluster.run_until_converged(30_000).expect("converges");
+        let winner = cluster.core(0).get("leader").unwrap().to_vec();
+        for i in cluster.all_nodes() {
+            assert_eq!(
+                cluster.core(i).get("leader"),
+                Some(&winner[..]),
+                "{nodes} nodes, node {i}"
+            );
+        }
+    }
+}
+
+#[test]
+fn convergence_is_detected_and_announced_once_per_root() {
+    let mut cluster = cluster(10, 3);
+    cluster.put(4, "k", b"v".to_vec()).unwrap();
+    cluster.run_until_converged(10_000).unwrap();
+    // Let the detector see `convergence_rounds` quiet rounds.
+    let nodes: Vec<usize> = cluster.all_nodes().collect();
+    cluster
+        .run_until(5_000, |c| {
+            nodes.iter().all(|&i| c.core_mut(i).status().converged)
+        })
+        .expect("every node detects convergence");
+    for i in cluster.all_nodes() {
+        let announced = cluster
+            .events(i)
+            .iter()
+            .filter(|e| matches!(e, GossipEvent::Converged { .. }))
+            .count();
+        assert_eq!(announced, 1, "node {i}");
+    }
+    // A new write breaks convergence until it has spread again.
+    cluster.put(0, "k2", b"v2".to_vec()).unwrap();
+    assert!(!cluster.core_mut(0).status().converged);
+}
+
+#[test]
+fn every_node_sees_an_update_event_for_the_key() {
+    let mut cluster = cluster(10, 5);
+    cluster.put(2, "status/2", b"up".to_vec()).unwrap();
+    cluster.run_until_converged(10_000).unwrap();
+    for i in cluster.all_nodes() {
+        assert!(
+            cluster.events(i).contains(&GossipEvent::Updated {
+                key: "status/2".into()
+            }),
+            "node {i}"
+        );
+    }
+}
+
+#[test]
+fn idle_gossip_exchanges_roots_only() {
+    let mut cluster = cluster(20, 9);
+    cluster.put(0, "k", vec![1; 100]).unwrap();
+    cluster.run_until_converged(10_000).unwrap();
+    // Let everyone learn that everyone agrees.
+    cluster.run_until(2_000, |_| false);
+    let (frames_before, bytes_before) = cluster.traffic();
+    cluster.run_until(10_000, |_| false);
+    let (frames, bytes) = cluster.traffic();
+    let per_frame = (bytes - bytes_before) / (frames - frames_before);
+    // Envelope (about 110 bytes) plus a root and a flag: no version vectors, no deltas.
+    assert!(per_frame < 200, "idle frames average {per_frame} bytes");
+}
+
+#[test]
+fn the_same_seed_replays_the_same_run() {
+    let run = |seed| {
+        let mut cluster = cluster(30, seed);
+        cluster.put(0, "a", b"1".to_vec()).unwrap();
+        cluster.put(17, "b", b"2".to_vec()).unwrap();
+        let done = cluster.run_until_converged(10_000).unwrap();
+        (done, cluster.traffic(), cluster.core_mut(5).merkle_root())
+    };
+    assert_eq!(run(11), run(11));
+    assert_ne!(run(11).1, run(12).1);
+}
+
+/// A member with no core whose frames the test writes by hand.
+fn byzantine_cluster() -> (Cluster, NodeKey) {
+    let mallory = NodeKey::from_seed([66; 32]);
+    let cluster = Cluster::new(ClusterConfig {
+        nodes: 10,
+        seed: 21,
+        extra_members: vec![mallory.agent_id()],
+        ..ClusterConfig::default()
+    });
+    (cluster, mallory)
+}
+
+fn push_frame(from: &NodeKey, now: knhk_types::UnixMillis, nonce: u64, delta: &Delta) -> Vec<u8> {
+    #[derive(serde::Serialize)]
+    enum Wire {
+        _Pull,
+        _PullReply,
+        Push { delta: Vec<u8> },
+    }
+    let payload = postcard::to_allocvec(&Wire::Push {
+        delta: delta.encode(512),
+    })
+    .unwrap();
+    Envelope::sign(
+        from,
+        EnvelopeHeader::new(MessageKind::GossipPush, now, nonce),
+        payload,
+    )
+    .encode()
+}
+
+#[test]
+fn a_byzantine_member_is_rejected_and_the_honest_nodes_still_converge() {
+    let (mut cluster, mallory) = byzantine_cluster();
+    let honest_writer = cluster.core(3).id();
+    cluster.put(0, "honest", b"value".to_vec()).unwrap();
+    let now = cluster.now();
+
+    // 1. Entries forged in an honest writer's name, in validly signed envelopes.
+    let forged = knhk_crdt::SignedEntry {
+        key: "forged".into(),
+        value: Some(b"evil".to_vec()),
+        writer: honest_writer,
+        counter: 1,
+        lamport: 1,
+        signature: knhk_types::Signature([7; 64]),
+    };
+    let forged_delta = Delta {
+        ranges: vec![WriterRange {
+            writer: honest_writer,
+            after: 0,
+            through: 1,
+        }],
+        entries: vec![forged],
+    };
+    // 2. Envelopes with forged signatures; 3. replays; 4. a flood.
+    let mut nonce = now.0 << 20;
+    for target in 0..10 {
+        nonce += 1;
+        cluster.inject(
+            mallory.agent_id(),
+            target,
+            push_frame(&mallory, now, nonce, &forged_delta),
+        );
+        nonce += 1;
+        let mut bad_signature = push_frame(&mallory, now, nonce, &forged_delta);
+        let last = bad_signature.len() - 1;
+        bad_signature[last] ^= 1;
+        cluster.inject(mallory.agent_id(), target, bad_signature);
+        nonce += 1;
+        let replayed = push_frame(&mallory, now, nonce, &Delta::default());
+        cluster.inject(mallory.agent_id(), target, replayed.clone());
+        cluster.inject(mallory.agent_id(), target, replayed);
+    }
+    for _ in 0..3_000 {
+        nonce += 1;
+        cluster.inject(
+            mallory.agent_id(),
+            0,
+            push_frame(&mallory, now, nonce, &Delta::default()),
+        );
+    }
+
+    let honest: Vec<usize> = cluster.all_nodes().collect();
+    cluster
+        .run_until(30_000, |c| c.roots_agree(&honest))
+        .expect("honest nodes converge");
+    let later = cluster.now();
+    for i in cluster.all_nodes() {
+        assert_eq!(cluster.core(i).get("honest"), Some(&b"value"[..]));
+        assert_eq!(
+            cluster.core(i).get("forged"),
+            None,
+            "forged key reached node {i}"
+        );
+        let validator = cluster.core(i).validator();
+        assert!(
+            validator.reputation(&mallory.agent_id(), later) < 1_000,
+            "node {i}"
+        );
+        let stats = validator.stats();
+        assert!(
+            stats.rejected_for(RejectReason::BadSignature) >= 1,
+            "node {i}"
+        );
+        assert!(
+            stats.rejected_for(RejectReason::Replay) + stats.rejected_for(RejectReason::Banned)
+                >= 1
+        );
+        assert!(
+            cluster
+                .events(i)
+                .iter()
+                .any(|e| matches!(e, GossipEvent::Rejected { .. }))
+        );
+    }
+    assert!(
+        cluster
+            .core(0)
+            .validator()
+            .is_banned(&mallory.agent_id(), later)
+    );
+    for i in cluster.all_nodes() {
+        assert_ne!(cluster.core(i).id(), mallory.agent_id());
+    }
+}
+
+#[test]
+fn anti_entropy_repairs_what_version_vectors_cannot_see() {
+    // A Byzantine relay shows node 9 only the *last* of a writer's three entries, while
+    // node 0 gets all three. Node 9's version vector then claims versions it lacks, so
+    // no delta will ever resend them: only the Merkle diff can find the difference.
+    // News forwarding is off so the repair can only come from rounds.
+    let mallory = NodeKey::from_seed([66; 32]);
+    let mut cluster = Cluster::new(ClusterConfig {
+        nodes: 10,
+        seed: 21,
+        extra_members: vec![mallory.agent_id()],
+        gossip: GossipConfig {
+            forward_news: false,
+            ..GossipConfig::default()
+        },
+        ..ClusterConfig::default()
+    });
+    let writer = NodeKey::from_seed([77; 32]);
+    let mut source = knhk_crdt::VersionedState::new(knhk_crdt::StateConfig::default());
+    for n in 0..3u8 {
+        source.put(&writer, &format!("k{n}"), vec![n]).unwrap();
+    }
+    let full = source.delta_since(&knhk_types::VersionVector::new());
+    let last = source.entry("k2").unwrap().clone();
+    let omitting = Delta {
+        ranges: vec![WriterRange {
+            writer: writer.agent_id(),
+            after: 0,
+            through: 3,
+        }],
+        entries: vec![last],
+    };
+    let now = cluster.now();
+    let nonce = now.0 << 20;
+    cluster.inject(
+        mallory.agent_id(),
+        0,
+        push_frame(&mallory, now, nonce + 1, &full),
+    );
+    cluster.inject(
+        mallory.agent_id(),
+        9,
+        push_frame(&mallory, now, nonce + 2, &omitting),
+    );
+    // Deliver the two frames first (every root is still empty before that).
+    cluster.run_until(5, |_| false);
+    assert_eq!(cluster.core(9).get("k0"), None);
+    assert_eq!(
+        cluster.core(9).state().version(),
+        cluster.core(0).state().version()
+    );
+    cluster
+        .run_until_converged(60_000)
+        .expect("anti-entropy repairs node 9");
+    for n in 0..3u8 {
+        assert_eq!(
+            cluster.core(9).get(&format!("k{n}")),
+            Some(&[n][..]),
+            "node 9, k{n}"
+        );
+    }
+    let diffs: u64 = cluster
+        .all_nodes()
+        .map(|i| cluster.core_mut(i).status().stats.diffs_completed)
+        .sum();
+    assert!(diffs >= 1, "a Merkle diff ran");
+}
