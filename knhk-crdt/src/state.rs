@@ -393,9 +393,12 @@ impl VersionedState {
         })
     }
 
-    /// The winning entries of `keys` (tombstones included; unknown keys skipped).
+    /// The winning entries of `keys` (tombstones included; unknown and repeated keys
+    /// skipped).
     pub fn entries_for(&self, keys: &[String]) -> Vec<SignedEntry> {
-        keys.iter()
+        let unique: BTreeSet<&String> = keys.iter().collect();
+        unique
+            .into_iter()
             .filter_map(|key| self.entry(key).cloned())
             .collect()
     }

@@ -16,7 +16,7 @@ use crate::message::GossipMessage;
 
 /// A timer the core asked for. Timers carry a token; a timer whose token is stale is
 /// ignored, so the driver never needs to cancel one.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Timer {
     /// Start the next round.
     Round {
@@ -267,6 +267,11 @@ impl<M: Membership> GossipCore<M> {
     /// Our Merkle root.
     pub fn merkle_root(&mut self) -> Hash {
         self.state.merkle_root()
+    }
+
+    /// Reputation of `peer` at `now`, as judged by this node's gate.
+    pub fn reputation(&self, peer: &AgentId, now: UnixMillis) -> u32 {
+        self.validator.reputation(peer, now)
     }
 
     /// The Byzantine gate (reputations, counters).

@@ -14,6 +14,8 @@ mod config;
 mod core;
 mod error;
 mod membership;
+#[cfg(feature = "runtime")]
+mod mesh;
 mod message;
 pub mod testing;
 
@@ -21,3 +23,5 @@ pub use config::GossipConfig;
 pub use core::{GossipCore, GossipEvent, GossipStats, GossipStatus, Output, Timer};
 pub use error::GossipError;
 pub use membership::{MemberList, Membership, StaticMembership};
+#[cfg(feature = "runtime")]
+pub use mesh::{Mesh, MeshBuilder, Subscription, Update};

@@ -82,7 +82,9 @@ pub struct ReputationConfig {
     /// Points regained per second of time. Default 5 (a full recovery from the
     /// threshold takes 100 s).
     pub recovery_per_second: u32,
-    /// Points regained per accepted frame. Default 1.
+    /// Points regained per accepted frame. Default 0: a stream of valid frames must not
+    /// launder a forgery (a Byzantine peer could otherwise buy back a 250-point penalty
+    /// with 250 harmless frames); reputation returns with time instead.
     pub reward_per_accept: u32,
     /// Points lost per rejection.
     pub penalties: Penalties,
@@ -95,7 +97,7 @@ impl Default for ReputationConfig {
             ban_below: 500,
             ban_duration: Duration::from_secs(60),
             recovery_per_second: 5,
-            reward_per_accept: 1,
+            reward_per_accept: 0,
             penalties: Penalties::default(),
         }
     }
@@ -166,10 +168,10 @@ impl SenderBook {
         let Some(mut state) = self.state_for(sender, now) else {
             return false;
         };
-        let score = self.recovered(&state, now).saturating_sub(penalty);
+        self.settle(&mut state, now);
+        let score = state.score.saturating_sub(penalty);
         let banned = score < ban_below;
         state.score = if banned { ban_below } else { score };
-        state.scored_at = now;
         if banned {
             state.banned_until = now.saturating_add(ban_duration);
         }
@@ -180,17 +182,18 @@ impl SenderBook {
     /// Raises the score of an already tracked sender after an accepted frame.
     pub(super) fn reward(&mut self, sender: AgentId, now: UnixMillis) {
         let reward = self.config.reward_per_accept;
-        let Some(state) = self.states.get(&sender).copied() else {
+        if reward == 0 {
+            return;
+        }
+        let Some(mut state) = self.states.get(&sender).copied() else {
             return;
         };
-        let score = self
-            .recovered(&state, now)
+        self.settle(&mut state, now);
+        state.score = state
+            .score
             .saturating_add(reward)
             .min(self.config.max_score);
-        if let Some(slot) = self.states.get_mut(&sender) {
-            slot.score = score;
-            slot.scored_at = now;
-        }
+        self.states.insert(sender, state);
     }
 
     /// Takes one token from `sender`'s bucket: `Ok(false)` if empty,
@@ -222,14 +225,29 @@ impl SenderBook {
     }
 
     fn recovered(&self, state: &SenderState, now: UnixMillis) -> u32 {
-        let elapsed_ms = u64::from(state.scored_at < now) * now.0.saturating_sub(state.scored_at.0);
-        let regained =
-            elapsed_ms.saturating_mul(u64::from(self.config.recovery_per_second)) / 1_000;
-        let regained = u32::try_from(regained).unwrap_or(u32::MAX);
-        state
-            .score
-            .saturating_add(regained)
-            .min(self.config.max_score)
+        let mut settled = *state;
+        self.settle(&mut settled, now);
+        settled.score
+    }
+
+    /// Applies the recovery earned since `scored_at`, advancing `scored_at` only by the
+    /// time turned into whole points, so frequent updates lose no recovery to rounding.
+    fn settle(&self, state: &mut SenderState, now: UnixMillis) {
+        if now <= state.scored_at {
+            return;
+        }
+        let max = self.config.max_score;
+        let rate = u64::from(self.config.recovery_per_second);
+        let headroom = u64::from(max.saturating_sub(state.score));
+        let regained = (now.0 - state.scored_at.0).saturating_mul(rate) / 1_000;
+        if rate == 0 || regained >= headroom {
+            state.score = state.score.max(max);
+            state.scored_at = now;
+        } else {
+            // regained < headroom ≤ u32::MAX: the conversion cannot fail.
+            state.score += u32::try_from(regained).unwrap_or(0);
+            state.scored_at = UnixMillis(state.scored_at.0 + regained * 1_000 / rate);
+        }
     }
 
     /// The sender's state (a fresh one if untracked), or `None` if the table is full
@@ -271,5 +289,54 @@ impl SenderBook {
                     || refilled.tokens_milli < self.burst_milli
             })
             .collect();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rewards_do_not_eat_time_recovery() {
+        let config = ValidatorConfig {
+            reputation: ReputationConfig {
+                reward_per_accept: 1,
+                ..ReputationConfig::default()
+            },
+            ..ValidatorConfig::default()
+        };
+        let mut book = SenderBook::new(&config);
+        let who = AgentId::from_bytes([1; 32]);
+        let t0 = UnixMillis(1_000_000);
+        for _ in 0..3 {
+            book.penalize(who, RejectReason::BadPayload, t0);
+        }
+        let low = book.score(&who, t0);
+        // Ten seconds of accepted frames every 100 ms: 50 points of time plus 100 of rewards.
+        for step in 1..=100u64 {
+            book.reward(who, UnixMillis(t0.0 + step * 100));
+        }
+        assert_eq!(book.score(&who, UnixMillis(t0.0 + 10_000)), low + 150);
+    }
+
+    #[test]
+    fn penalties_recover_with_time_even_when_updated_often() {
+        let mut book = SenderBook::new(&ValidatorConfig::default());
+        let who = AgentId::from_bytes([1; 32]);
+        let t0 = UnixMillis(1_000_000);
+        assert!(!book.penalize(who, RejectReason::Replay, t0));
+        assert_eq!(book.score(&who, t0), 990);
+        // Frequent token takes in between must not eat the recovery.
+        for step in 1..=100u64 {
+            book.take_token(who, UnixMillis(t0.0 + step * 100)).unwrap();
+        }
+        assert_eq!(book.score(&who, UnixMillis(t0.0 + 10_000)), 1_000);
+        assert!(!book.penalize(who, RejectReason::Replay, UnixMillis(t0.0 + 10_000)));
+        assert_eq!(book.score(&who, UnixMillis(t0.0 + 10_000)), 990);
+        // 1 s = 5 points, in 100 ms steps.
+        for step in 1..=10u64 {
+            let _ = book.score(&who, UnixMillis(t0.0 + 10_000 + step * 100));
+        }
+        assert_eq!(book.score(&who, UnixMillis(t0.0 + 11_000)), 995);
     }
 }

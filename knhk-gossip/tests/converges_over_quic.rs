@@ -1,0 +1,202 @@
+//! Real QUIC on loopback with mutual TLS: ten nodes converge; a Byzantine node fails.
+//! Waits are liveness bounds (generous), never timing assertions.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use knhk_crdt::{Delta, SignedEntry, WriterRange};
+use knhk_gossip::{GossipConfig, Mesh};
+use knhk_security::NodeKey;
+use knhk_transport::{PeerRegistry, QuicConfig, QuicTransport, RegistryConfig, Transport};
+use knhk_types::{AgentId, Envelope, EnvelopeHeader, MessageKind, PeerInfo, Signature, UnixMillis};
+
+async fn meshes(count: usize, seed_base: u8) -> Vec<Mesh> {
+    let mut meshes = Vec::new();
+    for i in 0..count {
+        let mesh = Mesh::builder()
+            .key(NodeKey::from_seed([seed_base + i as u8; 32]))
+            .gossip_config(GossipConfig {
+                seed: i as u64,
+                ..GossipConfig::default()
+            })
+            .build()
+            .await
+            .unwrap();
+        meshes.push(mesh);
+    }
+    for a in &meshes {
+        for b in &meshes {
+            if a.id() != b.id() {
+                a.add_peer(PeerInfo::new(b.id(), b.local_addr().unwrap()))
+                    .unwrap();
+            }
+        }
+    }
+    meshes
+}
+
+/// Polls until every mesh holds `value` under `key` and all roots agree.
+async fn wait_converged(meshes: &[Mesh], key: &str, value: &[u8]) {
+    for _ in 0..1_000 {
+        let mut roots = Vec::new();
+        let mut all_have_it = true;
+        for mesh in meshes {
+            all_have_it &= mesh.get(key).await.unwrap().as_deref() == Some(value);
+            roots.push(mesh.status().await.unwrap().root);
+        }
+        if all_have_it && roots.windows(2).all(|pair| pair[0] == pair[1]) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("no convergence within 20 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_nodes_converge_over_quic_with_mutual_tls() {
+    let meshes = meshes(10, 10).await;
+    let mut updates = meshes[9].subscribe();
+    meshes[0]
+        .put("config/leader", b"node-0".to_vec())
+        .await
+        .unwrap();
+    wait_converged(&meshes, "config/leader", b"node-0").await;
+    let update = tokio::time::timeout(Duration::from_secs(5), updates.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(update.key, "config/leader");
+    assert_eq!(update.value.as_deref(), Some(&b"node-0"[..]));
+    for mesh in &meshes {
+        let status = mesh.status().await.unwrap();
+        assert_eq!(status.peers, 9);
+        assert_eq!(
+            status.stats.messages_rejected, 0,
+            "honest traffic is never refused"
+        );
+    }
+    for mesh in meshes {
+        mesh.shutdown().await.unwrap();
+    }
+}
+
+fn push_frame(from: &NodeKey, nonce: u64, delta: &Delta) -> Bytes {
+    #[derive(serde::Serialize)]
+    enum Wire {
+        _Pull,
+        _PullReply,
+        Push { delta: Vec<u8> },
+    }
+    let payload = postcard::to_allocvec(&Wire::Push {
+        delta: delta.encode(512),
+    })
+    .unwrap();
+    let now = UnixMillis::from_system_time(std::time::SystemTime::now());
+    Bytes::from(
+        Envelope::sign(
+            from,
+            EnvelopeHeader::new(MessageKind::GossipPush, now, nonce),
+            payload,
+        )
+        .encode(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_byzantine_node_is_rejected_over_quic_and_nine_honest_nodes_converge() {
+    let honest = meshes(9, 40).await;
+    let mallory = NodeKey::from_seed([99; 32]);
+    let registry = Arc::new(PeerRegistry::new(
+        mallory.agent_id(),
+        RegistryConfig::default(),
+    ));
+    for mesh in &honest {
+        registry
+            .register(PeerInfo::new(mesh.id(), mesh.local_addr().unwrap()))
+            .unwrap();
+    }
+    let attacker =
+        QuicTransport::bind(mallory.signing_key(), registry, QuicConfig::default()).unwrap();
+    for mesh in &honest {
+        mesh.add_peer(PeerInfo::new(
+            mallory.agent_id(),
+            attacker.local_addr().unwrap(),
+        ))
+        .unwrap();
+    }
+
+    // Entries forged in an honest writer's name, inside validly signed envelopes.
+    let victim: AgentId = honest[3].id();
+    let forged = Delta {
+        ranges: vec![WriterRange {
+            writer: victim,
+            after: 0,
+            through: 1,
+        }],
+        entries: vec![SignedEntry {
+            key: "forged".into(),
+            value: Some(b"evil".to_vec()),
+            writer: victim,
+            counter: 1,
+            lamport: 1,
+            signature: Signature([7; 64]),
+        }],
+    };
+    let mut nonce = u64::MAX / 2;
+    for mesh in &honest {
+        nonce += 1;
+        attacker
+            .send(mesh.id(), push_frame(&mallory, nonce, &forged))
+            .await
+            .unwrap();
+        nonce += 1;
+        let mut bad_signature = push_frame(&mallory, nonce, &Delta::default()).to_vec();
+        let last = bad_signature.len() - 1;
+        bad_signature[last] ^= 1;
+        attacker
+            .send(mesh.id(), Bytes::from(bad_signature))
+            .await
+            .unwrap();
+        nonce += 1;
+        let replayed = push_frame(&mallory, nonce, &Delta::default());
+        attacker.send(mesh.id(), replayed.clone()).await.unwrap();
+        attacker.send(mesh.id(), replayed).await.unwrap();
+    }
+    // A flood above the burst allowance (2,000): rate-limited, then banned.
+    for _ in 0..5_000 {
+        nonce += 1;
+        if attacker
+            .send(
+                honest[0].id(),
+                push_frame(&mallory, nonce, &Delta::default()),
+            )
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+
+    honest[0].put("honest", b"value".to_vec()).await.unwrap();
+    wait_converged(&honest, "honest", b"value").await;
+    for mesh in &honest {
+        assert_eq!(
+            mesh.get("forged").await.unwrap(),
+            None,
+            "a forged key arrived"
+        );
+        let reputation = mesh.reputation(mallory.agent_id()).await.unwrap();
+        assert!(
+            reputation < 1_000,
+            "mallory's reputation at {:?} is {reputation}",
+            mesh.id()
+        );
+        assert!(mesh.status().await.unwrap().stats.messages_rejected >= 1);
+    }
+    attacker.close().await;
+    for mesh in honest {
+        mesh.shutdown().await.unwrap();
+    }
+}
