@@ -279,6 +279,11 @@ impl<M: Membership> GossipCore<M> {
         &self.validator
     }
 
+    /// The Byzantine gate, mutably (to share its signature cache, or pre-verify).
+    pub fn validator_mut(&mut self) -> &mut ByzantineValidator {
+        &mut self.validator
+    }
+
     /// The membership.
     pub fn membership(&self) -> &M {
         &self.membership

@@ -22,6 +22,11 @@ pub mod testing;
 pub use config::GossipConfig;
 pub use core::{GossipCore, GossipEvent, GossipStats, GossipStatus, Output, Timer};
 pub use error::GossipError;
+
+/// The README's code compiles as a doctest, so the README cannot drift from the API.
+#[cfg(all(doctest, feature = "runtime"))]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
 pub use membership::{MemberList, Membership, StaticMembership};
 #[cfg(feature = "runtime")]
 pub use mesh::{Mesh, MeshBuilder, Subscription, Update};

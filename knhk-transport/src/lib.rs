@@ -42,10 +42,6 @@ mod quic;
 
 pub use error::{RegistryError, TransportError};
 
-/// The README's code compiles as a doctest, so the README cannot drift from the API.
-#[cfg(all(doctest, feature = "quic"))]
-#[doc = include_str!("../../README.md")]
-pub struct ReadmeDoctests;
 pub use registry::{PeerRegistry, Registration, RegistryConfig};
 #[cfg(any(feature = "quic", feature = "memory"))]
 pub use transport::{Inbound, Responder, Transport, TransportStats};
