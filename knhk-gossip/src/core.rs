@@ -96,6 +96,9 @@ pub struct GossipStats {
     pub diffs_completed: u64,
     /// Outputs dropped because the outbound queue was full.
     pub outputs_dropped: u64,
+    /// Frames the driver dropped because too many sends were in flight (filled in by
+    /// the `Mesh` driver; always 0 from a bare core).
+    pub sends_dropped: u64,
 }
 
 /// A snapshot of where the core stands.
@@ -132,8 +135,9 @@ struct PeerView {
 /// [`GossipCore::poll_output`]. It reads no clock, opens no socket, spawns nothing, and
 /// draws randomness only from a generator seeded by [`GossipConfig::seed`].
 ///
-/// A round: sample `fanout` peers; to each send a `Pull` with our Merkle root, adding
-/// our version vector only if we believe we differ. The peer answers with what we lack
+/// A round: sample `fanout` peers; push each what it lacks by its last known version
+/// vector, and send it a `Pull` with our Merkle root, adding our version vector only if
+/// we believe we differ. The peer answers with what we lack
 /// and, if roots differ, its own version, so we push back what it lacks. A merge that
 /// brings news is forwarded to `fanout` peers at once; a merge that brings nothing is
 /// not, which suppresses duplicates. When version vectors agree but roots do not (or
@@ -335,7 +339,22 @@ impl<M: Membership> GossipCore<M> {
         self.membership
             .sample_into(self.config.fanout, &mut self.rng, &mut sample);
         for &peer in &sample {
-            let believed_equal = self.peers.get(&peer).and_then(|view| view.root) == Some(root);
+            let view = self.peers.get(&peer);
+            let believed_equal = view.and_then(|view| view.root) == Some(root);
+            // Push what the peer lacks by its last known version at once (a stale
+            // version only costs a duplicate, which merges to nothing).
+            let push = view
+                .filter(|_| !believed_equal)
+                .and_then(|view| view.version.as_ref())
+                .map(|known| {
+                    self.state
+                        .delta_since_bounded(known, self.config.max_delta_bytes)
+                })
+                .filter(|delta| !delta.is_empty())
+                .map(|delta| delta.encode(self.config.compress_above));
+            if let Some(delta) = push {
+                self.send(now, peer, &GossipMessage::Push { delta });
+            }
             let version = (!believed_equal).then(|| self.state.version().clone());
             self.send(now, peer, &GossipMessage::Pull { root, version });
         }

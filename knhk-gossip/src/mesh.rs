@@ -391,7 +391,9 @@ impl<T: Transport, M: Membership> Driver<T, M> {
                 let _ = reply.send(self.core.get(&key).map(<[u8]>::to_vec));
             }
             Command::Status(reply) => {
-                let _ = reply.send(self.core.status());
+                let mut status = self.core.status();
+                status.stats.sends_dropped = self.sends_dropped;
+                let _ = reply.send(status);
             }
             Command::Reputation(peer, reply) => {
                 let _ = reply.send(self.core.reputation(&peer, now));
