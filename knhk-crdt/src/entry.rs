@@ -1,5 +1,7 @@
 //! [`SignedEntry`]: one write, signed by its writer; [`Marker`]: the total order of writes.
 
+use std::sync::Arc;
+
 use knhk_security::SignatureVerifier;
 use knhk_types::{AgentId, EnvelopeSigner, Signature};
 use serde::{Deserialize, Serialize};
@@ -140,10 +142,13 @@ fn digest_of(signed_bytes: &[u8], signature: &Signature) -> Hash {
     hasher.finalize().into()
 }
 
-/// An entry with what is derived from it once: its digest and its Merkle bucket.
+/// An entry with what is derived from it once: its digest, its Merkle bucket and its
+/// key as a shared string. Cheap to clone (reference counts), so the register, the
+/// proof table and the writer index can all hold it without copying keys or values.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Stored {
-    pub entry: SignedEntry,
+    pub entry: Arc<SignedEntry>,
+    pub key: Arc<str>,
     pub digest: Hash,
     pub bucket: u32,
 }
@@ -154,8 +159,10 @@ impl Stored {
     pub(crate) fn new(entry: SignedEntry, signed_bytes: &[u8], merkle_depth: u8) -> Self {
         let digest = digest_of(signed_bytes, &entry.signature);
         let bucket = crate::merkle::bucket_of(&entry.key, merkle_depth);
+        let key = Arc::from(entry.key.as_str());
         Self {
-            entry,
+            entry: Arc::new(entry),
+            key,
             digest,
             bucket,
         }

@@ -1,6 +1,7 @@
 //! [`VersionedState`]: the replicated map, its version vector and its Merkle tree.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use crdts::{CvRDT, LWWReg};
 use knhk_security::SignatureVerifier;
@@ -10,6 +11,12 @@ use crate::delta::{Delta, WriterRange};
 use crate::entry::{Marker, SignedEntry, Stored};
 use crate::error::CrdtError;
 use crate::merkle::{Hash, SparseMerkle, bucket_hash, bucket_of};
+
+/// The smallest key, to start a range over (counter, key) pairs.
+fn empty_key() -> Arc<str> {
+    static EMPTY: std::sync::OnceLock<Arc<str>> = std::sync::OnceLock::new();
+    EMPTY.get_or_init(|| Arc::from("")).clone()
+}
 
 /// Approximate wire size of an entry: key, value, and fixed fields with signature.
 fn entry_size(entry: &SignedEntry) -> usize {
@@ -88,10 +95,10 @@ pub struct VersionedState {
     version: VersionVector,
     proofs: BTreeMap<AgentId, Stored>,
     lamport: u64,
-    buckets: HashMap<u32, BTreeMap<String, Register>>,
+    buckets: HashMap<u32, BTreeMap<Arc<str>, Register>>,
     /// (counter, key) of every winning entry, per writer. A set of pairs rather than a
     /// map from counter, because an equivocating writer can use one counter for two keys.
-    by_writer: BTreeMap<AgentId, BTreeSet<(u64, String)>>,
+    by_writer: BTreeMap<AgentId, BTreeSet<(u64, Arc<str>)>>,
     len: usize,
     merkle: SparseMerkle,
 }
@@ -143,7 +150,7 @@ impl VersionedState {
         self.buckets
             .get(&bucket)?
             .get(key)
-            .map(|register| &register.val.entry)
+            .map(|register| &*register.val.entry)
     }
 
     /// Every winning entry, tombstones included, in no particular order.
@@ -151,7 +158,7 @@ impl VersionedState {
         self.buckets
             .values()
             .flat_map(|bucket| bucket.values())
-            .map(|register| &register.val.entry)
+            .map(|register| &*register.val.entry)
     }
 
     /// Winning entry digest per key, in key order: two states hold the same data iff
@@ -160,7 +167,7 @@ impl VersionedState {
         self.buckets
             .values()
             .flat_map(|bucket| bucket.iter())
-            .map(|(key, register)| (key.as_str(), register.val.digest))
+            .map(|(key, register)| (&**key, register.val.digest))
             .collect()
     }
 
@@ -251,7 +258,7 @@ impl VersionedState {
                 .by_writer
                 .get(writer)
                 .into_iter()
-                .flat_map(|index| index.range((after + 1, String::new())..))
+                .flat_map(|index| index.range((after + 1, empty_key())..))
                 .take_while(|(counter, _)| *counter <= through)
                 .filter_map(|(_, key)| self.entry(key));
             let first = delta.entries.len();
@@ -277,7 +284,7 @@ impl VersionedState {
                 .is_some_and(|e| e.counter == through);
             if !proof_sent && let Some(proof) = self.proofs.get(writer) {
                 budget = budget.saturating_sub(entry_size(&proof.entry));
-                delta.entries.push(proof.entry.clone());
+                delta.entries.push(SignedEntry::clone(&proof.entry));
             }
             delta.ranges.push(WriterRange {
                 writer: *writer,
@@ -441,7 +448,7 @@ impl VersionedState {
                     .map(|entries| {
                         entries
                             .iter()
-                            .map(|(key, reg)| (key.clone(), reg.val.digest))
+                            .map(|(key, reg)| (key.to_string(), reg.val.digest))
                             .collect()
                     })
                     .unwrap_or_default(),
@@ -507,7 +514,7 @@ impl VersionedState {
             .filter(|item| {
                 self.buckets
                     .get(&item.bucket)
-                    .is_none_or(|bucket| !bucket.contains_key(&item.entry.key))
+                    .is_none_or(|bucket| !bucket.contains_key(&*item.key))
             })
             .map(|item| item.entry.key.as_str())
             .collect();
@@ -523,12 +530,12 @@ impl VersionedState {
     fn apply_all(&mut self, items: impl Iterator<Item = Stored>) -> Vec<String> {
         let mut updated = BTreeSet::new();
         for item in items {
-            let key = item.entry.key.clone();
+            let key = item.key.clone();
             if self.apply(item) {
                 updated.insert(key);
             }
         }
-        updated.into_iter().collect()
+        updated.into_iter().map(|key| key.to_string()).collect()
     }
 
     /// Merges one verified entry into its key's register; `true` if it won.
@@ -538,11 +545,11 @@ impl VersionedState {
         let (writer, counter, key) = (
             stored.entry.writer,
             stored.entry.counter,
-            stored.entry.key.clone(),
+            stored.key.clone(),
         );
         let marker = stored.marker();
         let entries = self.buckets.entry(bucket).or_default();
-        let displaced = match entries.get_mut(&key) {
+        let displaced = match entries.get_mut(&*key) {
             None => {
                 entries.insert(
                     key.clone(),
