@@ -262,7 +262,14 @@ impl VersionedState {
                 .take_while(|(counter, _)| *counter <= through)
                 .filter_map(|(_, key)| self.entry(key));
             let first = delta.entries.len();
+            let mut previous_counter = None;
             for entry in winners {
+                // An equivocating writer may have two winning entries with one counter;
+                // send one, so honest deltas never carry a provable equivocation.
+                if previous_counter == Some(entry.counter) {
+                    continue;
+                }
+                previous_counter = Some(entry.counter);
                 let size = entry_size(entry);
                 if size > budget && !delta.entries.is_empty() {
                     // Out of room: end this writer's range at its last entry included
@@ -283,7 +290,20 @@ impl VersionedState {
                 .last()
                 .is_some_and(|e| e.counter == through);
             if !proof_sent && let Some(proof) = self.proofs.get(writer) {
-                budget = budget.saturating_sub(entry_size(&proof.entry));
+                let size = entry_size(&proof.entry);
+                if size > budget && !delta.entries.is_empty() {
+                    // The proof does not fit: end the range at the last entry included
+                    // for this writer, or leave the writer for the next delta.
+                    if let Some(last) = delta.entries[first..].last().map(|e| e.counter) {
+                        delta.ranges.push(WriterRange {
+                            writer: *writer,
+                            after,
+                            through: last,
+                        });
+                    }
+                    break 'writers;
+                }
+                budget = budget.saturating_sub(size);
                 delta.entries.push(SignedEntry::clone(&proof.entry));
             }
             delta.ranges.push(WriterRange {

@@ -423,3 +423,24 @@ fn bounded_deltas_fit_their_budget_and_complete_in_parts() {
     assert_eq!(delta.entries.len(), 1);
     c.merge(&delta, &mut verifier()).unwrap();
 }
+
+#[test]
+fn twin_entries_of_an_equivocating_writer_never_make_our_deltas_unmergeable() {
+    let eve = key(5);
+    let mut eves_state = state();
+    eves_state.put(&eve, "b", b"1".to_vec()).unwrap();
+    let twin = knhk_crdt::SignedEntry::sign(&eve, "a".into(), Some(b"2".to_vec()), 1, 1);
+    let mut holder = state();
+    holder
+        .merge(&eves_state.delta_since(holder.version()), &mut verifier())
+        .unwrap();
+    holder.merge_entries(&[twin], &mut verifier()).unwrap();
+    assert_eq!(holder.len(), 2, "both twins are winners of their keys");
+    // Our delta carries one entry per (writer, counter), so an honest peer can merge it.
+    let delta = holder.delta_since(&VersionVector::new());
+    let mut fresh = state();
+    fresh
+        .merge(&delta, &mut verifier())
+        .expect("an honest delta is never an equivocation");
+    assert_eq!(fresh.version(), holder.version());
+}

@@ -36,6 +36,10 @@ pub struct GossipConfig {
     pub max_delta_bytes: usize,
     /// Deltas longer than this are zstd-compressed. Default 512 bytes.
     pub compress_above: usize,
+    /// News is forwarded at once only in deltas up to this size; larger deltas are
+    /// catch-up, not news, and forwarding them would multiply bandwidth at every hop.
+    /// Default 64 KiB.
+    pub forward_max_bytes: usize,
     /// Most keys exchanged in one anti-entropy entries message. Default 4,096.
     pub max_diff_keys: usize,
     /// Seed of the core's random number generator (peer sampling, start jitter). Give
@@ -61,6 +65,7 @@ impl Default for GossipConfig {
             diff_timeout_rounds: 10,
             max_delta_bytes: 512 * 1024,
             compress_above: 512,
+            forward_max_bytes: 64 * 1024,
             max_diff_keys: 4_096,
             seed: 0,
             state: StateConfig::default(),

@@ -1,6 +1,6 @@
 //! [`GossipCore`]: the sans-IO push-pull gossip state machine.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use knhk_crdt::{
     CrdtError, Delta, DiffStep, Hash, MerkleDiff, SignedEntry, VersionedState, WriterRange,
@@ -96,6 +96,8 @@ pub struct GossipStats {
     pub diffs_completed: u64,
     /// Outputs dropped because the outbound queue was full.
     pub outputs_dropped: u64,
+    /// Frames dropped before sending because they exceeded the frame size.
+    pub oversized_dropped: u64,
     /// Frames the driver dropped because too many sends were in flight (filled in by
     /// the `Mesh` driver; always 0 from a bare core).
     pub sends_dropped: u64,
@@ -119,6 +121,13 @@ pub struct GossipStatus {
     pub keys: usize,
     /// Counters.
     pub stats: GossipStats,
+}
+
+#[derive(Debug)]
+struct DiffSession {
+    diff: MerkleDiff,
+    id: u64,
+    started_round: u64,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -154,11 +163,16 @@ pub struct GossipCore<M> {
     round: u64,
     round_token: u64,
     nonce: u64,
-    peers: HashMap<AgentId, PeerView>,
-    diffs: HashMap<AgentId, (MerkleDiff, u64)>,
+    peers: BTreeMap<AgentId, PeerView>,
+    diffs: HashMap<AgentId, DiffSession>,
     outputs: VecDeque<Output>,
-    replies_this_round: u32,
-    disagreements_this_round: u32,
+    /// Peers we pulled and have not heard back from, with the round of the pull.
+    pulls: BTreeMap<AgentId, u64>,
+    /// Roots reported in answers to our pulls since the last round ended.
+    reply_roots: Vec<Hash>,
+    /// The root the agreeing rounds were counted against.
+    agreeing_root: Option<Hash>,
+    next_diff_session: u64,
     agreeing_rounds: u32,
     converged_root: Option<Hash>,
     stats: GossipStats,
@@ -178,11 +192,13 @@ impl<M: Membership> GossipCore<M> {
             round: 0,
             round_token: 0,
             nonce: 0,
-            peers: HashMap::new(),
+            peers: BTreeMap::new(),
             diffs: HashMap::new(),
             outputs: VecDeque::new(),
-            replies_this_round: 0,
-            disagreements_this_round: 0,
+            pulls: BTreeMap::new(),
+            reply_roots: Vec::new(),
+            agreeing_root: None,
+            next_diff_session: 0,
             agreeing_rounds: 0,
             converged_root: None,
             stats: GossipStats::default(),
@@ -201,7 +217,7 @@ impl<M: Membership> GossipCore<M> {
     pub fn start(&mut self, now: UnixMillis) {
         self.nonce = now.0 << 20;
         let interval_ms = self.interval_ms();
-        let first = now.0 + self.rng.random_range(0..=interval_ms);
+        let first = now.0.saturating_add(self.rng.random_range(0..=interval_ms));
         self.schedule_round(UnixMillis(first));
     }
 
@@ -212,7 +228,7 @@ impl<M: Membership> GossipCore<M> {
             return;
         }
         self.run_round(now);
-        self.schedule_round(UnixMillis(now.0 + self.interval_ms()));
+        self.schedule_round(UnixMillis(now.0.saturating_add(self.interval_ms())));
     }
 
     /// Handles one frame that the transport says came from `from`. The frame passes the
@@ -333,6 +349,9 @@ impl<M: Membership> GossipCore<M> {
         self.round += 1;
         self.stats.rounds += 1;
         self.expire_diffs();
+        let (round, timeout) = (self.round, self.config.diff_timeout_rounds);
+        self.pulls
+            .retain(|_, sent| round.saturating_sub(*sent) <= timeout);
 
         let mut sample = std::mem::take(&mut self.sample);
         sample.clear();
@@ -356,6 +375,7 @@ impl<M: Membership> GossipCore<M> {
                 self.send(now, peer, &GossipMessage::Push { delta });
             }
             let version = (!believed_equal).then(|| self.state.version().clone());
+            self.pulls.insert(peer, self.round);
             self.send(now, peer, &GossipMessage::Pull { root, version });
         }
         if self.config.anti_entropy_every > 0
@@ -379,13 +399,17 @@ impl<M: Membership> GossipCore<M> {
         if self.round == 0 {
             return;
         }
-        if self.replies_this_round > 0 && self.disagreements_this_round == 0 {
+        // Agreement is counted against one root: a write or merge since restarts it.
+        if self.agreeing_root != Some(root) {
+            self.agreeing_root = Some(root);
+            self.agreeing_rounds = 0;
+        }
+        let replies = std::mem::take(&mut self.reply_roots);
+        if !replies.is_empty() && replies.iter().all(|reported| *reported == root) {
             self.agreeing_rounds += 1;
         } else {
             self.agreeing_rounds = 0;
         }
-        self.replies_this_round = 0;
-        self.disagreements_this_round = 0;
         if self.agreeing_rounds >= self.config.convergence_rounds
             && self.converged_root != Some(root)
         {
@@ -408,15 +432,19 @@ impl<M: Membership> GossipCore<M> {
             GossipMessage::Push { delta } => {
                 self.absorb(now, from, &delta);
             }
-            GossipMessage::DiffAsk { nodes, buckets } => {
-                self.on_diff_ask(now, from, nodes, buckets)
-            }
-            GossipMessage::DiffAnswer { nodes, buckets } => {
-                self.on_diff_answer(now, from, nodes, buckets)
-            }
+            GossipMessage::DiffAsk {
+                session,
+                nodes,
+                buckets,
+            } => self.on_diff_ask(now, from, session, nodes, buckets),
+            GossipMessage::DiffAnswer {
+                session,
+                nodes,
+                buckets,
+            } => self.on_diff_answer(now, from, session, nodes, buckets),
             GossipMessage::EntriesWanted { keys } => {
                 if keys.len() > self.config.max_diff_keys {
-                    return self.bad_payload(now, from);
+                    return;
                 }
                 let entries = self.bounded_entries(&keys);
                 self.send(now, from, &GossipMessage::Entries { entries });
@@ -460,10 +488,13 @@ impl<M: Membership> GossipCore<M> {
         delta: Option<Vec<u8>>,
         version: Option<VersionVector>,
     ) {
-        let root = self.state.merkle_root();
-        self.replies_this_round += 1;
-        if their_root != root {
-            self.disagreements_this_round += 1;
+        // Only answers to pulls we sent count (and only once): an unsolicited reply could
+        // fake or block convergence and trigger work.
+        if self.pulls.remove(&from).is_none() {
+            return;
+        }
+        if self.reply_roots.len() < 4 * self.config.fanout.max(1) {
+            self.reply_roots.push(their_root);
         }
         let brought = match &delta {
             Some(bytes) => self.absorb(now, from, bytes),
@@ -492,15 +523,15 @@ impl<M: Membership> GossipCore<M> {
         let max_decoded = self.config.validator.max_frame_bytes;
         let delta = match Delta::decode(bytes, max_decoded) {
             Ok(delta) => delta,
-            Err(_) => {
-                self.bad_payload(now, from);
+            Err(error) => {
+                self.refused(now, from, &error);
                 return false;
             }
         };
         let report = match self.state.merge(&delta, self.validator.verifier_mut()) {
             Ok(report) => report,
-            Err(_) => {
-                self.bad_payload(now, from);
+            Err(error) => {
+                self.refused(now, from, &error);
                 return false;
             }
         };
@@ -511,7 +542,7 @@ impl<M: Membership> GossipCore<M> {
         for key in report.updated_keys {
             self.emit(GossipEvent::Updated { key });
         }
-        if self.config.forward_news {
+        if self.config.forward_news && bytes.len() <= self.config.forward_max_bytes {
             self.forward(now, Some(from), bytes);
         }
         true
@@ -562,8 +593,14 @@ impl<M: Membership> GossipCore<M> {
         let Some(their_root) = self.peers.get(&peer).and_then(|view| view.root) else {
             return;
         };
-        let (session, step) = MerkleDiff::start(&mut self.state, their_root);
+        let (diff, step) = MerkleDiff::start(&mut self.state, their_root);
         self.stats.diffs_started += 1;
+        self.next_diff_session += 1;
+        let session = DiffSession {
+            diff,
+            id: self.next_diff_session,
+            started_round: self.round,
+        };
         self.continue_diff(now, peer, session, step);
     }
 
@@ -571,31 +608,28 @@ impl<M: Membership> GossipCore<M> {
         &mut self,
         now: UnixMillis,
         peer: AgentId,
-        session: MerkleDiff,
+        session: DiffSession,
         step: DiffStep,
     ) {
+        let id = session.id;
         match step {
             DiffStep::AskNodes(nodes) => {
-                self.diffs.insert(peer, (session, self.round));
-                self.send(
-                    now,
-                    peer,
-                    &GossipMessage::DiffAsk {
-                        nodes,
-                        buckets: Vec::new(),
-                    },
-                );
+                self.diffs.insert(peer, session);
+                let ask = GossipMessage::DiffAsk {
+                    session: id,
+                    nodes,
+                    buckets: Vec::new(),
+                };
+                self.send(now, peer, &ask);
             }
             DiffStep::AskBuckets(buckets) => {
-                self.diffs.insert(peer, (session, self.round));
-                self.send(
-                    now,
-                    peer,
-                    &GossipMessage::DiffAsk {
-                        nodes: Vec::new(),
-                        buckets,
-                    },
-                );
+                self.diffs.insert(peer, session);
+                let ask = GossipMessage::DiffAsk {
+                    session: id,
+                    nodes: Vec::new(),
+                    buckets,
+                };
+                self.send(now, peer, &ask);
             }
             DiffStep::Done(mut keys) => {
                 self.stats.diffs_completed += 1;
@@ -612,40 +646,64 @@ impl<M: Membership> GossipCore<M> {
         }
     }
 
-    fn on_diff_ask(&mut self, now: UnixMillis, from: AgentId, nodes: Vec<u32>, buckets: Vec<u32>) {
+    fn on_diff_ask(
+        &mut self,
+        now: UnixMillis,
+        from: AgentId,
+        session: u64,
+        nodes: Vec<u32>,
+        buckets: Vec<u32>,
+    ) {
+        // A tree deeper than ours can legitimately ask for more nodes than our limit;
+        // that is a configuration mismatch, not misbehaviour: decline without charge.
         let limit = self.config.max_diff_keys;
         if nodes.len() > limit || buckets.len() > limit {
-            return self.bad_payload(now, from);
+            return;
         }
         let nodes = self.state.merkle_nodes(&nodes);
         let buckets = self.state.bucket_digests(&buckets);
-        self.send(now, from, &GossipMessage::DiffAnswer { nodes, buckets });
+        let answer = GossipMessage::DiffAnswer {
+            session,
+            nodes,
+            buckets,
+        };
+        self.send(now, from, &answer);
     }
 
     fn on_diff_answer(
         &mut self,
         now: UnixMillis,
         from: AgentId,
+        session: u64,
         nodes: Vec<(u32, Hash)>,
         buckets: Vec<knhk_crdt::BucketDigests>,
     ) {
-        let Some((mut session, _)) = self.diffs.remove(&from) else {
-            return; // unsolicited or expired: ignore
+        // A late answer to an expired or replaced session is ignored, not charged.
+        if self
+            .diffs
+            .get(&from)
+            .is_none_or(|current| current.id != session)
+        {
+            return;
+        }
+        let Some(mut current) = self.diffs.remove(&from) else {
+            return;
         };
         let step = if buckets.is_empty() {
-            session.on_nodes(&mut self.state, &nodes)
+            current.diff.on_nodes(&mut self.state, &nodes)
         } else {
-            session.on_buckets(&self.state, &buckets)
+            current.diff.on_buckets(&self.state, &buckets)
         };
         match step {
-            Ok(step) => self.continue_diff(now, from, session, step),
+            Ok(step) => self.continue_diff(now, from, current, step),
+            // The answer names nodes or keys that do not fit the question: provably bad.
             Err(_) => self.bad_payload(now, from),
         }
     }
 
     fn on_entries(&mut self, now: UnixMillis, from: AgentId, entries: &[SignedEntry]) {
         if entries.len() > self.config.max_diff_keys {
-            return self.bad_payload(now, from);
+            return;
         }
         match self
             .state
@@ -656,7 +714,26 @@ impl<M: Membership> GossipCore<M> {
                     self.emit(GossipEvent::Updated { key });
                 }
             }
-            Err(_) => self.bad_payload(now, from),
+            Err(error) => self.refused(now, from, &error),
+        }
+    }
+
+    /// A merge refused `from`'s data. The sender is charged only when the data proves
+    /// misbehaviour (a forgery, a lie about versions, garbage); refusals caused by our
+    /// own limits or configuration (`Full`, sizes) are not the sender's fault, and
+    /// charging them would get honest neighbours banned.
+    fn refused(&mut self, now: UnixMillis, from: AgentId, error: &CrdtError) {
+        let provable = matches!(
+            error,
+            CrdtError::BadSignature { .. }
+                | CrdtError::Equivocation { .. }
+                | CrdtError::EntryOutsideRange { .. }
+                | CrdtError::MissingVersions { .. }
+                | CrdtError::Backwards { .. }
+                | CrdtError::Malformed(_)
+        );
+        if provable {
+            self.bad_payload(now, from);
         }
     }
 
@@ -678,12 +755,13 @@ impl<M: Membership> GossipCore<M> {
     fn expire_diffs(&mut self) {
         let (round, timeout) = (self.round, self.config.diff_timeout_rounds);
         self.diffs
-            .retain(|_, (_, started)| round.saturating_sub(*started) <= timeout);
+            .retain(|_, session| round.saturating_sub(session.started_round) <= timeout);
     }
 
     fn remember(&mut self, peer: AgentId, root: Option<Hash>, version: Option<VersionVector>) {
         if !self.peers.contains_key(&peer) && self.peers.len() >= self.config.max_tracked_peers {
-            // Forget an arbitrary peer: what we knew of it is an optimisation only.
+            // Forget the lowest id (deterministic): what we knew of it is only an
+            // optimisation.
             if let Some(evicted) = self.peers.keys().next().copied() {
                 self.peers.remove(&evicted);
             }
@@ -716,6 +794,11 @@ impl<M: Membership> GossipCore<M> {
         // Serializing our own message into a Vec cannot fail.
         let payload = postcard::to_allocvec(message).unwrap_or_default();
         let frame = Envelope::sign(&self.key, header, payload).encode();
+        if frame.len() > self.config.validator.max_frame_bytes {
+            // The transport would refuse it; count it where an operator can see it.
+            self.stats.oversized_dropped += 1;
+            return;
+        }
         self.stats.messages_sent += 1;
         self.stats.bytes_sent += frame.len() as u64;
         self.push(Output::Send { to, frame });

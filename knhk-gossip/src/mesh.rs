@@ -14,6 +14,7 @@ use knhk_transport::{
 use knhk_types::{AgentId, PeerInfo, SeedAddr, UnixMillis};
 use tokio::sync::{Semaphore, broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use crate::config::GossipConfig;
 use crate::core::{GossipCore, GossipEvent, GossipStatus, Output, Timer};
@@ -164,7 +165,9 @@ impl MeshBuilder {
 pub struct Mesh {
     id: AgentId,
     commands: mpsc::Sender<Command>,
-    updates: broadcast::Sender<Update>,
+    /// Weak, so that subscriptions end when the driver (which holds the only strong
+    /// sender) stops, for whatever reason.
+    updates: broadcast::WeakSender<Update>,
     task: Option<JoinHandle<()>>,
     registry: Option<Arc<PeerRegistry>>,
     local_addr: Option<SocketAddr>,
@@ -192,11 +195,12 @@ impl Mesh {
         let id = key.agent_id();
         let (commands, inbox) = mpsc::channel(256);
         let (updates, _) = broadcast::channel(SUBSCRIPTION_BUFFER);
+        let weak_updates = updates.downgrade();
         let core = GossipCore::new(key, membership, config);
         let driver = Driver {
             core,
             transport: Arc::new(transport),
-            updates: updates.clone(),
+            updates,
             timers: BinaryHeap::new(),
             sends: Arc::new(Semaphore::new(MAX_SENDS_IN_FLIGHT)),
             sends_dropped: 0,
@@ -205,7 +209,7 @@ impl Mesh {
         Self {
             id,
             commands,
-            updates,
+            updates: weak_updates,
             task: Some(task),
             registry: None,
             local_addr: None,
@@ -277,10 +281,16 @@ impl Mesh {
         self.ask(|reply| Command::Reputation(peer, reply)).await
     }
 
-    /// Updates from now on: local writes and merged remote ones.
+    /// Updates from now on: local writes and merged remote ones. Ends (`next` returns
+    /// `None`) when the node stops.
     pub fn subscribe(&self) -> Subscription {
+        let receiver = match self.updates.upgrade() {
+            Some(sender) => sender.subscribe(),
+            // Already stopped: a subscription that is over at once.
+            None => broadcast::channel(1).1,
+        };
         Subscription {
-            receiver: self.updates.subscribe(),
+            receiver,
             missed: 0,
         }
     }
@@ -327,7 +337,8 @@ struct Driver<T, M> {
     core: GossipCore<M>,
     transport: Arc<T>,
     updates: broadcast::Sender<Update>,
-    timers: BinaryHeap<Reverse<(UnixMillis, Timer)>>,
+    /// Deadlines on the monotonic clock, so a wall-clock step cannot stall rounds.
+    timers: BinaryHeap<Reverse<(Instant, Timer)>>,
     sends: Arc<Semaphore>,
     sends_dropped: u64,
 }
@@ -344,7 +355,7 @@ impl<T: Transport, M: Membership> Driver<T, M> {
             let wait = self
                 .timers
                 .peek()
-                .map(|Reverse((at, _))| Duration::from_millis(at.0.saturating_sub(wall_clock().0)))
+                .map(|Reverse((at, _))| at.saturating_duration_since(Instant::now()))
                 .unwrap_or(Duration::from_secs(3_600));
             tokio::select! {
                 inbound = self.transport.recv() => match inbound {
@@ -367,13 +378,13 @@ impl<T: Transport, M: Membership> Driver<T, M> {
     }
 
     fn fire_due_timers(&mut self) {
-        let now = wall_clock();
+        let monotonic = Instant::now();
         while let Some(Reverse((at, timer))) = self.timers.peek().copied() {
-            if at > now {
+            if at > monotonic {
                 break;
             }
             self.timers.pop();
-            self.core.handle_timer(now, timer);
+            self.core.handle_timer(wall_clock(), timer);
         }
     }
 
@@ -409,7 +420,11 @@ impl<T: Transport, M: Membership> Driver<T, M> {
         while let Some(output) = self.core.poll_output() {
             match output {
                 Output::Send { to, frame } => self.send(to, frame),
-                Output::SetTimer { at, timer } => self.timers.push(Reverse((at, timer))),
+                Output::SetTimer { at, timer } => {
+                    // The core speaks wall-clock time; wait on the monotonic clock.
+                    let delay = Duration::from_millis(at.0.saturating_sub(wall_clock().0));
+                    self.timers.push(Reverse((Instant::now() + delay, timer)));
+                }
                 Output::Event(GossipEvent::Updated { key }) => {
                     let value = self.core.get(&key).map(<[u8]>::to_vec);
                     // No subscriber is fine.

@@ -22,13 +22,16 @@ pub(crate) enum GossipMessage {
     },
     /// News, or what the receiver lacks: an encoded delta.
     Push { delta: Vec<u8> },
-    /// Merkle diff question: node hashes or bucket digests wanted.
+    /// Merkle diff question: node hashes or bucket digests wanted, in session `session`.
     DiffAsk {
+        session: u64,
         nodes: Vec<NodeId>,
         buckets: Vec<u32>,
     },
-    /// Merkle diff answer.
+    /// Merkle diff answer for session `session` (a late answer to an older session is
+    /// recognised and ignored).
     DiffAnswer {
+        session: u64,
         nodes: Vec<(NodeId, Hash)>,
         buckets: Vec<BucketDigests>,
     },

@@ -334,3 +334,31 @@ fn anti_entropy_repairs_what_version_vectors_cannot_see() {
         .sum();
     assert!(diffs >= 1, "a Merkle diff ran");
 }
+
+#[test]
+fn a_write_right_after_convergence_is_not_announced_as_converged() {
+    let mut cluster = cluster(10, 13);
+    cluster.put(0, "k", b"1".to_vec()).unwrap();
+    cluster.run_until_converged(10_000).unwrap();
+    let nodes: Vec<usize> = cluster.all_nodes().collect();
+    cluster
+        .run_until(5_000, |c| {
+            nodes.iter().all(|&i| c.core_mut(i).status().converged)
+        })
+        .unwrap();
+    // A new write: node 0's agreement so far was about the old root.
+    cluster.put(0, "k", b"2".to_vec()).unwrap();
+    let round = cluster.core_mut(0).status().round;
+    cluster
+        .run_until(1_000, |c| c.core_mut(0).status().round > round)
+        .unwrap();
+    assert!(
+        !cluster.core_mut(0).status().converged,
+        "one round after a write cannot be {} agreeing rounds",
+        GossipConfig::default().convergence_rounds
+    );
+    // It does converge again once peers report the new root for long enough.
+    cluster
+        .run_until(5_000, |c| c.core_mut(0).status().converged)
+        .expect("converges on the new root");
+}
