@@ -299,6 +299,26 @@ impl<M: Membership> GossipCore<M> {
         &self.validator
     }
 
+    /// Estimated bytes this core holds: its own struct, the replicated state, what it
+    /// remembers of peers, and the gate's replay window, signature cache and sender
+    /// table. Deterministic (counts, not allocator readings), for memory-per-node figures.
+    pub fn approx_memory_bytes(&self) -> usize {
+        let gate = self.validator.stats();
+        let peer_views: usize = self
+            .peers
+            .values()
+            .map(|view| 96 + view.version.as_ref().map_or(0, |v| v.len() * 48))
+            .sum();
+        std::mem::size_of::<Self>()
+            + self.state.approx_heap_bytes()
+            + peer_views
+            + self.pulls.len() * 48
+            + gate.replay_entries * 56
+            + gate.tracked_senders * 96
+            + self.validator.verifier().cache().len() * 40
+            + self.outputs.len() * 64
+    }
+
     /// The Byzantine gate, mutably (to share its signature cache, or pre-verify).
     pub fn validator_mut(&mut self) -> &mut ByzantineValidator {
         &mut self.validator

@@ -341,6 +341,11 @@ impl ByzantineValidator {
         }
     }
 
+    /// The signature verifier (read-only: counters, cache size).
+    pub fn verifier(&self) -> &Ed25519Verifier {
+        &self.verifier
+    }
+
     /// The signature verifier, shared with other checks of this node (for example CRDT
     /// entry signatures), so each unique signature is verified once.
     pub fn verifier_mut(&mut self) -> &mut Ed25519Verifier {

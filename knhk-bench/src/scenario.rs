@@ -1,0 +1,396 @@
+//! The standard runs of `knhk-sim`, and the report each produces.
+
+use std::time::{Duration, Instant};
+
+use knhk_crdt::{Delta, SignedEntry, WriterRange};
+use knhk_gossip::GossipConfig;
+use knhk_security::NodeKey;
+use knhk_types::{AgentId, Envelope, EnvelopeHeader, MessageKind, Signature, UnixMillis};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+
+use crate::network::{LatencyModel, NetworkConfig, Partition, RegionMatrix};
+use crate::sim::{SimConfig, Simulator};
+
+/// Which run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scenario {
+    /// One write on node 0; time until every node holds it.
+    Broadcast,
+    /// Ten nodes (or all, if fewer) write one key at once; time until all agree.
+    ConcurrentWrites,
+    /// The mesh splits in two for 20 intervals; each side writes; time until all agree
+    /// after the heal.
+    Partition,
+    /// 10% of nodes crash; half come back with their state, half empty; a write
+    /// meanwhile; time until every live node agrees.
+    Churn,
+    /// 1% of members (at least one) are Byzantine: forged entries, bad signatures,
+    /// replays; time until the honest nodes agree, and the forged key must appear nowhere.
+    Byzantine,
+}
+
+impl Scenario {
+    /// The kebab-case name used on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Broadcast => "broadcast",
+            Self::ConcurrentWrites => "concurrent-writes",
+            Self::Partition => "partition",
+            Self::Churn => "churn",
+            Self::Byzantine => "byzantine",
+        }
+    }
+}
+
+/// Parameters of one run.
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    /// Honest nodes.
+    pub nodes: usize,
+    /// Gossip fanout.
+    pub fanout: usize,
+    /// Gossip interval, ms.
+    pub interval_ms: u64,
+    /// Seed of everything.
+    pub seed: u64,
+    /// Frame loss probability.
+    pub loss: f64,
+    /// Which run.
+    pub scenario: Scenario,
+    /// Per-link latency.
+    pub latency: LatencyModel,
+    /// Spread nodes over three regions with WAN round trips.
+    pub regions: bool,
+    /// Give up after this much virtual time (ms).
+    pub deadline_ms: u64,
+    /// After convergence, measure idle traffic for this long (ms of virtual time).
+    pub idle_ms: u64,
+    /// Maximum clock skew per node (ms).
+    pub max_clock_skew_ms: u64,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        Self {
+            nodes: 1_000,
+            fanout: 3,
+            interval_ms: 100,
+            seed: 1,
+            loss: 0.0,
+            scenario: Scenario::Broadcast,
+            latency: LatencyModel::Constant { ms: 1.0 },
+            regions: false,
+            deadline_ms: 120_000,
+            idle_ms: 5_000,
+            max_clock_skew_ms: 0,
+        }
+    }
+}
+
+/// What a run measured. Field order is stable, so two runs with one seed give identical
+/// JSON apart from `wall_ms` and `peak_rss_bytes`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// Honest nodes.
+    pub nodes: usize,
+    /// Gossip fanout.
+    pub fanout: usize,
+    /// Gossip interval, ms.
+    pub interval_ms: u64,
+    /// Seed.
+    pub seed: u64,
+    /// Scenario name.
+    pub scenario: &'static str,
+    /// Signatures: real ed25519 on every message (`"ed25519"`).
+    pub crypto: &'static str,
+    /// Per-link latency model.
+    pub latency: LatencyModel,
+    /// Three WAN regions or one site.
+    pub regions: bool,
+    /// Frame loss probability.
+    pub loss: f64,
+    /// Every live node ended with the same root within the deadline.
+    pub converged: bool,
+    /// Virtual ms from the first write until every live node held the same root.
+    pub convergence_ms: Option<u64>,
+    /// `convergence_ms / interval_ms`.
+    pub rounds: Option<f64>,
+    /// Frames delivered from the first write to convergence.
+    pub messages_total: u64,
+    /// Bytes delivered from the first write to convergence.
+    pub bytes_total: u64,
+    /// `messages_total / nodes`.
+    pub messages_per_node: f64,
+    /// `bytes_total / nodes`.
+    pub bytes_per_node: f64,
+    /// After convergence, bytes each node received per second of virtual time.
+    pub idle_bytes_per_node_per_s: f64,
+    /// Bytes each core holds after the run, averaged (estimated from the data structures
+    /// it holds, so identical runs report identical figures; see `peak_rss_bytes` for
+    /// the process as a whole).
+    pub memory_bytes_per_node: u64,
+    /// Frames lost to loss, partitions, and crashed receivers.
+    pub frames_dropped: u64,
+    /// Byzantine frames refused by honest nodes (byzantine scenario).
+    pub byzantine_rejected: u64,
+    /// `[virtual ms since the first write, fraction of live nodes that have it]`.
+    pub coverage: Vec<(u64, f64)>,
+    /// Wall-clock time of the run (ms); differs between identical runs.
+    pub wall_ms: u64,
+    /// Peak resident memory of the process (bytes); differs between identical runs.
+    pub peak_rss_bytes: u64,
+}
+
+/// Reads a `/proc/self/status` field in bytes (0 where unavailable).
+fn proc_status_bytes(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|line| line.starts_with(field))
+                .and_then(|line| line.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1_024)
+}
+
+/// Runs one scenario. `progress`, if given, is called with the virtual ms reached.
+pub fn run(config: &RunConfig, progress: &mut dyn FnMut(u64)) -> Report {
+    let wall = Instant::now();
+    let mut rng = ChaCha8Rng::seed_from_u64(config.seed ^ 0x7363_656e_6172_696f);
+    let byzantine: Vec<NodeKey> = match config.scenario {
+        Scenario::Byzantine => (0..(config.nodes / 100).max(1))
+            .map(|_| NodeKey::from_seed(rng.random()))
+            .collect(),
+        _ => Vec::new(),
+    };
+    let interval = config.interval_ms.max(1);
+    let network = NetworkConfig {
+        latency: config.latency.clone(),
+        regions: config.regions.then(RegionMatrix::three_regions),
+        loss: config.loss,
+        partitions: Vec::new(),
+    };
+    let mut sim = Simulator::new(SimConfig {
+        nodes: config.nodes,
+        seed: config.seed,
+        gossip: GossipConfig {
+            interval: Duration::from_millis(interval),
+            fanout: config.fanout,
+            ..GossipConfig::default()
+        },
+        network,
+        extra_members: byzantine.iter().map(NodeKey::agent_id).collect(),
+        max_clock_skew_ms: config.max_clock_skew_ms,
+        start: UnixMillis(1_732_000_000_000),
+    });
+
+    // Every round timer starts within one interval; begin after two.
+    sim.run_for(2 * interval, interval, |_| {});
+    let t0 = sim.now_ms();
+    let before = sim.traffic();
+    let writers = setup(config, &mut sim, &byzantine, &mut rng, t0);
+
+    let mut coverage = vec![(
+        0,
+        sim.fraction_of_live(|core| writers.iter().all(|w| holds(core, w))),
+    )];
+    let sample_every = (interval / 10).max(1);
+    let deadline = t0 + config.deadline_ms;
+    let mut next_sample = t0 + sample_every;
+    let mut next_progress = t0;
+    let scenario = config.scenario;
+    let done = sim.run_until(deadline, |sim| {
+        let now = sim.now_ms();
+        if now >= next_sample {
+            let fraction = sim.fraction_of_live(|core| writers.iter().all(|w| holds(core, w)));
+            coverage.push((now - t0, fraction));
+            next_sample = now + sample_every;
+        }
+        if now >= next_progress {
+            progress(now - t0);
+            next_progress = now + 1_000;
+        }
+        finished(sim, scenario, t0, interval) && sim.live_roots_agree()
+    });
+    let after = sim.traffic();
+    if let Some(at) = done {
+        let fraction = sim.fraction_of_live(|core| writers.iter().all(|w| holds(core, w)));
+        coverage.push((at - t0, fraction));
+    }
+    let byzantine_rejected = (0..sim.len())
+        .map(|i| {
+            sim.core_mut(i).status().stats.messages_rejected
+                + sim.core_mut(i).status().stats.bad_payloads
+        })
+        .sum();
+
+    let memory_per_node = (0..sim.len())
+        .map(|i| sim.core(i).approx_memory_bytes() as u64)
+        .sum::<u64>()
+        / config.nodes.max(1) as u64;
+
+    // Idle cost: nothing changes; only the gossip keeps going.
+    let idle_start = sim.traffic();
+    let idle_from = sim.now_ms();
+    sim.run_for(idle_from + config.idle_ms, interval, |_| {});
+    let idle_bytes = sim.traffic().bytes - idle_start.bytes;
+    let idle_seconds = config.idle_ms.max(1) as f64 / 1_000.0;
+
+    let messages_total = after.delivered - before.delivered;
+    let bytes_total = after.bytes - before.bytes;
+    let nodes = config.nodes.max(1) as f64;
+    let convergence_ms = done.map(|at| at - t0);
+    Report {
+        nodes: config.nodes,
+        fanout: config.fanout,
+        interval_ms: interval,
+        seed: config.seed,
+        scenario: config.scenario.name(),
+        crypto: "ed25519",
+        latency: config.latency.clone(),
+        regions: config.regions,
+        loss: config.loss,
+        converged: done.is_some(),
+        convergence_ms,
+        rounds: convergence_ms.map(|ms| ms as f64 / interval as f64),
+        messages_total,
+        bytes_total,
+        messages_per_node: messages_total as f64 / nodes,
+        bytes_per_node: bytes_total as f64 / nodes,
+        idle_bytes_per_node_per_s: idle_bytes as f64 / nodes / idle_seconds,
+        memory_bytes_per_node: memory_per_node,
+        frames_dropped: after.lost + after.partitioned + after.to_dead,
+        byzantine_rejected,
+        coverage,
+        wall_ms: wall.elapsed().as_millis() as u64,
+        peak_rss_bytes: proc_status_bytes("VmHWM:"),
+    }
+}
+
+/// What a node must hold for the run's writes to count as arrived.
+struct Written {
+    key: String,
+    writer: AgentId,
+}
+
+fn holds(core: &knhk_gossip::GossipCore<knhk_gossip::StaticMembership>, written: &Written) -> bool {
+    core.state().version().get(&written.writer) >= 1 || core.get(&written.key).is_some()
+}
+
+/// Extra conditions before convergence may be declared (partitions must have healed).
+fn finished(sim: &Simulator, scenario: Scenario, t0: u64, interval: u64) -> bool {
+    match scenario {
+        Scenario::Partition => sim.now_ms() >= t0 + 20 * interval,
+        Scenario::Churn => sim.now_ms() >= t0 + 10 * interval,
+        _ => true,
+    }
+}
+
+/// Makes the scenario's writes and faults at virtual time `t0`; returns what must arrive.
+fn setup(
+    config: &RunConfig,
+    sim: &mut Simulator,
+    byzantine: &[NodeKey],
+    rng: &mut ChaCha8Rng,
+    t0: u64,
+) -> Vec<Written> {
+    let n = sim.len();
+    let write = |sim: &mut Simulator, node: usize, key: &str| {
+        // Local writes cannot fail for these small keys and values.
+        let _ = sim.put(node, key, format!("written by {node}").into_bytes());
+        Written {
+            key: key.to_owned(),
+            writer: sim.core(node).id(),
+        }
+    };
+    match config.scenario {
+        Scenario::Broadcast => vec![write(sim, 0, "broadcast")],
+        Scenario::ConcurrentWrites => {
+            let writers = n.min(10);
+            (0..writers)
+                .map(|k| write(sim, k * n / writers, "contended"))
+                .collect()
+        }
+        Scenario::Partition => {
+            let heal = t0 + 20 * config.interval_ms.max(1);
+            sim.set_partition(Partition {
+                group: (0..n).map(|i| u8::from(i >= n / 2)).collect(),
+                from_ms: t0,
+                until_ms: heal,
+            });
+            vec![write(sim, 0, "side-a"), write(sim, n - 1, "side-b")]
+        }
+        Scenario::Churn => {
+            let crashed: Vec<usize> = (1..n).filter(|_| rng.random::<f64>() < 0.1).collect();
+            for &node in &crashed {
+                sim.crash(node);
+            }
+            let written = vec![write(sim, 0, "during-churn")];
+            let back_at = t0 + 5 * config.interval_ms.max(1);
+            sim.run_for(back_at, config.interval_ms.max(1), |_| {});
+            for (k, &node) in crashed.iter().enumerate() {
+                sim.restart(node, k % 2 == 0);
+            }
+            written
+        }
+        Scenario::Byzantine => {
+            let victim = sim.core(n - 1).id();
+            for (k, mallory) in byzantine.iter().enumerate() {
+                let now = UnixMillis(1_732_000_000_000 + t0);
+                for target in (0..n).filter(|t| t % byzantine.len() == k).take(50) {
+                    let mut nonce = (now.0 << 20) + target as u64 * 4;
+                    let forged = forged_push(mallory, victim, now, nonce);
+                    sim.inject(mallory.agent_id(), target, forged.clone());
+                    nonce += 1;
+                    let mut bad = forged_push(mallory, victim, now, nonce);
+                    let last = bad.len() - 1;
+                    bad[last] ^= 1;
+                    sim.inject(mallory.agent_id(), target, bad);
+                    sim.inject(mallory.agent_id(), target, forged);
+                }
+            }
+            vec![write(sim, 0, "honest")]
+        }
+    }
+}
+
+/// A validly signed envelope carrying an entry forged in `victim`'s name.
+fn forged_push(mallory: &NodeKey, victim: AgentId, now: UnixMillis, nonce: u64) -> Vec<u8> {
+    #[derive(Serialize)]
+    enum Wire {
+        _Pull,
+        _PullReply,
+        Push { delta: Vec<u8> },
+    }
+    let delta = Delta {
+        ranges: vec![WriterRange {
+            writer: victim,
+            after: 0,
+            through: 1,
+        }],
+        entries: vec![SignedEntry {
+            key: "forged".into(),
+            value: Some(b"evil".to_vec()),
+            writer: victim,
+            counter: 1,
+            lamport: 1,
+            signature: Signature([7; 64]),
+        }],
+    };
+    // Serializing this fixed message into a Vec cannot fail.
+    let payload = postcard::to_allocvec(&Wire::Push {
+        delta: delta.encode(512),
+    })
+    .unwrap_or_default();
+    Envelope::sign(
+        mallory,
+        EnvelopeHeader::new(MessageKind::GossipPush, now, nonce),
+        payload,
+    )
+    .encode()
+}

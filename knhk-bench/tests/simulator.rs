@@ -1,0 +1,88 @@
+//! The simulator in CI: a smoke run of every scenario, determinism, and many seeds of
+//! partition-and-heal. Every bound is on virtual time, never wall time.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use knhk_bench::network::LatencyModel;
+use knhk_bench::scenario::{Report, RunConfig, Scenario, run};
+
+fn quick(scenario: Scenario, nodes: usize, seed: u64) -> RunConfig {
+    RunConfig {
+        nodes,
+        seed,
+        scenario,
+        idle_ms: 500,
+        deadline_ms: 60_000,
+        ..RunConfig::default()
+    }
+}
+
+fn json_without_wall_figures(report: &Report) -> serde_json::Value {
+    let mut value = serde_json::to_value(report).unwrap();
+    let object = value.as_object_mut().unwrap();
+    object.remove("wall_ms");
+    object.remove("peak_rss_bytes");
+    value
+}
+
+#[test]
+fn every_scenario_converges_at_a_thousand_nodes() {
+    for scenario in [
+        Scenario::Broadcast,
+        Scenario::ConcurrentWrites,
+        Scenario::Partition,
+        Scenario::Churn,
+        Scenario::Byzantine,
+    ] {
+        let report = run(&quick(scenario, 1_000, 7), &mut |_| {});
+        assert!(report.converged, "{} did not converge", scenario.name());
+        let coverage = report.coverage.last().unwrap().1;
+        assert!(
+            (coverage - 1.0).abs() < f64::EPSILON,
+            "{}: final coverage {coverage}",
+            scenario.name()
+        );
+        assert!(report.messages_total > 0);
+        if scenario == Scenario::Byzantine {
+            assert!(
+                report.byzantine_rejected > 0,
+                "Byzantine frames were refused"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_same_seed_gives_the_same_report() {
+    let config = RunConfig {
+        latency: LatencyModel::Pareto {
+            scale_ms: 1.0,
+            shape: 1.5,
+        },
+        loss: 0.01,
+        max_clock_skew_ms: 500,
+        regions: true,
+        ..quick(Scenario::Broadcast, 200, 42)
+    };
+    let first = json_without_wall_figures(&run(&config, &mut |_| {}));
+    let second = json_without_wall_figures(&run(&config, &mut |_| {}));
+    assert_eq!(first, second);
+    let other = json_without_wall_figures(&run(&RunConfig { seed: 43, ..config }, &mut |_| {}));
+    assert_ne!(first, other, "a different seed changes the run");
+}
+
+#[test]
+fn fifty_seeds_of_partition_and_heal_all_converge_to_one_root() {
+    for seed in 0..50 {
+        let config = RunConfig {
+            latency: LatencyModel::Uniform {
+                min_ms: 1.0,
+                max_ms: 20.0,
+            },
+            loss: 0.02,
+            idle_ms: 0,
+            ..quick(Scenario::Partition, 20, seed)
+        };
+        let report = run(&config, &mut |_| {});
+        assert!(report.converged, "seed {seed} did not converge: {report:?}");
+    }
+}
