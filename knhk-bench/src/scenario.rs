@@ -70,6 +70,8 @@ pub struct RunConfig {
     pub idle_ms: u64,
     /// Maximum clock skew per node (ms).
     pub max_clock_skew_ms: u64,
+    /// Forward news at once (the default); off gives textbook round-based push-pull.
+    pub forward_news: bool,
 }
 
 impl Default for RunConfig {
@@ -86,6 +88,7 @@ impl Default for RunConfig {
             deadline_ms: 120_000,
             idle_ms: 5_000,
             max_clock_skew_ms: 0,
+            forward_news: true,
         }
     }
 }
@@ -112,6 +115,8 @@ pub struct Report {
     pub regions: bool,
     /// Frame loss probability.
     pub loss: f64,
+    /// News forwarded at once (false: textbook round-based push-pull).
+    pub forward_news: bool,
     /// Every live node ended with the same root within the deadline.
     pub converged: bool,
     /// Virtual ms from the first write until every live node held the same root.
@@ -181,6 +186,7 @@ pub fn run(config: &RunConfig, progress: &mut dyn FnMut(u64)) -> Report {
         gossip: GossipConfig {
             interval: Duration::from_millis(interval),
             fanout: config.fanout,
+            forward_news: config.forward_news,
             ..GossipConfig::default()
         },
         network,
@@ -255,6 +261,7 @@ pub fn run(config: &RunConfig, progress: &mut dyn FnMut(u64)) -> Report {
         latency: config.latency.clone(),
         regions: config.regions,
         loss: config.loss,
+        forward_news: config.forward_news,
         converged: done.is_some(),
         convergence_ms,
         rounds: convergence_ms.map(|ms| ms as f64 / interval as f64),

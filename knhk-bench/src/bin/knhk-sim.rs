@@ -59,6 +59,9 @@ struct Args {
     /// Write an SVG plot of coverage over virtual time here.
     #[arg(long)]
     plot: Option<PathBuf>,
+    /// Do not forward news at once: textbook round-based push-pull.
+    #[arg(long)]
+    no_forward: bool,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
@@ -93,6 +96,7 @@ fn config(args: &Args) -> Result<RunConfig, String> {
         deadline_ms: args.deadline_ms,
         idle_ms: args.idle_ms,
         max_clock_skew_ms: args.clock_skew_ms,
+        forward_news: !args.no_forward,
     })
 }
 
