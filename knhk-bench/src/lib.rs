@@ -7,6 +7,7 @@
 //! [`scenario`] builds the standard runs behind `knhk-sim` and the figures in
 //! `docs/PERFORMANCE.md`.
 
+pub mod crypto;
 pub mod network;
 pub mod scenario;
 pub mod sim;

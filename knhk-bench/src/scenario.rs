@@ -2,10 +2,13 @@
 
 use std::time::{Duration, Instant};
 
+use crate::crypto::{CryptoMode, SimSigner};
+use crate::sim::SimCore;
 use knhk_crdt::{Delta, SignedEntry, WriterRange};
 use knhk_gossip::GossipConfig;
-use knhk_security::NodeKey;
-use knhk_types::{AgentId, Envelope, EnvelopeHeader, MessageKind, Signature, UnixMillis};
+use knhk_types::{
+    AgentId, Envelope, EnvelopeHeader, EnvelopeSigner, MessageKind, Signature, UnixMillis,
+};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
@@ -70,6 +73,8 @@ pub struct RunConfig {
     pub idle_ms: u64,
     /// Maximum clock skew per node (ms).
     pub max_clock_skew_ms: u64,
+    /// Real ed25519 or the stand-in.
+    pub crypto: CryptoMode,
     /// Forward news at once (the default); off gives textbook round-based push-pull.
     pub forward_news: bool,
 }
@@ -88,6 +93,7 @@ impl Default for RunConfig {
             deadline_ms: 120_000,
             idle_ms: 5_000,
             max_clock_skew_ms: 0,
+            crypto: CryptoMode::Ed25519,
             forward_news: true,
         }
     }
@@ -107,7 +113,8 @@ pub struct Report {
     pub seed: u64,
     /// Scenario name.
     pub scenario: &'static str,
-    /// Signatures: real ed25519 on every message (`"ed25519"`).
+    /// Signatures: `"ed25519"` (real, on every message) or `"sim"` (the stand-in of
+    /// `knhk_bench::crypto`).
     pub crypto: &'static str,
     /// Per-link latency model.
     pub latency: LatencyModel,
@@ -167,9 +174,9 @@ fn proc_status_bytes(field: &str) -> u64 {
 pub fn run(config: &RunConfig, progress: &mut dyn FnMut(u64)) -> Report {
     let wall = Instant::now();
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed ^ 0x7363_656e_6172_696f);
-    let byzantine: Vec<NodeKey> = match config.scenario {
+    let byzantine_seeds: Vec<[u8; 32]> = match config.scenario {
         Scenario::Byzantine => (0..(config.nodes / 100).max(1))
-            .map(|_| NodeKey::from_seed(rng.random()))
+            .map(|_| rng.random())
             .collect(),
         _ => Vec::new(),
     };
@@ -190,7 +197,8 @@ pub fn run(config: &RunConfig, progress: &mut dyn FnMut(u64)) -> Report {
             ..GossipConfig::default()
         },
         network,
-        extra_members: byzantine.iter().map(NodeKey::agent_id).collect(),
+        extra_member_seeds: byzantine_seeds.clone(),
+        crypto: config.crypto,
         max_clock_skew_ms: config.max_clock_skew_ms,
         start: UnixMillis(1_732_000_000_000),
     });
@@ -199,6 +207,10 @@ pub fn run(config: &RunConfig, progress: &mut dyn FnMut(u64)) -> Report {
     sim.run_for(2 * interval, interval, |_| {});
     let t0 = sim.now_ms();
     let before = sim.traffic();
+    let byzantine: Vec<SimSigner> = byzantine_seeds
+        .iter()
+        .map(|seed| sim.signer_for(*seed))
+        .collect();
     let writers = setup(config, &mut sim, &byzantine, &mut rng, t0);
 
     let mut coverage = vec![(
@@ -257,7 +269,7 @@ pub fn run(config: &RunConfig, progress: &mut dyn FnMut(u64)) -> Report {
         interval_ms: interval,
         seed: config.seed,
         scenario: config.scenario.name(),
-        crypto: "ed25519",
+        crypto: config.crypto.name(),
         latency: config.latency.clone(),
         regions: config.regions,
         loss: config.loss,
@@ -285,7 +297,7 @@ struct Written {
     writer: AgentId,
 }
 
-fn holds(core: &knhk_gossip::GossipCore<knhk_gossip::StaticMembership>, written: &Written) -> bool {
+fn holds(core: &SimCore, written: &Written) -> bool {
     core.state().version().get(&written.writer) >= 1 || core.get(&written.key).is_some()
 }
 
@@ -302,7 +314,7 @@ fn finished(sim: &Simulator, scenario: Scenario, t0: u64, interval: u64) -> bool
 fn setup(
     config: &RunConfig,
     sim: &mut Simulator,
-    byzantine: &[NodeKey],
+    byzantine: &[SimSigner],
     rng: &mut ChaCha8Rng,
     t0: u64,
 ) -> Vec<Written> {
@@ -367,7 +379,7 @@ fn setup(
 }
 
 /// A validly signed envelope carrying an entry forged in `victim`'s name.
-fn forged_push(mallory: &NodeKey, victim: AgentId, now: UnixMillis, nonce: u64) -> Vec<u8> {
+fn forged_push(mallory: &SimSigner, victim: AgentId, now: UnixMillis, nonce: u64) -> Vec<u8> {
     #[derive(Serialize)]
     enum Wire {
         _Pull,

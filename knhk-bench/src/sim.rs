@@ -4,13 +4,20 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 
 use knhk_crdt::{CrdtError, Hash};
+use std::sync::Arc;
+
 use knhk_gossip::{GossipConfig, GossipCore, MemberList, Output, StaticMembership, Timer};
-use knhk_security::NodeKey;
-use knhk_types::{AgentId, UnixMillis};
+use knhk_security::{Ed25519Verifier, NodeKey};
+use knhk_types::{AgentId, EnvelopeSigner, UnixMillis};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::crypto::{CryptoMode, Keyring, SimSigner, SimVerifier};
 use crate::network::NetworkConfig;
+
+/// A simulated node's core: the production core with the simulation's signer and
+/// verifier.
+pub type SimCore = GossipCore<StaticMembership, SimSigner, SimVerifier>;
 
 /// Shape of a simulation.
 #[derive(Clone, Debug)]
@@ -23,8 +30,11 @@ pub struct SimConfig {
     pub gossip: GossipConfig,
     /// The network model.
     pub network: NetworkConfig,
-    /// Members with no core (Byzantine nodes whose frames a scenario writes by hand).
-    pub extra_members: Vec<AgentId>,
+    /// Secret seeds of members with no core (Byzantine nodes whose frames a scenario
+    /// writes by hand, signing with [`Simulator::signer_for`]).
+    pub extra_member_seeds: Vec<[u8; 32]>,
+    /// Real ed25519 or the stand-in.
+    pub crypto: CryptoMode,
     /// Each node's clock is off by a uniform draw in ±`max_clock_skew_ms`.
     pub max_clock_skew_ms: u64,
     /// Virtual wall-clock time at the start.
@@ -38,7 +48,8 @@ impl Default for SimConfig {
             seed: 1,
             gossip: GossipConfig::default(),
             network: NetworkConfig::default(),
-            extra_members: Vec::new(),
+            extra_member_seeds: Vec::new(),
+            crypto: CryptoMode::Ed25519,
             max_clock_skew_ms: 0,
             start: UnixMillis(1_732_000_000_000),
         }
@@ -74,8 +85,8 @@ enum Event {
 }
 
 struct Node {
-    core: GossipCore<StaticMembership>,
-    key: NodeKey,
+    core: SimCore,
+    key: SimSigner,
     alive: bool,
     /// Bumped at every crash, so timers of a previous life are ignored.
     epoch: u32,
@@ -90,6 +101,8 @@ struct Node {
 /// loss, and events run in (time, sequence) order, so a seed replays a run exactly.
 pub struct Simulator {
     nodes: Vec<Node>,
+    crypto: CryptoMode,
+    keyring: Arc<Keyring>,
     members: MemberList,
     gossip: GossipConfig,
     index: HashMap<AgentId, usize>,
@@ -117,11 +130,24 @@ impl Simulator {
     /// Creates and starts every node.
     pub fn new(config: SimConfig) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
-        let keys: Vec<NodeKey> = (0..config.nodes)
-            .map(|_| NodeKey::from_seed(rng.random()))
+        let secrets: Vec<[u8; 32]> = (0..config.nodes).map(|_| rng.random()).collect();
+        let keys: Vec<SimSigner> = secrets
+            .iter()
+            .map(|seed| SimSigner::new(config.crypto, *seed))
             .collect();
-        let mut ids: Vec<AgentId> = keys.iter().map(NodeKey::agent_id).collect();
-        ids.extend(config.extra_members.iter().copied());
+        let mut ids: Vec<AgentId> = keys.iter().map(EnvelopeSigner::agent_id).collect();
+        ids.extend(
+            config
+                .extra_member_seeds
+                .iter()
+                .map(|seed| NodeKey::from_seed(*seed).agent_id()),
+        );
+        let keyring = match config.crypto {
+            CryptoMode::Sim => {
+                Keyring::new(secrets.iter().chain(&config.extra_member_seeds).copied())
+            }
+            CryptoMode::Ed25519 => Keyring::default(),
+        };
         let members = MemberList::new(ids);
         let regions = config
             .network
@@ -131,6 +157,8 @@ impl Simulator {
         let skew = config.max_clock_skew_ms as i64;
         let mut simulator = Self {
             nodes: Vec::with_capacity(config.nodes),
+            crypto: config.crypto,
+            keyring: Arc::new(keyring),
             members,
             gossip: config.gossip.clone(),
             index: HashMap::with_capacity(config.nodes),
@@ -170,16 +198,24 @@ impl Simulator {
         simulator
     }
 
-    fn fresh_core(&self, key: &NodeKey, seed: u64) -> GossipCore<StaticMembership> {
+    fn fresh_core(&self, key: &SimSigner, seed: u64) -> SimCore {
         let config = GossipConfig {
             seed,
             ..self.gossip.clone()
         };
-        GossipCore::new(
-            key.clone(),
-            StaticMembership::new(self.members.clone(), key.agent_id()),
-            config,
-        )
+        let verifier = match self.crypto {
+            CryptoMode::Ed25519 => SimVerifier::Real(Ed25519Verifier::new(
+                config.validator.signature_cache_capacity,
+            )),
+            CryptoMode::Sim => SimVerifier::StandIn(self.keyring.clone(), Default::default()),
+        };
+        let membership = StaticMembership::new(self.members.clone(), key.agent_id());
+        GossipCore::with_crypto(key.clone(), verifier, membership, config)
+    }
+
+    /// A signer for a member with secret `seed`, in this simulation's crypto mode.
+    pub fn signer_for(&self, seed: [u8; 32]) -> SimSigner {
+        SimSigner::new(self.crypto, seed)
     }
 
     /// Number of nodes (alive or not).
@@ -198,12 +234,12 @@ impl Simulator {
     }
 
     /// Node `i`'s core.
-    pub fn core(&self, i: usize) -> &GossipCore<StaticMembership> {
+    pub fn core(&self, i: usize) -> &SimCore {
         &self.nodes[i].core
     }
 
     /// Node `i`'s core, mutably.
-    pub fn core_mut(&mut self, i: usize) -> &mut GossipCore<StaticMembership> {
+    pub fn core_mut(&mut self, i: usize) -> &mut SimCore {
         &mut self.nodes[i].core
     }
 
@@ -363,7 +399,7 @@ impl Simulator {
     }
 
     /// Fraction of live nodes for which `holds` is true.
-    pub fn fraction_of_live(&self, holds: impl Fn(&GossipCore<StaticMembership>) -> bool) -> f64 {
+    pub fn fraction_of_live(&self, holds: impl Fn(&SimCore) -> bool) -> f64 {
         let live: Vec<&Node> = self.nodes.iter().filter(|node| node.alive).collect();
         if live.is_empty() {
             return 0.0;

@@ -86,3 +86,25 @@ fn fifty_seeds_of_partition_and_heal_all_converge_to_one_root() {
         assert!(report.converged, "seed {seed} did not converge: {report:?}");
     }
 }
+
+#[test]
+fn the_stand_in_crypto_changes_the_cost_and_nothing_else() {
+    use knhk_bench::crypto::CryptoMode;
+    let config = quick(Scenario::Byzantine, 300, 3);
+    let real = run(&config, &mut |_| {});
+    let stand_in = run(
+        &RunConfig {
+            crypto: CryptoMode::Sim,
+            ..config
+        },
+        &mut |_| {},
+    );
+    assert_eq!((real.crypto, stand_in.crypto), ("ed25519", "sim"));
+    assert!(real.converged && stand_in.converged);
+    assert!(stand_in.byzantine_rejected > 0);
+    // Same seed, same 64-byte signatures, same decisions: the same run.
+    assert_eq!(real.byzantine_rejected, stand_in.byzantine_rejected);
+    assert_eq!(real.convergence_ms, stand_in.convergence_ms);
+    assert_eq!(real.messages_total, stand_in.messages_total);
+    assert_eq!(real.coverage, stand_in.coverage);
+}

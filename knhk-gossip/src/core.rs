@@ -5,8 +5,10 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use knhk_crdt::{
     CrdtError, Delta, DiffStep, Hash, MerkleDiff, SignedEntry, VersionedState, WriterRange,
 };
-use knhk_security::{ByzantineValidator, NodeKey, RejectReason};
-use knhk_types::{AgentId, Envelope, EnvelopeHeader, UnixMillis, VersionVector};
+use knhk_security::{
+    ByzantineValidator, Ed25519Verifier, NodeKey, RejectReason, SignatureVerifier,
+};
+use knhk_types::{AgentId, Envelope, EnvelopeHeader, EnvelopeSigner, UnixMillis, VersionVector};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -153,12 +155,12 @@ struct PeerView {
 /// every `anti_entropy_every` rounds while a root differs), a Merkle diff finds the
 /// differing keys. Every inbound frame passes the [`ByzantineValidator`] first.
 #[derive(Debug)]
-pub struct GossipCore<M> {
-    key: NodeKey,
+pub struct GossipCore<M, S = NodeKey, V = Ed25519Verifier> {
+    key: S,
     config: GossipConfig,
     membership: M,
     state: VersionedState,
-    validator: ByzantineValidator,
+    validator: ByzantineValidator<V>,
     rng: ChaCha8Rng,
     round: u64,
     round_token: u64,
@@ -180,11 +182,23 @@ pub struct GossipCore<M> {
 }
 
 impl<M: Membership> GossipCore<M> {
-    /// A core for the node holding `key`, gossiping with `membership`.
+    /// A core for the node holding `key`, gossiping with `membership`, signing and
+    /// verifying with ed25519.
     pub fn new(key: NodeKey, membership: M, config: GossipConfig) -> Self {
+        let verifier = Ed25519Verifier::new(config.validator.signature_cache_capacity);
+        Self::with_crypto(key, verifier, membership, config)
+    }
+}
+
+impl<M: Membership, S: EnvelopeSigner, V: SignatureVerifier> GossipCore<M, S, V> {
+    /// A core that signs with `signer` and checks signatures with `verifier` (a
+    /// simulator uses this to swap in a cheap stand-in with the same accept and reject
+    /// behaviour; production uses [`GossipCore::new`]).
+    pub fn with_crypto(signer: S, verifier: V, membership: M, config: GossipConfig) -> Self {
+        let key = signer;
         Self {
             state: VersionedState::new(config.state.clone()),
-            validator: ByzantineValidator::new(config.validator.clone()),
+            validator: ByzantineValidator::with_verifier(config.validator.clone(), verifier),
             rng: ChaCha8Rng::seed_from_u64(config.seed),
             key,
             membership,
@@ -295,7 +309,7 @@ impl<M: Membership> GossipCore<M> {
     }
 
     /// The Byzantine gate (reputations, counters).
-    pub fn validator(&self) -> &ByzantineValidator {
+    pub fn validator(&self) -> &ByzantineValidator<V> {
         &self.validator
     }
 
@@ -315,12 +329,12 @@ impl<M: Membership> GossipCore<M> {
             + self.pulls.len() * 48
             + gate.replay_entries * 56
             + gate.tracked_senders * 96
-            + self.validator.verifier().cache().len() * 40
+            + self.validator.verifier().memory_bytes()
             + self.outputs.len() * 64
     }
 
     /// The Byzantine gate, mutably (to share its signature cache, or pre-verify).
-    pub fn validator_mut(&mut self) -> &mut ByzantineValidator {
+    pub fn validator_mut(&mut self) -> &mut ByzantineValidator<V> {
         &mut self.validator
     }
 

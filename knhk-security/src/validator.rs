@@ -199,9 +199,9 @@ impl ValidatorStats {
 /// frames slowly restore reputation. Memory is bounded by the replay capacity, the
 /// signature cache capacity and the sender cap, whatever arrives.
 #[derive(Debug)]
-pub struct ByzantineValidator {
+pub struct ByzantineValidator<V = Ed25519Verifier> {
     config: ValidatorConfig,
-    verifier: Ed25519Verifier,
+    verifier: V,
     replay: ReplayWindow,
     senders: SenderBook,
     stats: ValidatorStats,
@@ -211,10 +211,20 @@ pub struct ByzantineValidator {
 }
 
 impl ByzantineValidator {
-    /// A validator with `config`.
+    /// A validator with `config`, verifying with strict ed25519 behind a cache of
+    /// `config.signature_cache_capacity` signatures.
     pub fn new(config: ValidatorConfig) -> Self {
+        let verifier = Ed25519Verifier::new(config.signature_cache_capacity);
+        Self::with_verifier(config, verifier)
+    }
+}
+
+impl<V: SignatureVerifier> ByzantineValidator<V> {
+    /// A validator with `config` and a given signature verifier (for example a
+    /// simulator's cheap stand-in with the same accept/reject behaviour).
+    pub fn with_verifier(config: ValidatorConfig, verifier: V) -> Self {
         Self {
-            verifier: Ed25519Verifier::new(config.signature_cache_capacity),
+            verifier,
             replay: ReplayWindow::new(config.max_clock_skew, config.replay_capacity),
             senders: SenderBook::new(&config),
             stats: ValidatorStats::default(),
@@ -342,13 +352,13 @@ impl ByzantineValidator {
     }
 
     /// The signature verifier (read-only: counters, cache size).
-    pub fn verifier(&self) -> &Ed25519Verifier {
+    pub fn verifier(&self) -> &V {
         &self.verifier
     }
 
     /// The signature verifier, shared with other checks of this node (for example CRDT
     /// entry signatures), so each unique signature is verified once.
-    pub fn verifier_mut(&mut self) -> &mut Ed25519Verifier {
+    pub fn verifier_mut(&mut self) -> &mut V {
         &mut self.verifier
     }
 }

@@ -19,6 +19,16 @@ pub trait SignatureVerifier {
         message: &[u8],
         signature: &Signature,
     ) -> Result<(), VerifyError>;
+
+    /// Counters (all zero unless the implementation keeps them).
+    fn stats(&self) -> VerifierStats {
+        VerifierStats::default()
+    }
+
+    /// Approximate bytes held (caches), for memory accounting.
+    fn memory_bytes(&self) -> usize {
+        0
+    }
 }
 
 /// One item of a batch.
@@ -132,6 +142,14 @@ impl Ed25519Verifier {
 }
 
 impl SignatureVerifier for Ed25519Verifier {
+    fn stats(&self) -> VerifierStats {
+        self.stats
+    }
+
+    fn memory_bytes(&self) -> usize {
+        self.cache.len() * 40
+    }
+
     fn verify(
         &mut self,
         signer: &AgentId,

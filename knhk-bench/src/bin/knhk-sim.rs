@@ -12,6 +12,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
+use knhk_bench::crypto::CryptoMode;
 use knhk_bench::network::LatencyModel;
 use knhk_bench::scenario::{Report, RunConfig, Scenario, run};
 use plotters::prelude::*;
@@ -59,6 +60,9 @@ struct Args {
     /// Write an SVG plot of coverage over virtual time here.
     #[arg(long)]
     plot: Option<PathBuf>,
+    /// Signatures: real ed25519, or the keyed-hash stand-in for very large runs.
+    #[arg(long, value_enum, default_value_t = CryptoMode::Ed25519)]
+    crypto: CryptoMode,
     /// Do not forward news at once: textbook round-based push-pull.
     #[arg(long)]
     no_forward: bool,
@@ -97,6 +101,7 @@ fn config(args: &Args) -> Result<RunConfig, String> {
         idle_ms: args.idle_ms,
         max_clock_skew_ms: args.clock_skew_ms,
         forward_news: !args.no_forward,
+        crypto: args.crypto,
     })
 }
 
