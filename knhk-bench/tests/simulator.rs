@@ -108,3 +108,23 @@ fn the_stand_in_crypto_changes_the_cost_and_nothing_else() {
     assert_eq!(real.messages_total, stand_in.messages_total);
     assert_eq!(real.coverage, stand_in.coverage);
 }
+
+#[test]
+fn bad_arguments_get_one_line_and_exit_code_2() {
+    let binary = env!("CARGO_BIN_EXE_knhk-sim");
+    for args in [
+        &["--nodes", "0"][..],
+        &["--nodes", "3", "--fanout", "3"],
+        &["--loss", "1.5"],
+        &["--latency", "gauss:1"],
+        &["--scenario", "nope"],
+    ] {
+        let output = std::process::Command::new(binary).args(args).arg("--quiet").output().unwrap();
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!stderr.trim().is_empty(), "{args:?}: no message");
+        if args[0] != "--scenario" {
+            assert_eq!(stderr.trim().lines().count(), 1, "{args:?}: {stderr}");
+        }
+    }
+}
