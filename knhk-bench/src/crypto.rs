@@ -141,6 +141,18 @@ impl SignatureVerifier for SimVerifier {
         }
     }
 
+    fn verify_unique(
+        &mut self,
+        signer: &AgentId,
+        message: &[u8],
+        signature: &Signature,
+    ) -> Result<(), VerifyError> {
+        match self {
+            Self::Real(verifier) => verifier.verify_unique(signer, message, signature),
+            Self::StandIn(..) => self.verify(signer, message, signature),
+        }
+    }
+
     fn stats(&self) -> VerifierStats {
         match self {
             Self::Real(verifier) => SignatureVerifier::stats(verifier),

@@ -119,7 +119,11 @@ fn bad_arguments_get_one_line_and_exit_code_2() {
         &["--latency", "gauss:1"],
         &["--scenario", "nope"],
     ] {
-        let output = std::process::Command::new(binary).args(args).arg("--quiet").output().unwrap();
+        let output = std::process::Command::new(binary)
+            .args(args)
+            .arg("--quiet")
+            .output()
+            .unwrap();
         assert_eq!(output.status.code(), Some(2), "{args:?}");
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(!stderr.trim().is_empty(), "{args:?}: no message");

@@ -327,7 +327,7 @@ impl<M: Membership, S: EnvelopeSigner, V: SignatureVerifier> GossipCore<M, S, V>
             + self.state.approx_heap_bytes()
             + peer_views
             + self.pulls.len() * 48
-            + gate.replay_entries * 56
+            + gate.replay_entries * 16
             + gate.tracked_senders * 96
             + self.validator.verifier().memory_bytes()
             + self.outputs.len() * 64

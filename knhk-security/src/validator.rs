@@ -301,7 +301,7 @@ impl<V: SignatureVerifier> ByzantineValidator<V> {
             return Err(RejectReason::Replay);
         }
         self.verifier
-            .verify(
+            .verify_unique(
                 &envelope.sender,
                 &envelope.signed_bytes(),
                 &envelope.signature,

@@ -20,6 +20,20 @@ pub trait SignatureVerifier {
         signature: &Signature,
     ) -> Result<(), VerifyError>;
 
+    /// Like [`SignatureVerifier::verify`], for a signature that will never be seen
+    /// again (a hop's envelope): answers from the cache if it can, but does not store
+    /// the result, so unique signatures do not crowd out ones that repeat.
+    ///
+    /// Errors: as [`SignatureVerifier::verify`].
+    fn verify_unique(
+        &mut self,
+        signer: &AgentId,
+        message: &[u8],
+        signature: &Signature,
+    ) -> Result<(), VerifyError> {
+        self.verify(signer, message, signature)
+    }
+
     /// Counters (all zero unless the implementation keeps them).
     fn stats(&self) -> VerifierStats {
         VerifierStats::default()
@@ -148,6 +162,27 @@ impl SignatureVerifier for Ed25519Verifier {
 
     fn memory_bytes(&self) -> usize {
         self.cache.len() * 40
+    }
+
+    fn verify_unique(
+        &mut self,
+        signer: &AgentId,
+        message: &[u8],
+        signature: &Signature,
+    ) -> Result<(), VerifyError> {
+        if self
+            .cache
+            .contains(&CacheKey::new(signer, message, signature))
+        {
+            self.stats.cache_hits += 1;
+            return Ok(());
+        }
+        let outcome = verify_strict(signer, message, signature);
+        match outcome {
+            Ok(()) => self.stats.single_verifications += 1,
+            Err(_) => self.stats.failures += 1,
+        }
+        outcome
     }
 
     fn verify(

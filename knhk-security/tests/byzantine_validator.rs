@@ -393,3 +393,23 @@ fn bad_payloads_reported_from_above_lower_reputation_and_ban() {
     validator.report(NOW, mallory, RejectReason::BadPayload);
     assert!(validator.is_banned(&mallory, NOW));
 }
+
+#[test]
+fn envelope_signatures_are_not_stored_in_the_cache() {
+    // Hop signatures never repeat (fresh nonce each time); storing them would only
+    // evict entry signatures that do repeat, and cost memory per message.
+    let mut validator = ByzantineValidator::new(ValidatorConfig::default());
+    let alice = key(1);
+    for nonce in 0..100 {
+        validator
+            .validate(
+                NOW,
+                alice.agent_id(),
+                &frame(&alice, NOW, nonce),
+                &AllowAllSenders,
+            )
+            .unwrap();
+    }
+    assert!(validator.verifier().cache().is_empty());
+    assert_eq!(validator.stats().verifier.single_verifications, 100);
+}

@@ -1,6 +1,7 @@
 //! The replay window: (sender, nonce) pairs accepted recently, bucketed by message time.
 
 use std::collections::{BTreeMap, HashSet};
+use std::hash::{BuildHasher, RandomState};
 use std::time::Duration;
 
 use knhk_types::{AgentId, UnixMillis};
@@ -14,7 +15,12 @@ pub(super) struct ReplayWindow {
     skew_ms: u64,
     bucket_ms: u64,
     capacity: usize,
-    buckets: BTreeMap<u64, HashSet<(AgentId, u64)>>,
+    /// Per bucket, a keyed 64-bit hash of each (sender, nonce): 8 bytes an entry rather
+    /// than 40. The key is random per window, so nobody can aim collisions at it; an
+    /// accidental collision (about n / 2^64) would refuse one honest frame, never accept
+    /// a replay.
+    buckets: BTreeMap<u64, HashSet<u64>>,
+    key: RandomState,
     len: usize,
 }
 
@@ -26,6 +32,7 @@ impl ReplayWindow {
             bucket_ms: skew_ms.max(1),
             capacity,
             buckets: BTreeMap::new(),
+            key: RandomState::new(),
             len: 0,
         }
     }
@@ -47,7 +54,11 @@ impl ReplayWindow {
     pub(super) fn contains(&self, sender: &AgentId, nonce: u64, sent: UnixMillis) -> bool {
         self.buckets
             .get(&(sent.0 / self.bucket_ms))
-            .is_some_and(|bucket| bucket.contains(&(*sender, nonce)))
+            .is_some_and(|bucket| bucket.contains(&self.fingerprint(sender, nonce)))
+    }
+
+    fn fingerprint(&self, sender: &AgentId, nonce: u64) -> u64 {
+        self.key.hash_one((sender, nonce))
     }
 
     /// Remembers the pair; `false` (nothing stored) if the window is full.
@@ -55,11 +66,12 @@ impl ReplayWindow {
         if self.len >= self.capacity {
             return false;
         }
+        let fingerprint = self.fingerprint(&sender, nonce);
         if self
             .buckets
             .entry(sent.0 / self.bucket_ms)
             .or_default()
-            .insert((sender, nonce))
+            .insert(fingerprint)
         {
             self.len += 1;
         }
