@@ -6,9 +6,7 @@ use crate::crypto::{CryptoMode, SimSigner};
 use crate::sim::SimCore;
 use knhk_crdt::{Delta, SignedEntry, WriterRange};
 use knhk_gossip::GossipConfig;
-use knhk_types::{
-    AgentId, Envelope, EnvelopeHeader, EnvelopeSigner, MessageKind, Signature, UnixMillis,
-};
+use knhk_types::{AgentId, EnvelopeSigner, Signature, UnixMillis};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
@@ -380,12 +378,6 @@ fn setup(
 
 /// A validly signed envelope carrying an entry forged in `victim`'s name.
 fn forged_push(mallory: &SimSigner, victim: AgentId, now: UnixMillis, nonce: u64) -> Vec<u8> {
-    #[derive(Serialize)]
-    enum Wire {
-        _Pull,
-        _PullReply,
-        Push { delta: Vec<u8> },
-    }
     let delta = Delta {
         ranges: vec![WriterRange {
             writer: victim,
@@ -401,15 +393,5 @@ fn forged_push(mallory: &SimSigner, victim: AgentId, now: UnixMillis, nonce: u64
             signature: Signature([7; 64]),
         }],
     };
-    // Serializing this fixed message into a Vec cannot fail.
-    let payload = postcard::to_allocvec(&Wire::Push {
-        delta: delta.encode(512),
-    })
-    .unwrap_or_default();
-    Envelope::sign(
-        mallory,
-        EnvelopeHeader::new(MessageKind::GossipPush, now, nonce),
-        payload,
-    )
-    .encode()
+    knhk_gossip::testing::push_frame(mallory, now, nonce, &delta)
 }

@@ -15,16 +15,9 @@ use knhk_crdt::{Delta, SignedEntry, WriterRange};
 use knhk_gossip::testing::{Cluster, ClusterConfig};
 use knhk_gossip::{GossipConfig, GossipCore, Membership, StaticMembership};
 use knhk_security::{NodeKey, SignatureVerifier};
-use knhk_types::{AgentId, Envelope, EnvelopeHeader, EnvelopeRef, MessageKind, UnixMillis};
+use knhk_types::{AgentId, EnvelopeRef, UnixMillis};
 
 const POOL: usize = 10_000;
-
-#[derive(serde::Serialize)]
-enum Wire {
-    _Pull,
-    _PullReply,
-    Push { delta: Vec<u8> },
-}
 
 struct Fixture {
     sender: AgentId,
@@ -52,12 +45,7 @@ fn fixture(sender: &NodeKey, writer: &NodeKey, now: UnixMillis) -> Fixture {
             }],
             entries: vec![entry.clone()],
         };
-        let payload = postcard::to_allocvec(&Wire::Push {
-            delta: delta.encode(512),
-        })
-        .unwrap();
-        let header = EnvelopeHeader::new(MessageKind::GossipPush, now, n);
-        frames.push(Envelope::sign(sender, header, payload).encode());
+        frames.push(knhk_gossip::testing::push_frame(sender, now, n, &delta));
         entries.push(entry);
     }
     Fixture {

@@ -19,15 +19,38 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 
-use knhk_crdt::{CrdtError, Hash};
+use knhk_crdt::{CrdtError, Delta, Hash};
 use knhk_security::NodeKey;
-use knhk_types::{AgentId, UnixMillis};
+use knhk_types::{AgentId, Envelope, EnvelopeHeader, EnvelopeSigner, UnixMillis};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::config::GossipConfig;
 use crate::core::{GossipCore, GossipEvent, Output, Timer};
 use crate::membership::{MemberList, StaticMembership};
+use crate::message::GossipMessage;
+
+/// A signed gossip `Push` frame carrying `delta`, sent by `signer` at `now` with
+/// `nonce`: what a peer's core would send, for tests and simulators that write frames by
+/// hand (for example a Byzantine node's).
+pub fn push_frame(
+    signer: &impl EnvelopeSigner,
+    now: UnixMillis,
+    nonce: u64,
+    delta: &Delta,
+) -> Vec<u8> {
+    let message = GossipMessage::Push {
+        delta: delta.encode(512),
+    };
+    // Serializing this message into a Vec cannot fail.
+    let payload = postcard::to_allocvec(&message).unwrap_or_default();
+    Envelope::sign(
+        signer,
+        EnvelopeHeader::new(message.kind(), now, nonce),
+        payload,
+    )
+    .encode()
+}
 
 /// Shape of a [`Cluster`].
 #[derive(Clone, Debug)]

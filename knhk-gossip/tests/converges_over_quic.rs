@@ -10,7 +10,7 @@ use knhk_crdt::{Delta, SignedEntry, WriterRange};
 use knhk_gossip::{GossipConfig, Mesh};
 use knhk_security::NodeKey;
 use knhk_transport::{PeerRegistry, QuicConfig, QuicTransport, RegistryConfig, Transport};
-use knhk_types::{AgentId, Envelope, EnvelopeHeader, MessageKind, PeerInfo, Signature, UnixMillis};
+use knhk_types::{AgentId, PeerInfo, Signature, UnixMillis};
 
 async fn meshes(count: usize, seed_base: u8) -> Vec<Mesh> {
     let mut meshes = Vec::new();
@@ -83,25 +83,8 @@ async fn ten_nodes_converge_over_quic_with_mutual_tls() {
 }
 
 fn push_frame(from: &NodeKey, nonce: u64, delta: &Delta) -> Bytes {
-    #[derive(serde::Serialize)]
-    enum Wire {
-        _Pull,
-        _PullReply,
-        Push { delta: Vec<u8> },
-    }
-    let payload = postcard::to_allocvec(&Wire::Push {
-        delta: delta.encode(512),
-    })
-    .unwrap();
     let now = UnixMillis::from_system_time(std::time::SystemTime::now());
-    Bytes::from(
-        Envelope::sign(
-            from,
-            EnvelopeHeader::new(MessageKind::GossipPush, now, nonce),
-            payload,
-        )
-        .encode(),
-    )
+    Bytes::from(knhk_gossip::testing::push_frame(from, now, nonce, delta))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

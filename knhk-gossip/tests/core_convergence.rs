@@ -3,10 +3,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use knhk_crdt::{Delta, WriterRange};
-use knhk_gossip::testing::{Cluster, ClusterConfig};
+use knhk_gossip::testing::{Cluster, ClusterConfig, push_frame};
 use knhk_gossip::{GossipConfig, GossipEvent};
 use knhk_security::{NodeKey, RejectReason};
-use knhk_types::{Envelope, EnvelopeHeader, MessageKind};
 
 fn cluster(nodes: usize, seed: u64) -> Cluster {
     Cluster::new(ClusterConfig {
@@ -150,25 +149,6 @@ fn byzantine_cluster() -> (Cluster, NodeKey) {
         ..ClusterConfig::default()
     });
     (cluster, mallory)
-}
-
-fn push_frame(from: &NodeKey, now: knhk_types::UnixMillis, nonce: u64, delta: &Delta) -> Vec<u8> {
-    #[derive(serde::Serialize)]
-    enum Wire {
-        _Pull,
-        _PullReply,
-        Push { delta: Vec<u8> },
-    }
-    let payload = postcard::to_allocvec(&Wire::Push {
-        delta: delta.encode(512),
-    })
-    .unwrap();
-    Envelope::sign(
-        from,
-        EnvelopeHeader::new(MessageKind::GossipPush, now, nonce),
-        payload,
-    )
-    .encode()
 }
 
 #[test]
