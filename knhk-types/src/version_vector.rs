@@ -1,9 +1,6 @@
 //! [`VersionVector`]: per-writer counters saying what a node has seen.
 
-use std::collections::BTreeMap;
-use std::collections::btree_map;
-
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::AgentId;
 
@@ -24,8 +21,22 @@ pub enum Causality {
 /// count as 0, so a zero entry is never stored.
 ///
 /// Size is O(writers seen), not O(nodes): a node that never writes never appears.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct VersionVector(BTreeMap<AgentId, u64>);
+///
+/// Stored as a vector of (writer, counter) pairs sorted by writer: 40 bytes a writer,
+/// where a tree map would spend a whole node (hundreds of bytes) on even one writer,
+/// and nodes keep one of these per peer they talk to.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize)]
+pub struct VersionVector(Vec<(AgentId, u64)>);
+
+impl<'de> Deserialize<'de> for VersionVector {
+    /// Accepts pairs in any order, with repeats and zeros, and stores the canonical form
+    /// (sorted, one pair per writer with its highest counter, no zeros), so equal vectors
+    /// are always byte-equal.
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let pairs = Vec::<(AgentId, u64)>::deserialize(deserializer)?;
+        Ok(pairs.into_iter().collect())
+    }
+}
 
 impl VersionVector {
     /// An empty vector (nothing seen).
@@ -35,14 +46,23 @@ impl VersionVector {
 
     /// The highest counter seen from `writer`, 0 if none.
     pub fn get(&self, writer: &AgentId) -> u64 {
-        self.0.get(writer).copied().unwrap_or(0)
+        self.0
+            .binary_search_by(|(id, _)| id.cmp(writer))
+            .map_or(0, |at| self.0[at].1)
     }
 
     /// Advances `writer` by one and returns the new counter (saturates at `u64::MAX`).
     pub fn increment(&mut self, writer: AgentId) -> u64 {
-        let counter = self.0.entry(writer).or_insert(0);
-        *counter = counter.saturating_add(1);
-        *counter
+        match self.0.binary_search_by(|(id, _)| id.cmp(&writer)) {
+            Ok(at) => {
+                self.0[at].1 = self.0[at].1.saturating_add(1);
+                self.0[at].1
+            }
+            Err(at) => {
+                self.0.insert(at, (writer, 1));
+                1
+            }
+        }
     }
 
     /// Records that `counter` from `writer` has been seen; keeps the maximum.
@@ -51,16 +71,16 @@ impl VersionVector {
         if counter == 0 {
             return false;
         }
-        match self.0.entry(writer) {
-            btree_map::Entry::Vacant(slot) => {
-                slot.insert(counter);
+        match self.0.binary_search_by(|(id, _)| id.cmp(&writer)) {
+            Ok(at) if self.0[at].1 < counter => {
+                self.0[at].1 = counter;
                 true
             }
-            btree_map::Entry::Occupied(mut slot) if *slot.get() < counter => {
-                slot.insert(counter);
+            Ok(_) => false,
+            Err(at) => {
+                self.0.insert(at, (writer, counter));
                 true
             }
-            btree_map::Entry::Occupied(_) => false,
         }
     }
 
@@ -91,7 +111,7 @@ impl VersionVector {
 
     /// Writers and counters, in writer order.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = (&AgentId, &u64)> {
-        self.0.iter()
+        self.0.iter().map(|(writer, counter)| (writer, counter))
     }
 
     /// Number of writers with a non-zero counter.
@@ -149,6 +169,21 @@ mod tests {
         for (x, y, expected) in cases {
             assert_eq!(x.causality(y), expected, "{x:?} vs {y:?}");
         }
+    }
+
+    #[test]
+    fn decoding_canonicalises_order_repeats_and_zeros() {
+        let messy = vec![(w(3), 1u64), (w(1), 2), (w(3), 5), (w(2), 0)];
+        let bytes = postcard::to_allocvec(&messy).unwrap();
+        let decoded: VersionVector = postcard::from_bytes(&bytes).unwrap();
+        let canonical: VersionVector = [(w(1), 2), (w(3), 5)].into_iter().collect();
+        assert_eq!(decoded, canonical);
+        assert_eq!(
+            postcard::to_allocvec(&decoded).unwrap(),
+            postcard::to_allocvec(&canonical).unwrap()
+        );
+        let order: Vec<_> = decoded.iter().map(|(writer, _)| *writer).collect();
+        assert_eq!(order, vec![w(1), w(3)]);
     }
 
     #[test]
