@@ -261,9 +261,15 @@ impl VersionedState {
                 .flat_map(|index| index.range((after + 1, empty_key())..))
                 .take_while(|(counter, _)| *counter <= through)
                 .filter_map(|(_, key)| self.entry(key));
+            // The entry proving `through`, if no winner carries that counter itself.
+            let proof = self
+                .proofs
+                .get(writer)
+                .map(|proof| &*proof.entry)
+                .filter(|_| !self.has_winner_at(writer, through));
             let first = delta.entries.len();
             let mut previous_counter = None;
-            for entry in winners {
+            for entry in winners.chain(proof) {
                 // An equivocating writer may have two winning entries with one counter;
                 // send one, so honest deltas never carry a provable equivocation.
                 if previous_counter == Some(entry.counter) {
@@ -286,26 +292,6 @@ impl VersionedState {
                 budget = budget.saturating_sub(size);
                 delta.entries.push(entry.clone());
             }
-            let proof_sent = delta.entries[first..]
-                .last()
-                .is_some_and(|e| e.counter == through);
-            if !proof_sent && let Some(proof) = self.proofs.get(writer) {
-                let size = entry_size(&proof.entry);
-                if size > budget && !delta.entries.is_empty() {
-                    // The proof does not fit: end the range at the last entry included
-                    // for this writer, or leave the writer for the next delta.
-                    if let Some(last) = delta.entries[first..].last().map(|e| e.counter) {
-                        delta.ranges.push(WriterRange {
-                            writer: *writer,
-                            after,
-                            through: last,
-                        });
-                    }
-                    break 'writers;
-                }
-                budget = budget.saturating_sub(size);
-                delta.entries.push(SignedEntry::clone(&proof.entry));
-            }
             delta.ranges.push(WriterRange {
                 writer: *writer,
                 after,
@@ -313,6 +299,16 @@ impl VersionedState {
             });
         }
         delta
+    }
+
+    /// True if a winning entry of `writer` carries `counter`.
+    fn has_winner_at(&self, writer: &AgentId, counter: u64) -> bool {
+        self.by_writer.get(writer).is_some_and(|index| {
+            index
+                .range((counter, empty_key())..)
+                .next()
+                .is_some_and(|(at, _)| *at == counter)
+        })
     }
 
     /// Applies a delta from a peer, all or nothing.

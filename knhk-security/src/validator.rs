@@ -246,22 +246,30 @@ impl<V: SignatureVerifier> ByzantineValidator<V> {
         frame: &'a [u8],
         directory: &impl SenderDirectory,
     ) -> Result<EnvelopeRef<'a>, Rejection> {
-        let now = now.max(self.high_water);
-        self.high_water = now;
+        let now = self.advance_clock(now);
         let outcome = self.run_pipeline(now, hop, frame, directory);
         match outcome {
             Ok(_) => {
                 self.stats.accepted += 1;
                 self.senders.reward(hop, now);
             }
-            Err(reason) => {
-                self.stats.rejected[reason.index()] += 1;
-                if reason != RejectReason::Banned && self.senders.penalize(hop, reason, now) {
-                    self.stats.bans += 1;
-                }
-            }
+            Err(reason) => self.charge(now, hop, reason),
         }
         outcome.map_err(|reason| Rejection { reason, hop })
+    }
+
+    /// Time never runs backwards here: an earlier `now` counts as the latest seen.
+    fn advance_clock(&mut self, now: UnixMillis) -> UnixMillis {
+        self.high_water = now.max(self.high_water);
+        self.high_water
+    }
+
+    /// Counts a rejection and charges it to `hop` (bans are counted too).
+    fn charge(&mut self, now: UnixMillis, hop: AgentId, reason: RejectReason) {
+        self.stats.rejected[reason.index()] += 1;
+        if reason != RejectReason::Banned && self.senders.penalize(hop, reason, now) {
+            self.stats.bans += 1;
+        }
     }
 
     fn run_pipeline<'a>(
@@ -323,12 +331,8 @@ impl<V: SignatureVerifier> ByzantineValidator<V> {
     /// found invalid (`reason` is usually [`RejectReason::BadPayload`]). Counted like a
     /// rejection; may ban the hop.
     pub fn report(&mut self, now: UnixMillis, hop: AgentId, reason: RejectReason) {
-        let now = now.max(self.high_water);
-        self.high_water = now;
-        self.stats.rejected[reason.index()] += 1;
-        if reason != RejectReason::Banned && self.senders.penalize(hop, reason, now) {
-            self.stats.bans += 1;
-        }
+        let now = self.advance_clock(now);
+        self.charge(now, hop, reason);
     }
 
     /// Current reputation of `sender` (the configured maximum for an untracked sender).

@@ -164,32 +164,34 @@ impl SignatureVerifier for Ed25519Verifier {
         self.cache.len() * 40
     }
 
+    fn verify(
+        &mut self,
+        signer: &AgentId,
+        message: &[u8],
+        signature: &Signature,
+    ) -> Result<(), VerifyError> {
+        self.check(signer, message, signature, true)
+    }
+
     fn verify_unique(
         &mut self,
         signer: &AgentId,
         message: &[u8],
         signature: &Signature,
     ) -> Result<(), VerifyError> {
-        if self
-            .cache
-            .contains(&CacheKey::new(signer, message, signature))
-        {
-            self.stats.cache_hits += 1;
-            return Ok(());
-        }
-        let outcome = verify_strict(signer, message, signature);
-        match outcome {
-            Ok(()) => self.stats.single_verifications += 1,
-            Err(_) => self.stats.failures += 1,
-        }
-        outcome
+        self.check(signer, message, signature, false)
     }
+}
 
-    fn verify(
+impl Ed25519Verifier {
+    /// Answers from the cache, or verifies strictly and counts; stores a success if
+    /// `remember` (signatures that may come again), not otherwise.
+    fn check(
         &mut self,
         signer: &AgentId,
         message: &[u8],
         signature: &Signature,
+        remember: bool,
     ) -> Result<(), VerifyError> {
         let cache_key = CacheKey::new(signer, message, signature);
         if self.cache.contains(&cache_key) {
@@ -200,7 +202,9 @@ impl SignatureVerifier for Ed25519Verifier {
         match outcome {
             Ok(()) => {
                 self.stats.single_verifications += 1;
-                self.cache.insert(cache_key);
+                if remember {
+                    self.cache.insert(cache_key);
+                }
             }
             Err(_) => self.stats.failures += 1,
         }
