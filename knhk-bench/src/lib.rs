@@ -11,3 +11,4 @@ pub mod crypto;
 pub mod network;
 pub mod scenario;
 pub mod sim;
+pub mod telemetry_live;

@@ -132,3 +132,43 @@ fn bad_arguments_get_one_line_and_exit_code_2() {
         }
     }
 }
+
+#[test]
+fn what_a_node_remembers_does_not_grow_with_the_length_of_the_run() {
+    use knhk_bench::crypto::CryptoMode;
+    use knhk_bench::sim::{SimConfig, Simulator};
+    use knhk_gossip::GossipConfig;
+    let mut gossip = GossipConfig::default();
+    // The replay window holds what was accepted within the clock-skew window; a short
+    // window lets a short run reach its plateau.
+    gossip.validator.max_clock_skew = std::time::Duration::from_secs(2);
+    let mut sim = Simulator::new(SimConfig {
+        nodes: 200,
+        crypto: CryptoMode::Sim,
+        gossip,
+        ..SimConfig::default()
+    });
+    sim.put(0, "k", b"v".to_vec()).unwrap();
+    let mut samples = Vec::new();
+    // 24 virtual seconds, 240 rounds: every node hears from nearly every other.
+    sim.run_for(24_000, 4_000, |sim| {
+        let most_senders = (0..sim.len())
+            .map(|i| sim.core(i).validator().stats().tracked_senders)
+            .max()
+            .unwrap();
+        let most_bytes = (0..sim.len())
+            .map(|i| sim.core(i).approx_memory_bytes())
+            .max()
+            .unwrap();
+        samples.push((most_senders, most_bytes));
+    });
+    assert!(sim.live_roots_agree());
+    // Senders heard in about the last second, not the whole membership.
+    assert!(
+        samples.iter().all(|(senders, _)| *senders < 100),
+        "{samples:?}"
+    );
+    // Past the skew window, memory is flat.
+    let (plateau, last) = (samples[1].1, samples[samples.len() - 1].1);
+    assert!(last <= plateau + plateau / 5, "memory grew: {samples:?}");
+}

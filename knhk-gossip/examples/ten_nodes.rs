@@ -20,9 +20,8 @@ const NODES: usize = 10;
 
 #[tokio::main]
 async fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .init();
+    // Logs on stderr (RUST_LOG); OTLP export too when OTEL_EXPORTER_OTLP_ENDPOINT is set.
+    let _telemetry = knhk_telemetry::init_from_env("ten_nodes").expect("telemetry");
     let trials: usize = std::env::args()
         .nth(1)
         .map_or(5, |n| n.parse().expect("TRIALS is a number"));

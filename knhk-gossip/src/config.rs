@@ -25,8 +25,6 @@ pub struct GossipConfig {
     /// Outputs (messages, timers, events) queued before new ones are dropped and
     /// counted. Default 65,536.
     pub max_outbound: usize,
-    /// Peers whose last root and version we remember. Default 100,000.
-    pub max_tracked_peers: usize,
     /// Merkle diff sessions in flight at once. Default 8.
     pub max_diff_sessions: usize,
     /// Rounds after which an unanswered diff session is dropped. Default 10.
@@ -60,7 +58,6 @@ impl Default for GossipConfig {
             convergence_rounds: 3,
             anti_entropy_every: 10,
             max_outbound: 65_536,
-            max_tracked_peers: 100_000,
             max_diff_sessions: 8,
             diff_timeout_rounds: 10,
             max_delta_bytes: 512 * 1024,

@@ -121,6 +121,8 @@ pub struct GossipStatus {
     pub converged: bool,
     /// Keys held (tombstones included).
     pub keys: usize,
+    /// Writers in our version vector.
+    pub writers: usize,
     /// Counters.
     pub stats: GossipStats,
 }
@@ -132,10 +134,14 @@ struct DiffSession {
     started_round: u64,
 }
 
-#[derive(Clone, Debug, Default)]
-struct PeerView {
-    root: Option<Hash>,
-    version: Option<VersionVector>,
+/// A pull we sent and have not had answered.
+#[derive(Clone, Copy, Debug)]
+struct PendingPull {
+    /// The round it was sent in.
+    round: u64,
+    /// Whether it carried our version vector (if not, an answer showing the peer has
+    /// news earns one follow-up pull that does).
+    with_version: bool,
 }
 
 /// The push-pull gossip state machine of one node.
@@ -146,14 +152,17 @@ struct PeerView {
 /// [`GossipCore::poll_output`]. It reads no clock, opens no socket, spawns nothing, and
 /// draws randomness only from a generator seeded by [`GossipConfig::seed`].
 ///
-/// A round: sample `fanout` peers; push each what it lacks by its last known version
-/// vector, and send it a `Pull` with our Merkle root, adding our version vector only if
-/// we believe we differ. The peer answers with what we lack
-/// and, if roots differ, its own version, so we push back what it lacks. A merge that
-/// brings news is forwarded to `fanout` peers at once; a merge that brings nothing is
-/// not, which suppresses duplicates. When version vectors agree but roots do not (or
-/// every `anti_entropy_every` rounds while a root differs), a Merkle diff finds the
-/// differing keys. Every inbound frame passes the [`ByzantineValidator`] first.
+/// A round: sample `fanout` peers and send each a `Pull` with our Merkle root, adding
+/// our version vector unless every peer that answered last round reported our root (so
+/// a settled mesh exchanges roots only, and the core keeps no state per peer). The peer
+/// answers with what we lack and, if roots differ, its own version, so we push back
+/// what it lacks; if that version shows news and our pull carried no version, one
+/// follow-up pull with it fetches the news at once. A merge that brings news is
+/// forwarded to `fanout` peers at once; a merge that brings nothing is not, which
+/// suppresses duplicates. When version vectors agree but roots do not (or every
+/// `anti_entropy_every` rounds while an answering peer's root differs), a Merkle diff
+/// finds the differing keys. Every inbound frame passes the [`ByzantineValidator`]
+/// first.
 #[derive(Debug)]
 pub struct GossipCore<M, S = NodeKey, V = Ed25519Verifier> {
     key: S,
@@ -165,13 +174,12 @@ pub struct GossipCore<M, S = NodeKey, V = Ed25519Verifier> {
     round: u64,
     round_token: u64,
     nonce: u64,
-    peers: BTreeMap<AgentId, PeerView>,
     diffs: HashMap<AgentId, DiffSession>,
     outputs: VecDeque<Output>,
-    /// Peers we pulled and have not heard back from, with the round of the pull.
-    pulls: BTreeMap<AgentId, u64>,
-    /// Roots reported in answers to our pulls since the last round ended.
-    reply_roots: Vec<Hash>,
+    /// Peers we pulled and have not heard back from.
+    pulls: BTreeMap<AgentId, PendingPull>,
+    /// Roots reported in answers to our pulls since the last round ended, by peer.
+    reply_roots: Vec<(AgentId, Hash)>,
     /// The root the agreeing rounds were counted against.
     agreeing_root: Option<Hash>,
     next_diff_session: u64,
@@ -206,7 +214,6 @@ impl<M: Membership, S: EnvelopeSigner, V: SignatureVerifier> GossipCore<M, S, V>
             round: 0,
             round_token: 0,
             nonce: 0,
-            peers: BTreeMap::new(),
             diffs: HashMap::new(),
             outputs: VecDeque::new(),
             pulls: BTreeMap::new(),
@@ -223,6 +230,11 @@ impl<M: Membership, S: EnvelopeSigner, V: SignatureVerifier> GossipCore<M, S, V>
     /// Our identity.
     pub fn id(&self) -> AgentId {
         self.key.agent_id()
+    }
+
+    /// The current round (0 before the first).
+    pub fn round(&self) -> u64 {
+        self.round
     }
 
     /// Schedules the first round at a random point within one interval (so that nodes
@@ -313,20 +325,16 @@ impl<M: Membership, S: EnvelopeSigner, V: SignatureVerifier> GossipCore<M, S, V>
         &self.validator
     }
 
-    /// Estimated bytes this core holds: its own struct, the replicated state, what it
-    /// remembers of peers, and the gate's replay window, signature cache and sender
+    /// Estimated bytes this core holds: its own struct, the replicated state, pending
+    /// pulls and diff sessions, and the gate's replay window, signature cache and sender
     /// table. Deterministic (counts, not allocator readings), for memory-per-node figures.
     pub fn approx_memory_bytes(&self) -> usize {
         let gate = self.validator.stats();
-        let peer_views: usize = self
-            .peers
-            .values()
-            .map(|view| 96 + view.version.as_ref().map_or(0, |v| v.len() * 48))
-            .sum();
         std::mem::size_of::<Self>()
             + self.state.approx_heap_bytes()
-            + peer_views
-            + self.pulls.len() * 48
+            + self.pulls.len() * 64
+            + self.reply_roots.capacity() * 64
+            + self.diffs.len() * 256
             + gate.replay_entries * 16
             + gate.tracked_senders * 96
             + self.validator.verifier().memory_bytes()
@@ -353,6 +361,7 @@ impl<M: Membership, S: EnvelopeSigner, V: SignatureVerifier> GossipCore<M, S, V>
             root,
             converged: self.converged_root == Some(root),
             keys: self.state.len(),
+            writers: self.state.version().len(),
             stats: self.stats,
         }
     }
@@ -379,57 +388,52 @@ impl<M: Membership, S: EnvelopeSigner, V: SignatureVerifier> GossipCore<M, S, V>
 
     fn run_round(&mut self, now: UnixMillis) {
         let root = self.state.merkle_root();
-        self.judge_round(root);
+        let replies = std::mem::take(&mut self.reply_roots);
+        self.judge_round(root, &replies);
         self.round += 1;
         self.stats.rounds += 1;
         self.expire_diffs();
         let (round, timeout) = (self.round, self.config.diff_timeout_rounds);
         self.pulls
-            .retain(|_, sent| round.saturating_sub(*sent) <= timeout);
+            .retain(|_, pull| round.saturating_sub(pull.round) <= timeout);
 
+        // Settled: every peer that answered last round reported our current root. Then
+        // a pull is a root and nothing more.
+        let settled = self.agreeing_rounds > 0;
         let mut sample = std::mem::take(&mut self.sample);
         sample.clear();
         self.membership
             .sample_into(self.config.fanout, &mut self.rng, &mut sample);
         for &peer in &sample {
-            let view = self.peers.get(&peer);
-            let believed_equal = view.and_then(|view| view.root) == Some(root);
-            // Push what the peer lacks by its last known version at once (a stale
-            // version only costs a duplicate, which merges to nothing).
-            let push = view
-                .filter(|_| !believed_equal)
-                .and_then(|view| view.version.as_ref())
-                .map(|known| {
-                    self.state
-                        .delta_since_bounded(known, self.config.max_delta_bytes)
-                })
-                .filter(|delta| !delta.is_empty())
-                .map(|delta| delta.encode(self.config.compress_above));
-            if let Some(delta) = push {
-                self.send(now, peer, &GossipMessage::Push { delta });
-            }
-            let version = (!believed_equal).then(|| self.state.version().clone());
-            self.pulls.insert(peer, self.round);
-            self.send(now, peer, &GossipMessage::Pull { root, version });
+            self.pull(now, peer, root, !settled);
         }
+        self.sample = sample;
         if self.config.anti_entropy_every > 0
             && self.round.is_multiple_of(self.config.anti_entropy_every)
         {
-            let differing = sample.iter().copied().find(|peer| {
-                self.peers
-                    .get(peer)
-                    .and_then(|view| view.root)
-                    .is_some_and(|r| r != root)
-            });
-            if let Some(peer) = differing {
-                self.start_diff(now, peer);
+            let differing = replies.iter().find(|(_, reported)| *reported != root);
+            if let Some(&(peer, their_root)) = differing {
+                self.start_diff(now, peer, their_root);
             }
         }
-        self.sample = sample;
+        // Keep the allocation for the next round's answers.
+        let mut replies = replies;
+        replies.clear();
+        self.reply_roots = replies;
+    }
+
+    fn pull(&mut self, now: UnixMillis, peer: AgentId, root: Hash, with_version: bool) {
+        let version = with_version.then(|| self.state.version().clone());
+        let pending = PendingPull {
+            round: self.round,
+            with_version,
+        };
+        self.pulls.insert(peer, pending);
+        self.send(now, peer, &GossipMessage::Pull { root, version });
     }
 
     /// Closes the round that just ended: did every peer that answered report our root?
-    fn judge_round(&mut self, root: Hash) {
+    fn judge_round(&mut self, root: Hash, replies: &[(AgentId, Hash)]) {
         if self.round == 0 {
             return;
         }
@@ -438,8 +442,7 @@ impl<M: Membership, S: EnvelopeSigner, V: SignatureVerifier> GossipCore<M, S, V>
             self.agreeing_root = Some(root);
             self.agreeing_rounds = 0;
         }
-        let replies = std::mem::take(&mut self.reply_roots);
-        if !replies.is_empty() && replies.iter().all(|reported| *reported == root) {
+        if !replies.is_empty() && replies.iter().all(|(_, reported)| *reported == root) {
             self.agreeing_rounds += 1;
         } else {
             self.agreeing_rounds = 0;
@@ -502,7 +505,6 @@ impl<M: Membership, S: EnvelopeSigner, V: SignatureVerifier> GossipCore<M, S, V>
             (!delta.is_empty()).then(|| delta.encode(self.config.compress_above))
         });
         let reply_version = (their_root != root).then(|| self.state.version().clone());
-        self.remember(from, Some(their_root), version);
         self.send(
             now,
             from,
@@ -524,17 +526,16 @@ impl<M: Membership, S: EnvelopeSigner, V: SignatureVerifier> GossipCore<M, S, V>
     ) {
         // Only answers to pulls we sent count (and only once): an unsolicited reply could
         // fake or block convergence and trigger work.
-        if self.pulls.remove(&from).is_none() {
+        let Some(pending) = self.pulls.remove(&from) else {
             return;
-        }
+        };
         if self.reply_roots.len() < 4 * self.config.fanout.max(1) {
-            self.reply_roots.push(their_root);
+            self.reply_roots.push((from, their_root));
         }
         let brought = match &delta {
             Some(bytes) => self.absorb(now, from, bytes),
             None => false,
         };
-        self.remember(from, Some(their_root), version.clone());
         let Some(theirs) = version else { return };
         let back = self
             .state
@@ -542,12 +543,19 @@ impl<M: Membership, S: EnvelopeSigner, V: SignatureVerifier> GossipCore<M, S, V>
         if !back.is_empty() {
             let delta = back.encode(self.config.compress_above);
             self.send(now, from, &GossipMessage::Push { delta });
-        } else if !brought
+        }
+        let root = self.state.merkle_root();
+        if !pending.with_version && !self.state.version().dominates(&theirs) {
+            // They have news and could not send it: our pull carried no version. Ask
+            // once more, with it (the follow-up carries a version, so this cannot loop).
+            self.pull(now, from, root, true);
+        } else if back.is_empty()
+            && !brought
             && theirs == *self.state.version()
-            && self.state.merkle_root() != their_root
+            && root != their_root
         {
             // Same versions, different data: only a Merkle diff can tell what differs.
-            self.start_diff(now, from);
+            self.start_diff(now, from, their_root);
         }
     }
 
@@ -620,13 +628,10 @@ impl<M: Membership, S: EnvelopeSigner, V: SignatureVerifier> GossipCore<M, S, V>
         self.forward(now, None, &bytes);
     }
 
-    fn start_diff(&mut self, now: UnixMillis, peer: AgentId) {
+    fn start_diff(&mut self, now: UnixMillis, peer: AgentId, their_root: Hash) {
         if self.diffs.contains_key(&peer) || self.diffs.len() >= self.config.max_diff_sessions {
             return;
         }
-        let Some(their_root) = self.peers.get(&peer).and_then(|view| view.root) else {
-            return;
-        };
         let (diff, step) = MerkleDiff::start(&mut self.state, their_root);
         self.stats.diffs_started += 1;
         self.next_diff_session += 1;
@@ -790,23 +795,6 @@ impl<M: Membership, S: EnvelopeSigner, V: SignatureVerifier> GossipCore<M, S, V>
         let (round, timeout) = (self.round, self.config.diff_timeout_rounds);
         self.diffs
             .retain(|_, session| round.saturating_sub(session.started_round) <= timeout);
-    }
-
-    fn remember(&mut self, peer: AgentId, root: Option<Hash>, version: Option<VersionVector>) {
-        if !self.peers.contains_key(&peer) && self.peers.len() >= self.config.max_tracked_peers {
-            // Forget the lowest id (deterministic): what we knew of it is only an
-            // optimisation.
-            if let Some(evicted) = self.peers.keys().next().copied() {
-                self.peers.remove(&evicted);
-            }
-        }
-        let view = self.peers.entry(peer).or_default();
-        if root.is_some() {
-            view.root = root;
-        }
-        if version.is_some() {
-            view.version = version;
-        }
     }
 
     fn bad_payload(&mut self, now: UnixMillis, from: AgentId) {

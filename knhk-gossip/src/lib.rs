@@ -5,7 +5,9 @@
 //! - [`testing::Cluster`]: steps many cores against each other in memory on a virtual
 //!   clock (in the spirit of quinn-proto's `Pair`), for tests and measurements.
 //! - `Mesh` (feature `runtime`, on by default): a tokio driver that runs one core over
-//!   QUIC with mutual TLS, and the API an application uses.
+//!   QUIC with mutual TLS, and the API an application uses. It reports the metrics,
+//!   spans and events of the telemetry registry (`docs/TELEMETRY.md`) through
+//!   OpenTelemetry and `tracing`.
 //!
 //! The data model is [`knhk_crdt::VersionedState`]; every inbound frame passes
 //! [`knhk_security::ByzantineValidator`] before it touches state.
@@ -17,6 +19,8 @@ mod membership;
 #[cfg(feature = "runtime")]
 mod mesh;
 mod message;
+#[cfg(feature = "runtime")]
+mod telemetry;
 pub mod testing;
 
 pub use config::GossipConfig;

@@ -20,6 +20,9 @@ use crate::config::GossipConfig;
 use crate::core::{GossipCore, GossipEvent, GossipStatus, Output, Timer};
 use crate::error::GossipError;
 use crate::membership::Membership;
+use crate::telemetry::{MeshTelemetry, Snapshot};
+use knhk_telemetry::semconv;
+use opentelemetry::metrics::Meter;
 
 /// A change to a key, as seen by [`Mesh::subscribe`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -95,6 +98,7 @@ pub struct MeshBuilder {
     seeds: Vec<SeedAddr>,
     gossip: GossipConfig,
     quic: QuicConfig,
+    meter: Option<Meter>,
 }
 
 impl MeshBuilder {
@@ -128,6 +132,14 @@ impl MeshBuilder {
         self
     }
 
+    /// The OpenTelemetry meter the node's metrics are recorded with. Default: the global
+    /// meter provider's `knhk` meter (a no-op unless one is installed, for example by
+    /// `knhk_telemetry::init_from_env` with an OTLP endpoint).
+    pub fn meter(mut self, meter: Meter) -> Self {
+        self.meter = Some(meter);
+        self
+    }
+
     /// Binds the socket and starts the node. Must be called inside a tokio runtime.
     ///
     /// Errors: [`GossipError::Config`] if no key was given and the OS has no randomness,
@@ -149,7 +161,9 @@ impl MeshBuilder {
         };
         let transport = QuicTransport::bind(key.signing_key(), registry.clone(), quic)?;
         let local_addr = transport.local_addr()?;
-        let mut mesh = Mesh::start(key, transport, registry.clone(), self.gossip);
+        let meter = self.meter.unwrap_or_else(default_meter);
+        let mut mesh =
+            Mesh::start_with_meter(key, transport, registry.clone(), self.gossip, &meter);
         mesh.registry = Some(registry);
         mesh.local_addr = Some(local_addr);
         Ok(mesh)
@@ -186,8 +200,24 @@ impl Mesh {
     }
 
     /// Starts a node over any transport (for example [`knhk_transport::MemoryTransport`]
-    /// in tests) with the given membership. Must be called inside a tokio runtime.
+    /// in tests) with the given membership, recording metrics with the global meter.
+    /// Must be called inside a tokio runtime.
     pub fn start<T, M>(key: NodeKey, transport: T, membership: M, config: GossipConfig) -> Self
+    where
+        T: Transport,
+        M: Membership + Send + 'static,
+    {
+        Self::start_with_meter(key, transport, membership, config, &default_meter())
+    }
+
+    /// As [`Mesh::start`], recording metrics with `meter`.
+    pub fn start_with_meter<T, M>(
+        key: NodeKey,
+        transport: T,
+        membership: M,
+        config: GossipConfig,
+        meter: &Meter,
+    ) -> Self
     where
         T: Transport,
         M: Membership + Send + 'static,
@@ -204,6 +234,7 @@ impl Mesh {
             timers: BinaryHeap::new(),
             sends: Arc::new(Semaphore::new(MAX_SENDS_IN_FLIGHT)),
             sends_dropped: 0,
+            telemetry: MeshTelemetry::register(meter),
         };
         let task = tokio::spawn(driver.run(inbox));
         Self {
@@ -341,6 +372,12 @@ struct Driver<T, M> {
     timers: BinaryHeap<Reverse<(Instant, Timer)>>,
     sends: Arc<Semaphore>,
     sends_dropped: u64,
+    telemetry: MeshTelemetry,
+}
+
+/// The meter a mesh records with unless told otherwise.
+fn default_meter() -> Meter {
+    opentelemetry::global::meter("knhk")
 }
 
 fn wall_clock() -> UnixMillis {
@@ -359,7 +396,11 @@ impl<T: Transport, M: Membership> Driver<T, M> {
                 .unwrap_or(Duration::from_secs(3_600));
             tokio::select! {
                 inbound = self.transport.recv() => match inbound {
-                    Ok(inbound) => self.core.handle_message(wall_clock(), inbound.from, &inbound.frame),
+                    Ok(inbound) => {
+                        let started = std::time::Instant::now();
+                        self.core.handle_message(wall_clock(), inbound.from, &inbound.frame);
+                        self.telemetry.frame_handled(started.elapsed());
+                    }
                     Err(_) => break,
                 },
                 () = tokio::time::sleep(wait) => self.fire_due_timers(),
@@ -384,8 +425,31 @@ impl<T: Transport, M: Membership> Driver<T, M> {
                 break;
             }
             self.timers.pop();
+            let span = tracing::info_span!(
+                semconv::span::GOSSIP_ROUND,
+                { semconv::attribute::MESH_NODE_ID } = %self.core.id(),
+                { semconv::attribute::GOSSIP_ROUND } = tracing::field::Empty,
+                { semconv::attribute::GOSSIP_PEER_COUNT } = self.core.membership().len() as i64,
+            );
+            let _entered = span.enter();
             self.core.handle_timer(wall_clock(), timer);
+            let round = i64::try_from(self.core.round()).unwrap_or(i64::MAX);
+            span.record(semconv::attribute::GOSSIP_ROUND, round);
+            // What the round produced (the convergence event included) belongs to it.
+            self.flush();
+            self.publish();
         }
+    }
+
+    /// Publishes the counters the metrics are read from.
+    fn publish(&mut self) {
+        let mut status = self.core.status();
+        status.stats.sends_dropped = self.sends_dropped;
+        self.telemetry.publish(Snapshot {
+            status: Some(status),
+            validator: self.core.validator().stats(),
+            transport: self.transport.stats(),
+        });
     }
 
     fn execute(&mut self, command: Command) {
@@ -426,12 +490,21 @@ impl<T: Transport, M: Membership> Driver<T, M> {
                     self.timers.push(Reverse((Instant::now() + delay, timer)));
                 }
                 Output::Event(GossipEvent::Updated { key }) => {
+                    self.telemetry
+                        .state_changed(std::time::Instant::now(), self.core.round());
                     let value = self.core.get(&key).map(<[u8]>::to_vec);
                     // No subscriber is fine.
                     let _ = self.updates.send(Update { key, value });
                 }
-                Output::Event(GossipEvent::Converged { round, .. }) => {
-                    tracing::debug!(node = %self.core.id().short(), round, "converged");
+                Output::Event(GossipEvent::Converged { round, root }) => {
+                    self.telemetry.converged(std::time::Instant::now(), round);
+                    tracing::event!(
+                        target: knhk_telemetry::EVENT_TARGET,
+                        tracing::Level::INFO,
+                        { semconv::attribute::GOSSIP_ROUND } = i64::try_from(round).unwrap_or(i64::MAX),
+                        { semconv::attribute::CRDT_ROOT } = tracing::field::display(short_hex(&root)),
+                        message = semconv::event::GOSSIP_CONVERGED,
+                    );
                 }
                 Output::Event(GossipEvent::Rejected { from, reason }) => {
                     tracing::debug!(node = %self.core.id().short(), from = %from.short(), reason = reason.as_str(), "rejected");
@@ -455,6 +528,14 @@ impl<T: Transport, M: Membership> Driver<T, M> {
             drop(permit);
         });
     }
+}
+
+/// The first 8 bytes of a hash, in hex.
+fn short_hex(hash: &[u8]) -> String {
+    hash.iter()
+        .take(8)
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
 }
 
 fn log_send_error(to: AgentId, error: &TransportError) {

@@ -336,6 +336,39 @@ fn many_identities_cannot_grow_the_sender_table_past_its_cap() {
 }
 
 #[test]
+fn honest_senders_heard_long_ago_are_forgotten_but_penalised_ones_are_not() {
+    let mut validator = ByzantineValidator::new(ValidatorConfig::default());
+    let cheat = key(200);
+    let _ = validator.validate(NOW, cheat.agent_id(), b"junk", &AllowAllSenders);
+    // 2,000 honest senders, one frame each, 10 a second for 200 s: a large mesh where a
+    // node hears from a few new peers each round.
+    let senders: Vec<NodeKey> = (0..2_000u32)
+        .map(|n| {
+            let mut seed = [7u8; 32];
+            seed[..4].copy_from_slice(&n.to_le_bytes());
+            NodeKey::from_seed(seed)
+        })
+        .collect();
+    let mut most_tracked = 0;
+    for (n, sender) in senders.iter().enumerate() {
+        let now = UnixMillis(NOW.0 + n as u64 * 100);
+        let bytes = frame(sender, now, 1);
+        validator
+            .validate(now, sender.agent_id(), &bytes, &AllowAllSenders)
+            .unwrap();
+        most_tracked = most_tracked.max(validator.stats().tracked_senders);
+        if n == 100 {
+            // Ten seconds on, sweeps have run; the malformed frame's 100 points are
+            // half regained, not forgotten.
+            assert_eq!(validator.reputation(&cheat.agent_id(), now), 950);
+        }
+    }
+    // Only senders heard since the last sweep (the table is swept when it doubles, from
+    // 8), not all 2,000.
+    assert!(most_tracked <= 8, "tracked {most_tracked} senders");
+}
+
+#[test]
 fn an_honest_sender_is_never_banned_by_occasional_mishaps() {
     let mut validator = ByzantineValidator::new(ValidatorConfig::default());
     let alice = key(1);

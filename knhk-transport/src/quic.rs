@@ -26,11 +26,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use dashmap::DashMap;
 use ed25519_dalek::SigningKey;
+use knhk_telemetry::semconv;
+use knhk_telemetry::semconv::value::transport_handshake_outcome as handshake_outcome;
 use knhk_types::{AgentId, DEFAULT_MAX_FRAME_BYTES};
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn::{ConnectionError, ReadError, ReadToEndError, VarInt};
 use tokio::sync::{Mutex, mpsc};
 use tokio::task::JoinHandle;
+use tracing::Instrument as _;
 
 pub use verify::{AllowAnyPeer, PeerAuthorizer};
 
@@ -302,7 +305,10 @@ impl Transport for QuicTransport {
     }
 
     fn stats(&self) -> TransportStats {
-        self.shared.counters.snapshot()
+        TransportStats {
+            connections_open: self.pooled_connections() as u64,
+            ..self.shared.counters.snapshot()
+        }
     }
 }
 
@@ -372,8 +378,33 @@ impl Shared {
         }
     }
 
-    /// Connects to `peer` at its registered address and waits for its welcome.
+    /// Connects to `peer` at its registered address and waits for its welcome, inside a
+    /// `knhk.transport.handshake` span that records the outcome.
     async fn dial(&self, peer: AgentId) -> Result<quinn::Connection, TransportError> {
+        let span = tracing::info_span!(
+            semconv::span::TRANSPORT_HANDSHAKE,
+            { semconv::attribute::MESH_PEER_ID } = %peer,
+            { semconv::attribute::TRANSPORT_HANDSHAKE_OUTCOME } = tracing::field::Empty,
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+        );
+        let result = self.handshake(peer).instrument(span.clone()).await;
+        let outcome = match &result {
+            Ok(_) => handshake_outcome::ESTABLISHED,
+            Err(TransportError::HandshakeRejected { .. }) => handshake_outcome::REJECTED,
+            Err(_) => {
+                Counters::bump(&self.counters.handshakes_failed);
+                handshake_outcome::FAILED
+            }
+        };
+        span.record(semconv::attribute::TRANSPORT_HANDSHAKE_OUTCOME, outcome);
+        if result.is_err() {
+            span.record("otel.status_code", "error");
+        }
+        result
+    }
+
+    async fn handshake(&self, peer: AgentId) -> Result<quinn::Connection, TransportError> {
         let info = self
             .registry
             .lookup(&peer)
@@ -503,11 +534,14 @@ async fn accept_one(shared: Arc<Shared>, incoming: quinn::Incoming) {
         Ok(Err(error)) => {
             if is_handshake_rejection(&error) {
                 Counters::bump(&shared.counters.handshakes_rejected);
+            } else {
+                Counters::bump(&shared.counters.handshakes_failed);
             }
             tracing::warn!(%remote, %error, "inbound handshake failed");
             return;
         }
         Err(_) => {
+            Counters::bump(&shared.counters.handshakes_failed);
             tracing::warn!(%remote, "inbound handshake timed out");
             return;
         }

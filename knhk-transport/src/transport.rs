@@ -124,6 +124,12 @@ pub struct TransportStats {
     pub connections_accepted: u64,
     /// Handshakes that failed authentication, either direction.
     pub handshakes_rejected: u64,
+    /// Handshakes that did not complete for another reason (timeout, unreachable peer,
+    /// protocol error), either direction.
+    pub handshakes_failed: u64,
+    /// Connections open at the time of the snapshot (pooled, at most one per peer; 0
+    /// for transports without connections).
+    pub connections_open: u64,
     /// Frames handed to the network (including requests and responses).
     pub frames_sent: u64,
     /// Frames delivered to [`Transport::recv`].
@@ -142,6 +148,7 @@ pub(crate) struct Counters {
     pub connections_dialed: AtomicU64,
     pub connections_accepted: AtomicU64,
     pub handshakes_rejected: AtomicU64,
+    pub handshakes_failed: AtomicU64,
     pub frames_sent: AtomicU64,
     pub frames_received: AtomicU64,
     pub bytes_sent: AtomicU64,
@@ -170,6 +177,8 @@ impl Counters {
             connections_dialed: get(&self.connections_dialed),
             connections_accepted: get(&self.connections_accepted),
             handshakes_rejected: get(&self.handshakes_rejected),
+            handshakes_failed: get(&self.handshakes_failed),
+            connections_open: 0,
             frames_sent: get(&self.frames_sent),
             frames_received: get(&self.frames_received),
             bytes_sent: get(&self.bytes_sent),

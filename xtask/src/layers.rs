@@ -6,6 +6,7 @@ use std::process::Command;
 /// Each workspace crate and its layer. A new `knhk-*` crate must be added here.
 const LAYERS: &[(&str, u8)] = &[
     ("knhk-types", 0),
+    ("knhk-telemetry", 0),
     ("knhk-security", 1),
     ("knhk-transport", 1),
     ("knhk-crdt", 2),

@@ -1,8 +1,11 @@
 //! Project automation, run as `cargo xtask <command>` so that CI and developers run the
 //! very same steps.
 //!
-//! - `ci`: everything CI checks, in order: `fmt`, `layers`, `clippy`, `test`, `doc`, `loom`.
+//! - `ci`: everything CI checks, in order: `fmt`, `layers`, `weaver`, `clippy`, `test`,
+//!   `doc`, `loom`.
 //! - each step on its own: `cargo xtask fmt`, `cargo xtask clippy`, …
+//! - `weaver gen`: regenerates `knhk-telemetry/src/semconv.rs` and `docs/TELEMETRY.md`
+//!   from `registry/`.
 //!
 //! A step fails the run with its command line printed; the run ends with one summary
 //! line per step and its duration.
@@ -11,6 +14,7 @@ use std::process::{Command, ExitCode};
 use std::time::Instant;
 
 mod layers;
+mod weaver;
 
 /// One CI step: a name and the function that runs it.
 type Step = (&'static str, fn() -> Result<(), String>);
@@ -18,6 +22,7 @@ type Step = (&'static str, fn() -> Result<(), String>);
 const STEPS: &[Step] = &[
     ("fmt", fmt),
     ("layers", layers::check),
+    ("weaver", weaver::check),
     ("clippy", clippy),
     ("test", test),
     ("doc", doc),
@@ -28,6 +33,15 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let selected: Vec<&Step> = match args.first().map(String::as_str) {
         Some("ci") => STEPS.iter().collect(),
+        Some("weaver") if args.get(1).map(String::as_str) == Some("gen") => {
+            return match weaver::generate() {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("xtask weaver gen: {error}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Some(name) => match STEPS.iter().find(|(step, _)| *step == name) {
             Some(step) => vec![step],
             None => return usage(&format!("unknown command {name:?}")),
@@ -63,7 +77,7 @@ fn usage(problem: &str) -> ExitCode {
 }
 
 /// Runs `cargo args…` with extra environment variables; fails with the command line.
-fn cargo(args: &[&str], env: &[(&str, &str)]) -> Result<(), String> {
+pub(crate) fn cargo(args: &[&str], env: &[(&str, &str)]) -> Result<(), String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut command = Command::new(&cargo);
     command.args(args).envs(env.iter().copied());

@@ -112,9 +112,11 @@ struct SenderState {
     refilled_at: UnixMillis,
 }
 
-/// Bounded table of per-sender state. When full, a sweep forgets senders with nothing
-/// to remember (full score, full bucket, no ban); if none can go, new senders are
-/// refused ([`RejectReason::Overloaded`]) instead of growing the table.
+/// Bounded table of per-sender state. Whenever it has doubled since the last sweep, a
+/// sweep forgets senders with nothing to remember (full score, full bucket, no ban), so
+/// forgetting changes no decision and the table holds the senders heard from lately;
+/// if the table is full and cannot shrink, new senders are refused
+/// ([`RejectReason::Overloaded`]) instead of growing it.
 #[derive(Debug)]
 pub(super) struct SenderBook {
     states: HashMap<AgentId, SenderState>,
@@ -123,7 +125,13 @@ pub(super) struct SenderBook {
     burst_milli: u64,
     config: ReputationConfig,
     last_sweep: UnixMillis,
+    /// Senders left after the last sweep: the next one runs when the table has doubled.
+    kept_after_sweep: usize,
 }
+
+/// The table is swept when it reaches twice what the last sweep kept, and at least
+/// this many senders.
+const SWEEP_FLOOR: usize = 8;
 
 impl SenderBook {
     pub(super) fn new(config: &ValidatorConfig) -> Self {
@@ -134,6 +142,7 @@ impl SenderBook {
             burst_milli: u64::from(config.rate_burst.max(1)) * 1_000,
             config: config.reputation.clone(),
             last_sweep: UnixMillis(0),
+            kept_after_sweep: 0,
         }
     }
 
@@ -256,11 +265,19 @@ impl SenderBook {
         if let Some(state) = self.states.get(&sender) {
             return Some(*state);
         }
-        if self.states.len() >= self.max_senders {
+        // Forgetting senders indistinguishable from new ones keeps the table at the
+        // senders heard from lately rather than every sender ever heard (which, in a
+        // large mesh, tends to every node). Sweeping when the table has doubled costs
+        // O(1) per new sender, amortised.
+        let doubled = self.states.len() >= (2 * self.kept_after_sweep).max(SWEEP_FLOOR);
+        let full = self.states.len() >= self.max_senders;
+        // A full table that sweeping cannot shrink is swept at most once a second, so a
+        // stream of new identities cannot make every frame pay for a full scan.
+        if doubled || (full && now.0 >= self.last_sweep.0.saturating_add(1_000)) {
             self.sweep(now);
-            if self.states.len() >= self.max_senders {
-                return None;
-            }
+        }
+        if self.states.len() >= self.max_senders {
+            return None;
         }
         Some(SenderState {
             score: self.config.max_score,
@@ -271,24 +288,23 @@ impl SenderBook {
         })
     }
 
-    /// Forgets senders that are indistinguishable from new ones. At most once a second,
-    /// so a stream of new identities cannot make every frame pay for a full scan.
+    /// Forgets senders that are indistinguishable from new ones.
     fn sweep(&mut self, now: UnixMillis) {
-        if now.0 < self.last_sweep.0.saturating_add(1_000) {
-            return;
-        }
         self.last_sweep = now;
-        let states = std::mem::take(&mut self.states);
-        self.states = states
-            .into_iter()
-            .filter(|(_, state)| {
-                let mut refilled = *state;
-                self.refill(&mut refilled, now);
-                state.banned_until > now
-                    || self.recovered(state, now) < self.config.max_score
-                    || refilled.tokens_milli < self.burst_milli
-            })
-            .collect();
+        let mut states = std::mem::take(&mut self.states);
+        states.retain(|_, state| {
+            let mut refilled = *state;
+            self.refill(&mut refilled, now);
+            state.banned_until > now
+                || self.recovered(state, now) < self.config.max_score
+                || refilled.tokens_milli < self.burst_milli
+        });
+        // Give memory back after a burst of senders has passed.
+        if states.capacity() > 4 * states.len().max(SWEEP_FLOOR) {
+            states.shrink_to_fit();
+        }
+        self.kept_after_sweep = states.len();
+        self.states = states;
     }
 }
 

@@ -1,0 +1,330 @@
+//! What a running [`crate::Mesh`] reports to OpenTelemetry.
+//!
+//! Metrics are read, once per export interval, from a snapshot of the counters the core,
+//! the Byzantine gate and the transport keep anyway (published by the driver after each
+//! round), so nothing on the per-message path records a metric except one histogram
+//! sample of the time a frame took. Every name, unit and instrument comes from
+//! [`knhk_telemetry::semconv`], generated from the registry.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use knhk_security::{RejectReason, ValidatorStats};
+use knhk_telemetry::semconv::{attribute, metric, value};
+use knhk_telemetry::{Instrument, MetricSpec};
+use knhk_transport::TransportStats;
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::{
+    AsyncInstrument, Histogram, Meter, ObservableCounter, ObservableGauge,
+};
+
+use crate::core::GossipStatus;
+
+/// What the driver publishes after each round.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Snapshot {
+    pub(crate) status: Option<GossipStatus>,
+    pub(crate) validator: ValidatorStats,
+    pub(crate) transport: TransportStats,
+}
+
+type Shared = Arc<Mutex<Snapshot>>;
+/// Emits one value with its attributes.
+type Emit<'a> = &'a mut dyn FnMut(u64, &[KeyValue]);
+/// Reads the values of one metric from a snapshot.
+type Read = fn(&Snapshot, Emit<'_>);
+
+/// A registered observable instrument, kept alive as long as the mesh.
+#[derive(Debug)]
+#[allow(dead_code)] // Held only so that the callbacks stay registered.
+enum Observed {
+    Counter(ObservableCounter<u64>),
+    Gauge(ObservableGauge<u64>),
+}
+
+/// The mesh's instruments and the convergence being timed.
+#[derive(Debug)]
+pub(crate) struct MeshTelemetry {
+    snapshot: Shared,
+    frame_duration: Histogram<f64>,
+    convergence_duration: Histogram<f64>,
+    convergence_rounds: Histogram<u64>,
+    /// When (and in which round) the state first changed since the last convergence.
+    change_started: Option<(Instant, u64)>,
+    _observed: Vec<Observed>,
+}
+
+impl MeshTelemetry {
+    /// Registers every instrument of the mesh on `meter`.
+    pub(crate) fn register(meter: &Meter) -> Self {
+        let snapshot = Shared::default();
+        let observed = OBSERVED
+            .iter()
+            .map(|(spec, read)| observe(meter, *spec, &snapshot, *read))
+            .collect();
+        Self {
+            frame_duration: histogram(meter, metric::GOSSIP_FRAME_DURATION, &FRAME_SECONDS),
+            convergence_duration: histogram(
+                meter,
+                metric::GOSSIP_CONVERGENCE_DURATION,
+                &CONVERGENCE_SECONDS,
+            ),
+            convergence_rounds: meter
+                .u64_histogram(metric::GOSSIP_CONVERGENCE_ROUNDS.name)
+                .with_unit(metric::GOSSIP_CONVERGENCE_ROUNDS.unit)
+                .with_boundaries(CONVERGENCE_ROUNDS.to_vec())
+                .build(),
+            snapshot,
+            change_started: None,
+            _observed: observed,
+        }
+    }
+
+    /// Replaces the snapshot the metrics are read from.
+    pub(crate) fn publish(&self, snapshot: Snapshot) {
+        *self.snapshot.lock().unwrap_or_else(PoisonError::into_inner) = snapshot;
+    }
+
+    /// One inbound frame took `elapsed` to check and apply.
+    pub(crate) fn frame_handled(&self, elapsed: Duration) {
+        self.frame_duration.record(elapsed.as_secs_f64(), &[]);
+    }
+
+    /// The local state changed in `round`.
+    pub(crate) fn state_changed(&mut self, now: Instant, round: u64) {
+        self.change_started.get_or_insert((now, round));
+    }
+
+    /// The node declared convergence in `round`.
+    pub(crate) fn converged(&mut self, now: Instant, round: u64) {
+        if let Some((since, first_round)) = self.change_started.take() {
+            self.convergence_duration
+                .record(now.saturating_duration_since(since).as_secs_f64(), &[]);
+            self.convergence_rounds
+                .record(round.saturating_sub(first_round), &[]);
+        }
+    }
+}
+
+const FRAME_SECONDS: [f64; 12] = [
+    1e-6, 2e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 1e-2, 1e-1,
+];
+const CONVERGENCE_SECONDS: [f64; 11] = [0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0];
+const CONVERGENCE_ROUNDS: [f64; 12] = [
+    1.0, 2.0, 3.0, 4.0, 5.0, 7.0, 10.0, 15.0, 20.0, 30.0, 50.0, 100.0,
+];
+
+fn histogram(meter: &Meter, spec: MetricSpec, bounds: &[f64]) -> Histogram<f64> {
+    meter
+        .f64_histogram(spec.name)
+        .with_unit(spec.unit)
+        .with_boundaries(bounds.to_vec())
+        .build()
+}
+
+/// Registers `spec` as the observable instrument its registry entry names, reading its
+/// values from the shared snapshot at each collection.
+fn observe(meter: &Meter, spec: MetricSpec, snapshot: &Shared, read: Read) -> Observed {
+    let shared = snapshot.clone();
+    let callback = move |observer: &dyn AsyncInstrument<u64>| {
+        let snapshot = shared.lock().unwrap_or_else(PoisonError::into_inner);
+        read(&snapshot, &mut |value, attributes| {
+            observer.observe(value, attributes);
+        });
+    };
+    match spec.instrument {
+        Instrument::Gauge => Observed::Gauge(
+            meter
+                .u64_observable_gauge(spec.name)
+                .with_unit(spec.unit)
+                .with_callback(callback)
+                .build(),
+        ),
+        // Counters; the registry check keeps every other observed spec a counter.
+        _ => Observed::Counter(
+            meter
+                .u64_observable_counter(spec.name)
+                .with_unit(spec.unit)
+                .with_callback(callback)
+                .build(),
+        ),
+    }
+}
+
+fn kv(key: &'static str, value: &'static str) -> KeyValue {
+    KeyValue::new(key, value)
+}
+
+fn io(direction: &'static str) -> [KeyValue; 1] {
+    [kv(attribute::MESH_IO_DIRECTION, direction)]
+}
+
+fn gossip(snapshot: &Snapshot) -> (crate::GossipStats, &Option<GossipStatus>) {
+    let stats = snapshot
+        .status
+        .as_ref()
+        .map(|status| status.stats)
+        .unwrap_or_default();
+    (stats, &snapshot.status)
+}
+
+/// Every observed metric and how to read it.
+const OBSERVED: &[(MetricSpec, Read)] = &[
+    (metric::TRANSPORT_FRAMES, |s, emit| {
+        emit(
+            s.transport.frames_sent,
+            &io(value::mesh_io_direction::TRANSMIT),
+        );
+        emit(
+            s.transport.frames_received,
+            &io(value::mesh_io_direction::RECEIVE),
+        );
+    }),
+    (metric::TRANSPORT_BYTES, |s, emit| {
+        emit(
+            s.transport.bytes_sent,
+            &io(value::mesh_io_direction::TRANSMIT),
+        );
+        emit(
+            s.transport.bytes_received,
+            &io(value::mesh_io_direction::RECEIVE),
+        );
+    }),
+    (metric::TRANSPORT_FRAMES_OVERSIZED, |s, emit| {
+        emit(s.transport.frames_rejected_too_large, &[]);
+    }),
+    (metric::TRANSPORT_HANDSHAKES, |s, emit| {
+        use value::transport_connection_direction::{INBOUND, OUTBOUND};
+        use value::transport_handshake_outcome::{ESTABLISHED, FAILED, REJECTED};
+        let outcome = |o| kv(attribute::TRANSPORT_HANDSHAKE_OUTCOME, o);
+        let direction = |d| kv(attribute::TRANSPORT_CONNECTION_DIRECTION, d);
+        let t = &s.transport;
+        emit(
+            t.connections_dialed,
+            &[outcome(ESTABLISHED), direction(OUTBOUND)],
+        );
+        emit(
+            t.connections_accepted,
+            &[outcome(ESTABLISHED), direction(INBOUND)],
+        );
+        emit(t.handshakes_rejected, &[outcome(REJECTED)]);
+        emit(t.handshakes_failed, &[outcome(FAILED)]);
+    }),
+    (metric::TRANSPORT_CONNECTIONS_OPEN, |s, emit| {
+        emit(s.transport.connections_open, &[]);
+    }),
+    (metric::SECURITY_FRAMES_ACCEPTED, |s, emit| {
+        emit(s.validator.accepted, &[])
+    }),
+    (metric::SECURITY_FRAMES_REJECTED, |s, emit| {
+        for reason in RejectReason::ALL {
+            let attributes = [kv(attribute::SECURITY_REJECTION_REASON, reason.as_str())];
+            emit(s.validator.rejected_for(reason), &attributes);
+        }
+    }),
+    (metric::SECURITY_BANS, |s, emit| emit(s.validator.bans, &[])),
+    (metric::SECURITY_SIGNATURES_VERIFIED, |s, emit| {
+        let verifier = &s.validator.verifier;
+        emit(verifier.single_verifications + verifier.batch_verified, &[]);
+    }),
+    (metric::SECURITY_SIGNATURES_CACHE_HITS, |s, emit| {
+        emit(s.validator.verifier.cache_hits, &[]);
+    }),
+    (metric::SECURITY_SENDERS_TRACKED, |s, emit| {
+        emit(s.validator.tracked_senders as u64, &[]);
+    }),
+    (metric::SECURITY_REPLAY_ENTRIES, |s, emit| {
+        emit(s.validator.replay_entries as u64, &[]);
+    }),
+    (metric::CRDT_KEYS, |s, emit| {
+        emit(
+            s.status.as_ref().map_or(0, |status| status.keys as u64),
+            &[],
+        );
+    }),
+    (metric::CRDT_WRITERS, |s, emit| {
+        emit(
+            s.status.as_ref().map_or(0, |status| status.writers as u64),
+            &[],
+        );
+    }),
+    (metric::CRDT_DELTAS_MERGED, |s, emit| {
+        emit(gossip(s).0.deltas_merged, &[])
+    }),
+    (metric::GOSSIP_ROUNDS, |s, emit| {
+        emit(gossip(s).0.rounds, &[])
+    }),
+    (metric::GOSSIP_MESSAGES, |s, emit| {
+        let stats = gossip(s).0;
+        emit(stats.messages_sent, &io(value::mesh_io_direction::TRANSMIT));
+        emit(
+            stats.messages_received,
+            &io(value::mesh_io_direction::RECEIVE),
+        );
+    }),
+    (metric::GOSSIP_MESSAGES_DROPPED, |s, emit| {
+        use value::gossip_drop_reason::{OVERSIZED, QUEUE_FULL, SENDS_IN_FLIGHT};
+        let reason = |r| [kv(attribute::GOSSIP_DROP_REASON, r)];
+        let stats = gossip(s).0;
+        emit(stats.outputs_dropped, &reason(QUEUE_FULL));
+        emit(stats.oversized_dropped, &reason(OVERSIZED));
+        emit(stats.sends_dropped, &reason(SENDS_IN_FLIGHT));
+    }),
+    (metric::GOSSIP_NEWS_FORWARDED, |s, emit| {
+        emit(gossip(s).0.news_forwarded, &[])
+    }),
+    (metric::GOSSIP_DIFFS, |s, emit| {
+        use value::gossip_diff_phase::{COMPLETED, STARTED};
+        let phase = |p| [kv(attribute::GOSSIP_DIFF_PHASE, p)];
+        let stats = gossip(s).0;
+        emit(stats.diffs_started, &phase(STARTED));
+        emit(stats.diffs_completed, &phase(COMPLETED));
+    }),
+    (metric::GOSSIP_CONVERGED, |s, emit| {
+        let converged = gossip(s).1.as_ref().is_some_and(|status| status.converged);
+        emit(u64::from(converged), &[]);
+    }),
+    (metric::GOSSIP_PEERS_KNOWN, |s, emit| {
+        emit(
+            gossip(s).1.as_ref().map_or(0, |status| status.peers as u64),
+            &[],
+        );
+    }),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_rejection_reason_is_a_registered_value() {
+        let registered = value::security_rejection_reason::ALL;
+        for reason in RejectReason::ALL {
+            assert!(registered.contains(&reason.as_str()), "{}", reason.as_str());
+        }
+        assert_eq!(registered.len(), RejectReason::ALL.len());
+    }
+
+    #[test]
+    fn observed_metrics_are_counters_or_gauges_and_the_rest_are_histograms() {
+        for (spec, _) in OBSERVED {
+            assert!(
+                matches!(spec.instrument, Instrument::Counter | Instrument::Gauge),
+                "{} is a {:?}",
+                spec.name,
+                spec.instrument
+            );
+        }
+        let observed: Vec<&str> = OBSERVED.iter().map(|(spec, _)| spec.name).collect();
+        for spec in metric::ALL {
+            if !observed.contains(&spec.name) {
+                assert_eq!(
+                    spec.instrument,
+                    Instrument::Histogram,
+                    "{} not observed",
+                    spec.name
+                );
+            }
+        }
+    }
+}

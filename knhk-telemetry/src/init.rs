@@ -1,0 +1,132 @@
+//! [`init_from_env`]: logs always, OTLP export when the environment asks for it.
+
+use opentelemetry::Key;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::metrics::SdkMeterProvider;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::prelude::*;
+use tracing_subscriber::{EnvFilter, fmt};
+
+use crate::{TelemetryError, otel_layer};
+
+/// The variable whose presence turns OTLP export on.
+const ENDPOINT_VARIABLE: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
+
+/// Keeps OTLP export running; dropping it flushes and shuts the exporters down (up to
+/// a few seconds when a collector is unreachable). Hold it in `main` for the life of
+/// the process, and drop it outside any single-threaded tokio runtime's only thread.
+#[must_use = "dropping the guard shuts telemetry export down"]
+#[derive(Debug, Default)]
+pub struct TelemetryGuard {
+    tracer_provider: Option<SdkTracerProvider>,
+    meter_provider: Option<SdkMeterProvider>,
+}
+
+impl TelemetryGuard {
+    /// True when OTLP export was installed.
+    pub fn exporting(&self) -> bool {
+        self.tracer_provider.is_some()
+    }
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        if let Some(provider) = self.tracer_provider.take()
+            && let Err(error) = provider.shutdown()
+        {
+            tracing::warn!(%error, "shutting down span export");
+        }
+        if let Some(provider) = self.meter_provider.take()
+            && let Err(error) = provider.shutdown()
+        {
+            tracing::warn!(%error, "shutting down metric export");
+        }
+    }
+}
+
+/// Installs the process's tracing subscriber:
+///
+/// - always: human-readable logs on stderr, filtered by `RUST_LOG` (default `info`);
+/// - only when `OTEL_EXPORTER_OTLP_ENDPOINT` is set and not empty: OTLP/gRPC export of
+///   spans (batched) and metrics (every `OTEL_METRIC_EXPORT_INTERVAL` ms, default
+///   60 s), with a resource named by `OTEL_SERVICE_NAME` (else `service.name` from
+///   `OTEL_RESOURCE_ATTRIBUTES`, else `default_service_name`) carrying the
+///   `OTEL_RESOURCE_ATTRIBUTES`; the meter provider becomes the global one, which the
+///   mesh records into. The other standard `OTEL_EXPORTER_OTLP_*` variables (headers,
+///   timeout, per-signal endpoints) are read by the exporters.
+///
+/// With no endpoint, nothing is exported and the global meter stays the no-op one, so
+/// instrumentation costs a few nanoseconds.
+///
+/// Errors: [`TelemetryError::NoTokioRuntime`] if export is asked for outside a tokio
+/// runtime; [`TelemetryError::Exporter`] if an exporter cannot be built;
+/// [`TelemetryError::Subscriber`] if a global subscriber is already installed.
+pub fn init_from_env(default_service_name: &str) -> Result<TelemetryGuard, TelemetryError> {
+    // The filter applies to the logs only: `RUST_LOG=warn` quiets stderr without
+    // dropping the exported spans.
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_filter(filter);
+    let exporting = std::env::var_os(ENDPOINT_VARIABLE).is_some_and(|value| !value.is_empty());
+    if !exporting {
+        tracing_subscriber::registry()
+            .with(logs)
+            .try_init()
+            .map_err(|e| TelemetryError::Subscriber(e.to_string()))?;
+        return Ok(TelemetryGuard::default());
+    }
+    if tokio::runtime::Handle::try_current().is_err() {
+        return Err(TelemetryError::NoTokioRuntime);
+    }
+    let exporter_error =
+        |e: opentelemetry_otlp::ExporterBuildError| TelemetryError::Exporter(e.to_string());
+    let resource = resource_from_env(default_service_name);
+    let span_exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .build()
+        .map_err(exporter_error)?;
+    let metric_exporter = opentelemetry_otlp::MetricExporter::builder()
+        .with_tonic()
+        .build()
+        .map_err(exporter_error)?;
+    let tracer_provider = SdkTracerProvider::builder()
+        .with_batch_exporter(span_exporter)
+        .with_resource(resource.clone())
+        .build();
+    let meter_provider = SdkMeterProvider::builder()
+        .with_periodic_exporter(metric_exporter)
+        .with_resource(resource)
+        .build();
+    opentelemetry::global::set_meter_provider(meter_provider.clone());
+    opentelemetry::global::set_tracer_provider(tracer_provider.clone());
+    let spans = otel_layer(tracer_provider.tracer("knhk"));
+    tracing_subscriber::registry()
+        .with(logs)
+        .with(spans)
+        .try_init()
+        .map_err(|e| TelemetryError::Subscriber(e.to_string()))?;
+    Ok(TelemetryGuard {
+        tracer_provider: Some(tracer_provider),
+        meter_provider: Some(meter_provider),
+    })
+}
+
+/// The resource from the environment. The SDK's builder reads `OTEL_SERVICE_NAME` and
+/// `OTEL_RESOURCE_ATTRIBUTES`, but lets a `service.name` in the latter win; the
+/// specification says `OTEL_SERVICE_NAME` wins, so it is applied last.
+fn resource_from_env(default_service_name: &str) -> Resource {
+    let from_env = Resource::builder().build();
+    let name = std::env::var("OTEL_SERVICE_NAME")
+        .ok()
+        .filter(|name| !name.is_empty())
+        .or_else(|| {
+            from_env
+                .get(&Key::from_static_str("service.name"))
+                .map(|value| value.to_string())
+                .filter(|name| !name.starts_with("unknown_service"))
+        })
+        .unwrap_or_else(|| default_service_name.to_owned());
+    Resource::builder().with_service_name(name).build()
+}

@@ -1,0 +1,84 @@
+//! Telemetry of the KNHK mesh.
+//!
+//! Every span, metric, event and attribute the mesh emits is defined first in the
+//! OpenTelemetry semantic-convention registry at the repository root (`registry/`, in
+//! Weaver's format). [`semconv`] holds those names as constants, generated from the
+//! registry by `cargo xtask weaver gen`; `cargo xtask weaver` fails when the file is out
+//! of date, and its live check fails when a run emits anything the registry lacks (or
+//! the registry lists anything a run never emits). Instrumented crates take every name
+//! from here, so a name cannot drift.
+//!
+//! - [`semconv`]: the names, and each metric's unit and instrument ([`MetricSpec`]).
+//! - [`EmittedSignals`]: what a run emitted, as compared against the registry.
+//! - `init_from_env` (feature `otlp`): human-readable logs on stderr filtered by
+//!   `RUST_LOG`, plus OTLP export of spans and metrics when
+//!   `OTEL_EXPORTER_OTLP_ENDPOINT` is set (honouring `OTEL_SERVICE_NAME` and
+//!   `OTEL_RESOURCE_ATTRIBUTES`). Nothing is exported, and nothing pays for export,
+//!   when it is not set.
+//! - `Collector` (feature `testing`): in-memory exporters that record every signal.
+
+mod emitted;
+pub mod semconv;
+
+#[cfg(feature = "testing")]
+mod collect;
+#[cfg(feature = "sdk")]
+mod error;
+#[cfg(feature = "otlp")]
+mod init;
+#[cfg(feature = "sdk")]
+mod layer;
+
+#[cfg(feature = "testing")]
+pub use collect::Collector;
+pub use emitted::{EmittedAttribute, EmittedMetric, EmittedSignals, EmittedSpan};
+#[cfg(feature = "sdk")]
+pub use error::TelemetryError;
+#[cfg(feature = "otlp")]
+pub use init::{TelemetryGuard, init_from_env};
+#[cfg(feature = "sdk")]
+pub use layer::otel_layer;
+
+/// The `tracing` target of registered events: emit a registry event as
+/// `tracing::info!(target: EVENT_TARGET, …, "{}", semconv::event::NAME)` (the message is
+/// the event's name). Only events with this target reach OpenTelemetry, as span events
+/// of the span they occur in; other events are logs.
+pub const EVENT_TARGET: &str = "knhk::telemetry";
+
+/// The kind of instrument a registered metric is recorded with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Instrument {
+    /// A monotonic sum.
+    Counter,
+    /// A sum that can go down.
+    UpDownCounter,
+    /// A value sampled at collection time.
+    Gauge,
+    /// A distribution.
+    Histogram,
+}
+
+impl Instrument {
+    /// The registry's name for this instrument (`counter`, `updowncounter`, `gauge`,
+    /// `histogram`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Counter => "counter",
+            Self::UpDownCounter => "updowncounter",
+            Self::Gauge => "gauge",
+            Self::Histogram => "histogram",
+        }
+    }
+}
+
+/// A registered metric: its name, its UCUM unit and its instrument, exactly as in the
+/// registry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct MetricSpec {
+    /// The metric name (`knhk.…`).
+    pub name: &'static str,
+    /// The unit, in UCUM (`By`, `s`, `{frame}`, …).
+    pub unit: &'static str,
+    /// The instrument it is recorded with.
+    pub instrument: Instrument,
+}
