@@ -109,32 +109,38 @@ pub fn semconv_rs(registry: &Registry) -> String {
         "    /// Every metric, in registry order.\n    pub const ALL: &[MetricSpec] = &[{}];\n}}\n",
         metric_consts.join(", ")
     );
-    out.push_str("/// Span names.\npub mod span {\n");
-    for located in registry.of_kind("span") {
-        let Some(name) = located.group.id.as_deref().and_then(span_name) else {
-            continue;
-        };
-        let _ = writeln!(
-            out,
-            "    /// {}\n    pub const {}: &str = \"{name}\";",
-            one_line(located.group.brief.as_deref()),
-            const_name(name)
-        );
-    }
-    out.push_str("}\n\n/// Span event names.\npub mod event {\n");
-    for located in registry.of_kind("event") {
-        let Some(name) = located.group.name.as_deref() else {
-            continue;
-        };
-        let _ = writeln!(
-            out,
-            "    /// {}\n    pub const {}: &str = \"{name}\";",
-            one_line(located.group.brief.as_deref()),
-            const_name(name)
-        );
-    }
+    let spans = registry.of_kind("span").filter_map(|located| {
+        let name = located.group.id.as_deref().and_then(span_name)?;
+        Some((name, located.group.brief.as_deref()))
+    });
+    name_module(&mut out, "/// Span names.\npub mod span {\n", spans);
+    out.push_str("}\n\n");
+    let events = registry.of_kind("event").filter_map(|located| {
+        Some((
+            located.group.name.as_deref()?,
+            located.group.brief.as_deref(),
+        ))
+    });
+    name_module(&mut out, "/// Span event names.\npub mod event {\n", events);
     out.push_str("}\n");
     out
+}
+
+/// Writes `header` and one documented `&str` constant per (name, brief).
+fn name_module<'a>(
+    out: &mut String,
+    header: &str,
+    names: impl Iterator<Item = (&'a str, Option<&'a str>)>,
+) {
+    out.push_str(header);
+    for (name, brief) in names {
+        let _ = writeln!(
+            out,
+            "    /// {}\n    pub const {}: &str = \"{name}\";",
+            one_line(brief),
+            const_name(name)
+        );
+    }
 }
 
 /// Formats Rust source with `rustfmt` (edition 2024), so the generated file is what

@@ -81,11 +81,22 @@ pub(crate) fn cargo(args: &[&str], env: &[(&str, &str)]) -> Result<(), String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut command = Command::new(&cargo);
     command.args(args).envs(env.iter().copied());
+    run_command(&mut command)
+}
+
+/// Runs `command`, echoing it; fails with the command line.
+pub(crate) fn run_command(command: &mut Command) -> Result<(), String> {
+    let env: String = command
+        .get_envs()
+        .filter_map(|(k, v)| Some(format!("{}={:?} ", k.to_string_lossy(), v?)))
+        .collect();
+    let args: Vec<String> = command
+        .get_args()
+        .map(|arg| arg.to_string_lossy().into_owned())
+        .collect();
     let shown = format!(
-        "{}cargo {}",
-        env.iter()
-            .map(|(k, v)| format!("{k}={v:?} "))
-            .collect::<String>(),
+        "{env}{} {}",
+        command.get_program().to_string_lossy(),
         args.join(" ")
     );
     eprintln!("    $ {shown}");

@@ -11,6 +11,16 @@ use xtask::registry::Registry;
 
 /// The registry, relative to the workspace root.
 const REGISTRY: &str = "registry";
+/// The cargo arguments that run the live scenario (its own arguments follow).
+const LIVE_RUN: &[&str] = &[
+    "run",
+    "--quiet",
+    "-p",
+    "knhk-bench",
+    "--bin",
+    "knhk-telemetry-live",
+    "--",
+];
 /// Where the live run writes what it emitted.
 const EMITTED_JSON: &str = "target/weaver/emitted.json";
 
@@ -73,9 +83,11 @@ pub fn check() -> Result<(), String> {
     eprintln!("    {SEMCONV_RS} and {TELEMETRY_MD} are current");
     let weaver = official_weaver();
     if let Some(weaver) = &weaver {
-        run(Command::new(weaver)
-            .args(["registry", "check", "-r", REGISTRY])
-            .current_dir(root()))?;
+        crate::run_command(
+            Command::new(weaver)
+                .args(["registry", "check", "-r", REGISTRY])
+                .current_dir(root()),
+        )?;
     } else {
         eprintln!(
             "    `weaver` is not on PATH: the official `weaver registry check` was skipped \
@@ -87,20 +99,7 @@ pub fn check() -> Result<(), String> {
 
 fn live_check(registry: &Registry, weaver: Option<&Path>) -> Result<(), String> {
     let json = root().join(EMITTED_JSON);
-    crate::cargo(
-        &[
-            "run",
-            "--quiet",
-            "-p",
-            "knhk-bench",
-            "--bin",
-            "knhk-telemetry-live",
-            "--",
-            "--json",
-            EMITTED_JSON,
-        ],
-        &[],
-    )?;
+    crate::cargo(&[LIVE_RUN, &["--json", EMITTED_JSON]].concat(), &[])?;
     let text =
         std::fs::read_to_string(&json).map_err(|e| format!("reading {}: {e}", json.display()))?;
     let emitted =
@@ -147,16 +146,7 @@ fn official_live_check(weaver: &Path) -> Result<(), String> {
     std::thread::sleep(std::time::Duration::from_secs(2));
     let endpoint = format!("http://127.0.0.1:{PORT}");
     let exported = crate::cargo(
-        &[
-            "run",
-            "--quiet",
-            "-p",
-            "knhk-bench",
-            "--bin",
-            "knhk-telemetry-live",
-            "--",
-            "--otlp",
-        ],
+        &[LIVE_RUN, &["--otlp"]].concat(),
         &[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
             ("OTEL_METRIC_EXPORT_INTERVAL", "1000"),
@@ -178,17 +168,4 @@ fn official_weaver() -> Option<PathBuf> {
     std::env::split_paths(&path)
         .map(|dir| dir.join("weaver"))
         .find(|candidate| candidate.is_file())
-}
-
-fn run(command: &mut Command) -> Result<(), String> {
-    let shown = format!("{command:?}");
-    eprintln!("    $ {shown}");
-    let status = command
-        .status()
-        .map_err(|e| format!("could not start {shown}: {e}"))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("{shown} failed ({status})"))
-    }
 }

@@ -2,6 +2,9 @@
 //! ways; an unregistered name, a missing emission or a wrong attribute type fails it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+use common::assert_reported;
+
 use std::path::Path;
 
 use knhk_telemetry::Collector;
@@ -12,15 +15,6 @@ use xtask::registry::Registry;
 
 fn registry() -> Registry {
     Registry::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../registry"))
-}
-
-fn assert_reported(problems: &[String], needles: &[&str]) {
-    assert!(
-        problems
-            .iter()
-            .any(|problem| needles.iter().all(|needle| problem.contains(needle))),
-        "no problem mentions all of {needles:?}: {problems:#?}"
-    );
 }
 
 /// Runs the live scenario on a single-threaded runtime, with the collector's

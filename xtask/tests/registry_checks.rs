@@ -2,6 +2,9 @@
 //! fixture is rejected with a message naming the file and the group.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+use common::assert_reported;
+
 use std::path::{Path, PathBuf};
 
 use xtask::checks::check;
@@ -15,15 +18,6 @@ fn fixture(name: &str) -> PathBuf {
 
 fn problems_of(name: &str) -> Vec<String> {
     check(&Registry::load(&fixture(name)))
-}
-
-fn assert_reported(problems: &[String], needles: &[&str]) {
-    assert!(
-        problems
-            .iter()
-            .any(|problem| needles.iter().all(|needle| problem.contains(needle))),
-        "no problem mentions all of {needles:?}: {problems:#?}"
-    );
 }
 
 #[test]
