@@ -448,6 +448,7 @@ impl<T: Transport, M: Membership> Driver<T, M> {
         self.telemetry.publish(Snapshot {
             status: Some(status),
             validator: self.core.validator().stats(),
+            reputation: self.core.validator().reputation_summary(wall_clock()),
             transport: self.transport.stats(),
         });
     }

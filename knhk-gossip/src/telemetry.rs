@@ -9,7 +9,7 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use knhk_security::{RejectReason, ValidatorStats};
+use knhk_security::{RejectReason, ReputationSummary, ValidatorStats};
 use knhk_telemetry::semconv::{attribute, metric, value};
 use knhk_telemetry::{Instrument, MetricSpec};
 use knhk_transport::TransportStats;
@@ -25,6 +25,7 @@ use crate::core::GossipStatus;
 pub(crate) struct Snapshot {
     pub(crate) status: Option<GossipStatus>,
     pub(crate) validator: ValidatorStats,
+    pub(crate) reputation: ReputationSummary,
     pub(crate) transport: TransportStats,
 }
 
@@ -223,6 +224,12 @@ const OBSERVED: &[(MetricSpec, Read)] = &[
         }
     }),
     (metric::SECURITY_BANS, |s, emit| emit(s.validator.bans, &[])),
+    (metric::SECURITY_SENDERS_BANNED, |s, emit| {
+        emit(s.reputation.banned as u64, &[]);
+    }),
+    (metric::SECURITY_REPUTATION_LOWEST, |s, emit| {
+        emit(u64::from(s.reputation.lowest), &[]);
+    }),
     (metric::SECURITY_SIGNATURES_VERIFIED, |s, emit| {
         let verifier = &s.validator.verifier;
         emit(verifier.single_verifications + verifier.batch_verified, &[]);

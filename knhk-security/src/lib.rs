@@ -42,6 +42,6 @@ pub use error::{KeyError, VerifyError};
 pub use key::NodeKey;
 pub use validator::{
     AllowAllSenders, ByzantineValidator, Penalties, RejectReason, Rejection, ReputationConfig,
-    SenderDirectory, ValidatorConfig, ValidatorStats,
+    ReputationSummary, SenderDirectory, ValidatorConfig, ValidatorStats,
 };
 pub use verifier::{Ed25519Verifier, SignatureVerifier, SignedMessage, VerifierStats};

@@ -158,6 +158,16 @@ impl Default for ValidatorConfig {
     }
 }
 
+/// How the senders a [`ByzantineValidator`] tracks stand at one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReputationSummary {
+    /// Senders serving a ban.
+    pub banned: usize,
+    /// The lowest reputation among tracked senders (1,000 = untarnished; below the ban
+    /// threshold, 500 by default, a sender is banned).
+    pub lowest: u32,
+}
+
 /// Counters of a [`ByzantineValidator`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ValidatorStats {
@@ -343,6 +353,15 @@ impl<V: SignatureVerifier> ByzantineValidator<V> {
     /// True if `sender` is serving a ban at `now`.
     pub fn is_banned(&self, sender: &AgentId, now: UnixMillis) -> bool {
         self.senders.is_banned(sender, now)
+    }
+
+    /// How the tracked senders stand at `now`: how many are banned, and the lowest
+    /// reputation among them (1,000 when none is tracked). Walks the sender table, which
+    /// holds only recently heard or penalised senders; meant for once-a-round reporting,
+    /// not per frame.
+    pub fn reputation_summary(&self, now: UnixMillis) -> ReputationSummary {
+        let (banned, lowest) = self.senders.summary(now);
+        ReputationSummary { banned, lowest }
     }
 
     /// Counters so far.

@@ -5,7 +5,8 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use knhk_security::{
-    AllowAllSenders, ByzantineValidator, NodeKey, RejectReason, ReputationConfig, ValidatorConfig,
+    AllowAllSenders, ByzantineValidator, NodeKey, RejectReason, ReputationConfig,
+    ReputationSummary, ValidatorConfig,
 };
 use knhk_types::{AgentId, Envelope, EnvelopeHeader, MessageKind, UnixMillis};
 
@@ -160,6 +161,11 @@ fn forgeries_ban_the_hop_and_the_ban_expires() {
         ..ValidatorConfig::default()
     };
     let mut validator = ByzantineValidator::new(config);
+    let untarnished = ReputationSummary {
+        banned: 0,
+        lowest: 1_000,
+    };
+    assert_eq!(validator.reputation_summary(NOW), untarnished);
     let mallory = key(2);
     let m = mallory.agent_id();
     let mut forged = frame(&mallory, NOW, 1);
@@ -182,6 +188,8 @@ fn forgeries_ban_the_hop_and_the_ban_expires() {
     );
     assert!(validator.is_banned(&m, NOW));
     assert_eq!(validator.stats().bans, 1);
+    let summary = validator.reputation_summary(NOW);
+    assert_eq!((summary.banned, summary.lowest), (1, 500));
 
     // While banned even a valid frame is refused, before any decoding.
     let valid = frame(&mallory, NOW, 2);
@@ -197,6 +205,7 @@ fn forgeries_ban_the_hop_and_the_ban_expires() {
     let just_after = validator.reputation(&m, at(10_000));
     assert!((500..=560).contains(&just_after), "{just_after}");
     assert!(validator.reputation(&m, at(110_000)) >= 999);
+    assert_eq!(validator.reputation_summary(at(110_000)).banned, 0);
 }
 
 #[test]

@@ -223,6 +223,18 @@ pub mod metric {
         unit: "{ban}",
         instrument: Instrument::Counter,
     };
+    /// Senders serving a ban right now.
+    pub const SECURITY_SENDERS_BANNED: MetricSpec = MetricSpec {
+        name: "knhk.security.senders.banned",
+        unit: "{sender}",
+        instrument: Instrument::Gauge,
+    };
+    /// The lowest reputation among the senders this node tracks (1,000 = untarnished).
+    pub const SECURITY_REPUTATION_LOWEST: MetricSpec = MetricSpec {
+        name: "knhk.security.reputation.lowest",
+        unit: "{point}",
+        instrument: Instrument::Gauge,
+    };
     /// ed25519 signatures verified cold (not answered from the cache).
     pub const SECURITY_SIGNATURES_VERIFIED: MetricSpec = MetricSpec {
         name: "knhk.security.signatures.verified",
@@ -295,6 +307,8 @@ pub mod metric {
         SECURITY_FRAMES_ACCEPTED,
         SECURITY_FRAMES_REJECTED,
         SECURITY_BANS,
+        SECURITY_SENDERS_BANNED,
+        SECURITY_REPUTATION_LOWEST,
         SECURITY_SIGNATURES_VERIFIED,
         SECURITY_SIGNATURES_CACHE_HITS,
         SECURITY_SENDERS_TRACKED,

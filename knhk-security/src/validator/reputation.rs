@@ -150,6 +150,19 @@ impl SenderBook {
         self.states.len()
     }
 
+    /// Senders serving a ban at `now`, and the lowest score among tracked senders
+    /// (`max_score` when none is tracked). O(tracked senders).
+    pub(super) fn summary(&self, now: UnixMillis) -> (usize, u32) {
+        self.states
+            .values()
+            .fold((0, self.config.max_score), |(banned, lowest), state| {
+                (
+                    banned + usize::from(state.banned_until > now),
+                    lowest.min(self.recovered(state, now)),
+                )
+            })
+    }
+
     pub(super) fn is_banned(&self, sender: &AgentId, now: UnixMillis) -> bool {
         self.states
             .get(sender)
