@@ -1,14 +1,15 @@
 //! The live telemetry scenario behind `cargo xtask weaver`: real meshes (ten nodes on
-//! the in-memory transport, three over QUIC with mutual TLS, and a stranger whose
-//! handshakes are refused) doing real work, with every span, event and metric they
-//! emit recorded through the OpenTelemetry SDK.
+//! the in-memory transport plus a member that sends garbage until it is banned, three
+//! over QUIC with mutual TLS, and a stranger whose handshakes are refused) doing real
+//! work, with every span, event and metric they emit recorded through the
+//! OpenTelemetry SDK.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use knhk_gossip::{GossipConfig, GossipError, MemberList, Mesh, StaticMembership};
 use knhk_security::NodeKey;
-use knhk_transport::{MemoryConfig, MemoryNetwork, TransportError};
+use knhk_transport::{MemoryConfig, MemoryNetwork, Transport, TransportError};
 use knhk_types::{AgentId, PeerInfo};
 use opentelemetry::metrics::Meter;
 
@@ -26,18 +27,24 @@ pub enum ScenarioError {
     NoConvergence(&'static str, Duration),
 }
 
+/// Hands out a meter per mesh.
+pub type Meters<'a> = &'a (dyn Fn() -> Meter + Sync);
+
 /// How long a group of meshes may take to converge before the scenario gives up (a
 /// liveness bound, not a measurement).
 const CONVERGENCE_BOUND: Duration = Duration::from_secs(30);
 
-/// Runs the scenario, recording with `meter` (and the current tracing subscriber), and
-/// returns once every group has converged and published its counters. Must run inside
-/// a tokio runtime.
+/// Runs the scenario, each mesh recording with a meter from `meters` (give each its own
+/// provider, as separate processes would; meshes sharing one overwrite each other's
+/// series) and spans going to the current tracing subscriber.
+/// `export` is called while each group is still up, after it has converged and
+/// published its counters (a mesh that has shut down reports no metrics). Must run
+/// inside a tokio runtime.
 ///
 /// Errors: [`ScenarioError`] if a mesh cannot start or a group does not converge.
-pub async fn run(meter: &Meter) -> Result<(), ScenarioError> {
-    in_memory(meter).await?;
-    over_quic(meter).await
+pub async fn run(meters: Meters<'_>, export: &(dyn Fn() + Sync)) -> Result<(), ScenarioError> {
+    in_memory(meters, export).await?;
+    over_quic(meters, export).await
 }
 
 fn config(seed: u64) -> GossipConfig {
@@ -48,11 +55,14 @@ fn config(seed: u64) -> GossipConfig {
     }
 }
 
-async fn in_memory(meter: &Meter) -> Result<(), ScenarioError> {
+async fn in_memory(meters: Meters<'_>, export: &(dyn Fn() + Sync)) -> Result<(), ScenarioError> {
     let keys: Vec<NodeKey> = (0..10u8)
         .map(|i| NodeKey::from_seed([100 + i; 32]))
         .collect();
-    let ids: Vec<AgentId> = keys.iter().map(NodeKey::agent_id).collect();
+    // A member with no mesh: it only sends garbage.
+    let mallory = NodeKey::from_seed([199; 32]).agent_id();
+    let mut ids: Vec<AgentId> = keys.iter().map(NodeKey::agent_id).collect();
+    ids.push(mallory);
     let members = MemberList::new(ids.clone());
     let network = MemoryNetwork::new(MemoryConfig::default());
     let mut meshes = Vec::new();
@@ -64,8 +74,18 @@ async fn in_memory(meter: &Meter) -> Result<(), ScenarioError> {
             transport,
             membership,
             config(i as u64),
-            meter,
+            &meters(),
         ));
+    }
+    // Garbage from a member: refused as malformed, charged, and banned after a few.
+    let garbage = network.join(mallory)?;
+    for _ in 0..8 {
+        garbage
+            .send(
+                meshes[0].id(),
+                bytes::Bytes::from_static(b"not an envelope"),
+            )
+            .await?;
     }
     meshes[0]
         .put("telemetry/live", b"in-memory".to_vec())
@@ -74,19 +94,20 @@ async fn in_memory(meter: &Meter) -> Result<(), ScenarioError> {
         .put("telemetry/other", b"second writer".to_vec())
         .await?;
     converge("the in-memory mesh", &meshes).await?;
+    export();
     for mesh in meshes {
         mesh.shutdown().await?;
     }
     Ok(())
 }
 
-async fn over_quic(meter: &Meter) -> Result<(), ScenarioError> {
+async fn over_quic(meters: Meters<'_>, export: &(dyn Fn() + Sync)) -> Result<(), ScenarioError> {
     let mut meshes = Vec::new();
     for i in 0..3u8 {
         let mesh = Mesh::builder()
             .key(NodeKey::from_seed([200 + i; 32]))
             .gossip_config(config(u64::from(i)))
-            .meter(meter.clone())
+            .meter(meters())
             .build()
             .await?;
         meshes.push(mesh);
@@ -107,7 +128,7 @@ async fn over_quic(meter: &Meter) -> Result<(), ScenarioError> {
     let stranger = Mesh::builder()
         .key(NodeKey::from_seed([250; 32]))
         .gossip_config(config(99))
-        .meter(meter.clone())
+        .meter(meters())
         .build()
         .await?;
     if let Some((id, addr)) = addresses.first() {
@@ -119,6 +140,7 @@ async fn over_quic(meter: &Meter) -> Result<(), ScenarioError> {
     converge("the QUIC mesh", &meshes).await?;
     // Let the stranger try a few rounds, then stop everything.
     tokio::time::sleep(Duration::from_millis(200)).await;
+    export();
     stranger.shutdown().await?;
     for mesh in meshes {
         mesh.shutdown().await?;

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use knhk_gossip::{GossipConfig, Mesh};
 use knhk_security::NodeKey;
 use knhk_types::PeerInfo;
+use opentelemetry::metrics::MeterProvider as _;
 
 const NODES: usize = 10;
 
@@ -28,8 +29,16 @@ async fn main() {
 
     let mut meshes = Vec::new();
     for i in 0..NODES {
+        // One meter per mesh: node 0 reports the metrics (ten meshes on one meter would
+        // overwrite each other's series); every node still emits its spans.
+        let meter = if i == 0 {
+            opentelemetry::global::meter("knhk")
+        } else {
+            opentelemetry::metrics::NoopMeterProvider::new().meter("knhk")
+        };
         let mesh = Mesh::builder()
             .key(NodeKey::generate().expect("OS randomness"))
+            .meter(meter)
             .gossip_config(GossipConfig {
                 seed: i as u64,
                 ..GossipConfig::default()

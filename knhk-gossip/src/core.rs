@@ -178,8 +178,11 @@ pub struct GossipCore<M, S = NodeKey, V = Ed25519Verifier> {
     outputs: VecDeque<Output>,
     /// Peers we pulled and have not heard back from.
     pulls: BTreeMap<AgentId, PendingPull>,
-    /// Roots reported in answers to our pulls since the last round ended, by peer.
+    /// Roots reported in answers to our pulls since the last round ended, by peer
+    /// (bounded).
     reply_roots: Vec<(AgentId, Hash)>,
+    /// An answer beyond the bound reported a root none of the kept ones has.
+    reply_roots_incomplete: bool,
     /// The root the agreeing rounds were counted against.
     agreeing_root: Option<Hash>,
     next_diff_session: u64,
@@ -218,6 +221,7 @@ impl<M: Membership, S: EnvelopeSigner, V: SignatureVerifier> GossipCore<M, S, V>
             outputs: VecDeque::new(),
             pulls: BTreeMap::new(),
             reply_roots: Vec::new(),
+            reply_roots_incomplete: false,
             agreeing_root: None,
             next_diff_session: 0,
             agreeing_rounds: 0,
@@ -389,7 +393,8 @@ impl<M: Membership, S: EnvelopeSigner, V: SignatureVerifier> GossipCore<M, S, V>
     fn run_round(&mut self, now: UnixMillis) {
         let root = self.state.merkle_root();
         let replies = std::mem::take(&mut self.reply_roots);
-        self.judge_round(root, &replies);
+        let incomplete = std::mem::take(&mut self.reply_roots_incomplete);
+        self.judge_round(root, &replies, incomplete);
         self.round += 1;
         self.stats.rounds += 1;
         self.expire_diffs();
@@ -433,7 +438,7 @@ impl<M: Membership, S: EnvelopeSigner, V: SignatureVerifier> GossipCore<M, S, V>
     }
 
     /// Closes the round that just ended: did every peer that answered report our root?
-    fn judge_round(&mut self, root: Hash, replies: &[(AgentId, Hash)]) {
+    fn judge_round(&mut self, root: Hash, replies: &[(AgentId, Hash)], incomplete: bool) {
         if self.round == 0 {
             return;
         }
@@ -442,7 +447,10 @@ impl<M: Membership, S: EnvelopeSigner, V: SignatureVerifier> GossipCore<M, S, V>
             self.agreeing_root = Some(root);
             self.agreeing_rounds = 0;
         }
-        if !replies.is_empty() && replies.iter().all(|(_, reported)| *reported == root) {
+        if !incomplete
+            && !replies.is_empty()
+            && replies.iter().all(|(_, reported)| *reported == root)
+        {
             self.agreeing_rounds += 1;
         } else {
             self.agreeing_rounds = 0;
@@ -531,6 +539,9 @@ impl<M: Membership, S: EnvelopeSigner, V: SignatureVerifier> GossipCore<M, S, V>
         };
         if self.reply_roots.len() < 4 * self.config.fanout.max(1) {
             self.reply_roots.push((from, their_root));
+        } else if self.reply_roots.iter().all(|(_, root)| *root != their_root) {
+            // Not kept, and unlike every root kept: this round cannot count as agreeing.
+            self.reply_roots_incomplete = true;
         }
         let brought = match &delta {
             Some(bytes) => self.absorb(now, from, bytes),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use knhk_security::NodeKey;
+use knhk_security::{NodeKey, ReputationSummary};
 use knhk_transport::{
     PeerRegistry, QuicConfig, QuicTransport, RegistryConfig, Transport, TransportError,
 };
@@ -227,6 +227,7 @@ impl Mesh {
         let (updates, _) = broadcast::channel(SUBSCRIPTION_BUFFER);
         let weak_updates = updates.downgrade();
         let core = GossipCore::new(key, membership, config);
+        let reputation = core.validator().reputation_summary(wall_clock());
         let driver = Driver {
             core,
             transport: Arc::new(transport),
@@ -235,6 +236,7 @@ impl Mesh {
             sends: Arc::new(Semaphore::new(MAX_SENDS_IN_FLIGHT)),
             sends_dropped: 0,
             telemetry: MeshTelemetry::register(meter),
+            reputation,
         };
         let task = tokio::spawn(driver.run(inbox));
         Self {
@@ -373,7 +375,12 @@ struct Driver<T, M> {
     sends: Arc<Semaphore>,
     sends_dropped: u64,
     telemetry: MeshTelemetry,
+    /// The last reputation summary published.
+    reputation: ReputationSummary,
 }
+
+/// Rounds between two walks of the sender table for the reputation gauges.
+const REPUTATION_EVERY: u64 = 10;
 
 /// The meter a mesh records with unless told otherwise.
 fn default_meter() -> Meter {
@@ -388,6 +395,7 @@ impl<T: Transport, M: Membership> Driver<T, M> {
     async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
         self.core.start(wall_clock());
         self.flush();
+        self.publish();
         loop {
             let wait = self
                 .timers
@@ -441,14 +449,18 @@ impl<T: Transport, M: Membership> Driver<T, M> {
         }
     }
 
-    /// Publishes the counters the metrics are read from.
+    /// Publishes the counters the metrics are read from. The reputation summary walks
+    /// the sender table, so it is refreshed every `REPUTATION_EVERY` rounds only.
     fn publish(&mut self) {
         let mut status = self.core.status();
         status.stats.sends_dropped = self.sends_dropped;
+        if status.round % REPUTATION_EVERY == 1 {
+            self.reputation = self.core.validator().reputation_summary(wall_clock());
+        }
         self.telemetry.publish(Snapshot {
             status: Some(status),
             validator: self.core.validator().stats(),
-            reputation: self.core.validator().reputation_summary(wall_clock()),
+            reputation: self.reputation,
             transport: self.transport.stats(),
         });
     }

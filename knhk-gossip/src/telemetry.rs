@@ -6,7 +6,7 @@
 //! sample of the time a frame took. Every name, unit and instrument comes from
 //! [`knhk_telemetry::semconv`], generated from the registry.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use knhk_security::{RejectReason, ReputationSummary, ValidatorStats};
@@ -35,9 +35,11 @@ type Emit<'a> = &'a mut dyn FnMut(u64, &[KeyValue]);
 /// Reads the values of one metric from a snapshot.
 type Read = fn(&Snapshot, Emit<'_>);
 
-/// A registered observable instrument, kept alive as long as the mesh.
+/// A registered observable instrument. Its callback lives as long as the meter
+/// provider; it holds the snapshot weakly, so once the mesh is gone it reports nothing
+/// and the snapshot is freed.
 #[derive(Debug)]
-#[allow(dead_code)] // Held only so that the callbacks stay registered.
+#[allow(dead_code)] // Held for the record; dropping it does not unregister the callback.
 enum Observed {
     Counter(ObservableCounter<u64>),
     Gauge(ObservableGauge<u64>),
@@ -126,8 +128,11 @@ fn histogram(meter: &Meter, spec: MetricSpec, bounds: &[f64]) -> Histogram<f64> 
 /// Registers `spec` as the observable instrument its registry entry names, reading its
 /// values from the shared snapshot at each collection.
 fn observe(meter: &Meter, spec: MetricSpec, snapshot: &Shared, read: Read) -> Observed {
-    let shared = snapshot.clone();
+    let shared: Weak<Mutex<Snapshot>> = Arc::downgrade(snapshot);
     let callback = move |observer: &dyn AsyncInstrument<u64>| {
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
         let snapshot = shared.lock().unwrap_or_else(PoisonError::into_inner);
         read(&snapshot, &mut |value, attributes| {
             observer.observe(value, attributes);

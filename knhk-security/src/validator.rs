@@ -136,8 +136,9 @@ pub struct ValidatorConfig {
     pub rate_burst: u32,
     /// Reputation, penalties and bans.
     pub reputation: ReputationConfig,
-    /// Most senders tracked (reputation, rate); beyond it honest idle senders are
-    /// forgotten first. Default 100,000.
+    /// Most senders tracked (reputation, rate). Senders indistinguishable from new ones
+    /// are forgotten whenever the table doubles; a full table that cannot shrink refuses
+    /// new senders ([`RejectReason::Overloaded`]). Default 100,000.
     pub max_tracked_senders: usize,
     /// Verified signatures remembered. Default 65,536.
     pub signature_cache_capacity: usize,

@@ -20,7 +20,8 @@ pub struct Collector {
     spans: InMemorySpanExporter,
     metrics: InMemoryMetricExporter,
     tracer_provider: SdkTracerProvider,
-    meter_provider: SdkMeterProvider,
+    /// One provider per [`Collector::meter`] call, all exporting into `metrics`.
+    meter_providers: std::sync::Mutex<Vec<SdkMeterProvider>>,
 }
 
 impl Default for Collector {
@@ -37,20 +38,30 @@ impl Collector {
         let tracer_provider = SdkTracerProvider::builder()
             .with_simple_exporter(spans.clone())
             .build();
-        let meter_provider = SdkMeterProvider::builder()
-            .with_reader(PeriodicReader::builder(metrics.clone()).build())
-            .build();
         Self {
             spans,
             metrics,
             tracer_provider,
-            meter_provider,
+            meter_providers: std::sync::Mutex::new(Vec::new()),
         }
     }
 
-    /// A meter recording into this collector.
+    /// A meter recording into this collector, from a meter provider of its own (as if
+    /// in a process of its own): meshes given different meters never overwrite each
+    /// other's series.
     pub fn meter(&self, scope: &'static str) -> Meter {
-        self.meter_provider.meter(scope)
+        let provider = SdkMeterProvider::builder()
+            .with_reader(PeriodicReader::builder(self.metrics.clone()).build())
+            .build();
+        let meter = provider.meter(scope);
+        self.providers().push(provider);
+        meter
+    }
+
+    fn providers(&self) -> std::sync::MutexGuard<'_, Vec<SdkMeterProvider>> {
+        self.meter_providers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// A tracing subscriber whose spans and events reach this collector (install it with
@@ -60,13 +71,26 @@ impl Collector {
         tracing_subscriber::registry().with(otel_layer(tracer))
     }
 
+    /// Exports what the instruments hold now into the in-memory exporters (call it
+    /// before the instrumented code goes away: observable instruments of a mesh that has
+    /// shut down report nothing).
+    ///
+    /// Errors: [`TelemetryError::Collect`] if a flush fails.
+    pub fn flush(&self) -> Result<(), TelemetryError> {
+        let failed = |e: &dyn std::fmt::Display| TelemetryError::Collect(e.to_string());
+        self.tracer_provider.force_flush().map_err(|e| failed(&e))?;
+        for provider in self.providers().iter() {
+            provider.force_flush().map_err(|e| failed(&e))?;
+        }
+        Ok(())
+    }
+
     /// Flushes both pipelines and reports everything emitted so far.
     ///
     /// Errors: [`TelemetryError::Collect`] if a flush or an exporter read fails.
     pub fn collect(&self) -> Result<EmittedSignals, TelemetryError> {
         let failed = |e: &dyn std::fmt::Display| TelemetryError::Collect(e.to_string());
-        self.tracer_provider.force_flush().map_err(|e| failed(&e))?;
-        self.meter_provider.force_flush().map_err(|e| failed(&e))?;
+        self.flush()?;
         let mut emitted = EmittedSignals::default();
         for span in self.spans.get_finished_spans().map_err(|e| failed(&e))? {
             record_span(&mut emitted, &span);
@@ -88,8 +112,9 @@ fn record_span(emitted: &mut EmittedSignals, span: &SpanData) {
     seen.kinds.insert(kind_name(&span.span_kind).to_owned());
     record_attributes(&mut seen.attributes, span.attributes.iter());
     for event in span.events.iter() {
-        let attributes = emitted.events.entry(event.name.to_string()).or_default();
-        record_attributes(attributes, event.attributes.iter());
+        let seen = emitted.events.entry(event.name.to_string()).or_default();
+        seen.count += 1;
+        record_attributes(&mut seen.attributes, event.attributes.iter());
     }
 }
 
@@ -117,11 +142,39 @@ fn record_metrics(emitted: &mut EmittedSignals, batch: &ResourceMetrics) {
     }
 }
 
-fn record_points<T>(seen: &mut EmittedMetric, data: &MetricData<T>) {
+/// A metric value that can say whether it is zero.
+trait Value0: Copy {
+    fn is_nonzero(self) -> bool;
+}
+
+impl Value0 for u64 {
+    fn is_nonzero(self) -> bool {
+        self != 0
+    }
+}
+
+impl Value0 for i64 {
+    fn is_nonzero(self) -> bool {
+        self != 0
+    }
+}
+
+impl Value0 for f64 {
+    fn is_nonzero(self) -> bool {
+        self != 0.0
+    }
+}
+
+fn record_points<T: Value0>(seen: &mut EmittedMetric, data: &MetricData<T>) {
+    let mut point = |attributes: &mut dyn Iterator<Item = &KeyValue>, nonzero: bool| {
+        seen.points += 1;
+        seen.nonzero |= nonzero;
+        record_attributes(&mut seen.attributes, attributes);
+    };
     let instrument = match data {
         MetricData::Sum(sum) => {
-            for point in sum.data_points() {
-                record_attributes(&mut seen.attributes, point.attributes());
+            for p in sum.data_points() {
+                point(&mut p.attributes(), p.value().is_nonzero());
             }
             if sum.is_monotonic() {
                 "counter"
@@ -130,20 +183,20 @@ fn record_points<T>(seen: &mut EmittedMetric, data: &MetricData<T>) {
             }
         }
         MetricData::Gauge(gauge) => {
-            for point in gauge.data_points() {
-                record_attributes(&mut seen.attributes, point.attributes());
+            for p in gauge.data_points() {
+                point(&mut p.attributes(), p.value().is_nonzero());
             }
             "gauge"
         }
         MetricData::Histogram(histogram) => {
-            for point in histogram.data_points() {
-                record_attributes(&mut seen.attributes, point.attributes());
+            for p in histogram.data_points() {
+                point(&mut p.attributes(), p.count() > 0);
             }
             "histogram"
         }
         MetricData::ExponentialHistogram(histogram) => {
-            for point in histogram.data_points() {
-                record_attributes(&mut seen.attributes, point.attributes());
+            for p in histogram.data_points() {
+                point(&mut p.attributes(), p.count() > 0);
             }
             "histogram"
         }
@@ -215,7 +268,7 @@ mod tests {
         assert_eq!(span.attributes.keys().collect::<Vec<_>>(), ["a.int"]);
         assert!(span.attributes["a.int"].types.contains("int"));
         assert!(
-            emitted.events["an.event"]["a.flag"]
+            emitted.events["an.event"].attributes["a.flag"]
                 .types
                 .contains("boolean")
         );

@@ -9,13 +9,14 @@ use serde::{Deserialize, Serialize};
 const MAX_SAMPLES: usize = 16;
 
 /// Every span, span event and metric a run emitted, with the attributes and value types
-/// seen on each. Serialized as JSON between the run and `cargo xtask weaver`.
+/// seen on each and how often. Serialized as JSON between the run and
+/// `cargo xtask weaver`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EmittedSignals {
     /// Spans by name.
     pub spans: BTreeMap<String, EmittedSpan>,
     /// Span events by name.
-    pub events: BTreeMap<String, BTreeMap<String, EmittedAttribute>>,
+    pub events: BTreeMap<String, EmittedEvent>,
     /// Metrics by name.
     pub metrics: BTreeMap<String, EmittedMetric>,
 }
@@ -31,6 +32,15 @@ pub struct EmittedSpan {
     pub count: u64,
 }
 
+/// What was seen of one span event name.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmittedEvent {
+    /// Attributes seen.
+    pub attributes: BTreeMap<String, EmittedAttribute>,
+    /// Events with this name.
+    pub count: u64,
+}
+
 /// What was seen of one metric name.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EmittedMetric {
@@ -41,6 +51,11 @@ pub struct EmittedMetric {
     pub units: BTreeSet<String>,
     /// Attributes seen on its data points.
     pub attributes: BTreeMap<String, EmittedAttribute>,
+    /// Data points exported (every collection counts each point again).
+    pub points: u64,
+    /// Whether any data point carried a non-zero value (a histogram: any sample), that
+    /// is, whether the run exercised what it counts rather than only reported zero.
+    pub nonzero: bool,
 }
 
 /// What was seen of one attribute key.
@@ -51,11 +66,14 @@ pub struct EmittedAttribute {
     pub types: BTreeSet<String>,
     /// Up to 16 distinct string values seen (to check enum members).
     pub samples: BTreeSet<String>,
+    /// Spans, events or data points that carried it.
+    pub seen: u64,
 }
 
 impl EmittedAttribute {
     /// Records one value of type `value_type`; a string value is kept as a sample.
     pub fn record(&mut self, value_type: &str, string_value: Option<&str>) {
+        self.seen += 1;
         if !self.types.contains(value_type) {
             self.types.insert(value_type.to_owned());
         }
@@ -80,13 +98,17 @@ impl EmittedSignals {
             mine.count += span.count;
             merge_attributes(&mut mine.attributes, span.attributes);
         }
-        for (name, attributes) in other.events {
-            merge_attributes(self.events.entry(name).or_default(), attributes);
+        for (name, event) in other.events {
+            let mine = self.events.entry(name).or_default();
+            mine.count += event.count;
+            merge_attributes(&mut mine.attributes, event.attributes);
         }
         for (name, metric) in other.metrics {
             let mine = self.metrics.entry(name).or_default();
             mine.instruments.extend(metric.instruments);
             mine.units.extend(metric.units);
+            mine.points += metric.points;
+            mine.nonzero |= metric.nonzero;
             merge_attributes(&mut mine.attributes, metric.attributes);
         }
     }
@@ -98,6 +120,7 @@ fn merge_attributes(
 ) {
     for (key, attribute) in from {
         let mine = into.entry(key).or_default();
+        mine.seen += attribute.seen;
         mine.types.extend(attribute.types);
         for sample in &attribute.samples {
             mine.sample(sample);
@@ -126,6 +149,7 @@ mod tests {
         a.merge(b.clone());
         a.merge(b);
         assert_eq!(a.metrics["m"].attributes["k"].types.len(), 1);
+        assert_eq!(a.metrics["m"].attributes["k"].seen, 200);
         let json = serde_json::to_string(&a).unwrap_or_default();
         let back: EmittedSignals = serde_json::from_str(&json).unwrap_or_default();
         assert_eq!(back, a);

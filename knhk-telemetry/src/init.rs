@@ -28,6 +28,20 @@ impl TelemetryGuard {
     pub fn exporting(&self) -> bool {
         self.tracer_provider.is_some()
     }
+
+    /// Flushes and shuts export down now, reporting failure (dropping the guard does the
+    /// same but can only log). Call it outside a single-threaded runtime's only thread.
+    ///
+    /// Errors: [`TelemetryError::Exporter`] if a provider could not flush or shut down
+    /// (for example, the collector was unreachable).
+    pub fn shutdown(mut self) -> Result<(), TelemetryError> {
+        let spans = self.tracer_provider.take().map(|p| p.shutdown());
+        let metrics = self.meter_provider.take().map(|p| p.shutdown());
+        for outcome in [spans, metrics].into_iter().flatten() {
+            outcome.map_err(|e| TelemetryError::Exporter(e.to_string()))?;
+        }
+        Ok(())
+    }
 }
 
 impl Drop for TelemetryGuard {
@@ -99,14 +113,20 @@ pub fn init_from_env(default_service_name: &str) -> Result<TelemetryGuard, Telem
         .with_periodic_exporter(metric_exporter)
         .with_resource(resource)
         .build();
-    opentelemetry::global::set_meter_provider(meter_provider.clone());
-    opentelemetry::global::set_tracer_provider(tracer_provider.clone());
     let spans = otel_layer(tracer_provider.tracer("knhk"));
-    tracing_subscriber::registry()
+    let installed = tracing_subscriber::registry()
         .with(logs)
         .with(spans)
-        .try_init()
-        .map_err(|e| TelemetryError::Subscriber(e.to_string()))?;
+        .try_init();
+    if let Err(error) = installed {
+        // Nothing was installed: stop the exporters rather than leave them running.
+        let _ = tracer_provider.shutdown();
+        let _ = meter_provider.shutdown();
+        return Err(TelemetryError::Subscriber(error.to_string()));
+    }
+    // Only once the subscriber is in: the mesh records into the global meter.
+    opentelemetry::global::set_meter_provider(meter_provider.clone());
+    opentelemetry::global::set_tracer_provider(tracer_provider.clone());
     Ok(TelemetryGuard {
         tracer_provider: Some(tracer_provider),
         meter_provider: Some(meter_provider),

@@ -13,8 +13,8 @@
 //! - `init_from_env` (feature `otlp`): human-readable logs on stderr filtered by
 //!   `RUST_LOG`, plus OTLP export of spans and metrics when
 //!   `OTEL_EXPORTER_OTLP_ENDPOINT` is set (honouring `OTEL_SERVICE_NAME` and
-//!   `OTEL_RESOURCE_ATTRIBUTES`). Nothing is exported, and nothing pays for export,
-//!   when it is not set.
+//!   `OTEL_RESOURCE_ATTRIBUTES`). When it is not set nothing is exported, and the
+//!   mesh's instruments record into OpenTelemetry's no-op meter.
 //! - `Collector` (feature `testing`): in-memory exporters that record every signal.
 
 mod emitted;
@@ -31,7 +31,7 @@ mod layer;
 
 #[cfg(feature = "testing")]
 pub use collect::Collector;
-pub use emitted::{EmittedAttribute, EmittedMetric, EmittedSignals, EmittedSpan};
+pub use emitted::{EmittedAttribute, EmittedEvent, EmittedMetric, EmittedSignals, EmittedSpan};
 #[cfg(feature = "sdk")]
 pub use error::TelemetryError;
 #[cfg(feature = "otlp")]

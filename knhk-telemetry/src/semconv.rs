@@ -119,8 +119,10 @@ pub mod value {
         pub const REJECTED: &str = "rejected";
         /// The handshake did not complete (timeout, unreachable, protocol error).
         pub const FAILED: &str = "failed";
+        /// The dial was dropped before it finished (the node was shutting down); spans only, not counted.
+        pub const ABANDONED: &str = "abandoned";
         /// Every value, in registry order.
-        pub const ALL: &[&str] = &[ESTABLISHED, REJECTED, FAILED];
+        pub const ALL: &[&str] = &[ESTABLISHED, REJECTED, FAILED, ABANDONED];
     }
 }
 
@@ -175,7 +177,7 @@ pub mod metric {
         unit: "{session}",
         instrument: Instrument::Counter,
     };
-    /// 1 while every peer answering this node's pulls reports its root, else 0.
+    /// 1 once this node has declared convergence on its current root (every peer answering its pulls reported that root for the required rounds), until its root changes; else 0.
     pub const GOSSIP_CONVERGED: MetricSpec = MetricSpec {
         name: "knhk.gossip.converged",
         unit: "1",
@@ -331,6 +333,6 @@ pub mod span {
 
 /// Span event names.
 pub mod event {
-    /// This node declared convergence on a root (once per root), inside the round span that judged it.
+    /// This node declared convergence on a root (once per root), inside the round span that judged it; its round attribute is the round whose answers completed the agreement (one before the span's).
     pub const GOSSIP_CONVERGED: &str = "knhk.gossip.converged";
 }

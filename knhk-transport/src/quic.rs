@@ -381,6 +381,10 @@ impl Shared {
     /// Connects to `peer` at its registered address and waits for its welcome, inside a
     /// `knhk.transport.handshake` span that records the outcome.
     async fn dial(&self, peer: AgentId) -> Result<quinn::Connection, TransportError> {
+        // No address, no handshake: not a handshake failure.
+        if self.registry.lookup(&peer).is_none() {
+            return Err(TransportError::UnknownPeer(peer));
+        }
         let span = tracing::info_span!(
             semconv::span::TRANSPORT_HANDSHAKE,
             { semconv::attribute::MESH_PEER_ID } = %peer,
@@ -388,8 +392,13 @@ impl Shared {
             otel.kind = "client",
             otel.status_code = tracing::field::Empty,
         );
-        let result = self.handshake(peer).instrument(span.clone()).await;
-        let outcome = match &result {
+        // If this future is dropped mid-dial, the span still ends with an outcome.
+        let mut outcome = HandshakeOutcome {
+            span: span.clone(),
+            outcome: handshake_outcome::ABANDONED,
+        };
+        let result = self.handshake(peer).instrument(span).await;
+        outcome.outcome = match &result {
             Ok(_) => handshake_outcome::ESTABLISHED,
             Err(TransportError::HandshakeRejected { .. }) => handshake_outcome::REJECTED,
             Err(_) => {
@@ -397,10 +406,6 @@ impl Shared {
                 handshake_outcome::FAILED
             }
         };
-        span.record(semconv::attribute::TRANSPORT_HANDSHAKE_OUTCOME, outcome);
-        if result.is_err() {
-            span.record("otel.status_code", "error");
-        }
         result
     }
 
@@ -517,6 +522,25 @@ fn is_handshake_rejection(error: &ConnectionError) -> bool {
         ConnectionError::TransportError(error) => is_crypto(error.code),
         ConnectionError::ConnectionClosed(close) => is_crypto(close.error_code),
         _ => false,
+    }
+}
+
+/// Records a handshake's outcome on its span when dropped (an error status unless it
+/// was established).
+struct HandshakeOutcome {
+    span: tracing::Span,
+    outcome: &'static str,
+}
+
+impl Drop for HandshakeOutcome {
+    fn drop(&mut self) {
+        self.span.record(
+            semconv::attribute::TRANSPORT_HANDSHAKE_OUTCOME,
+            self.outcome,
+        );
+        if self.outcome != handshake_outcome::ESTABLISHED {
+            self.span.record("otel.status_code", "error");
+        }
     }
 }
 

@@ -221,9 +221,11 @@ pub fn telemetry_md(registry: &Registry) -> String {
          live scenario whose emitted signals must match the registry both ways.\n\n\
          Logs go to stderr, filtered by `RUST_LOG`. Spans and metrics are exported over OTLP\n\
          only when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (`OTEL_SERVICE_NAME` and\n\
-         `OTEL_RESOURCE_ATTRIBUTES` are honoured); metrics are read from counters the mesh\n\
-         keeps anyway, once per export interval, so nothing on the per-message path pays for\n\
-         them.\n\n",
+         `OTEL_RESOURCE_ATTRIBUTES` are honoured). Metrics are read, once per export interval,\n\
+         from counters the mesh keeps anyway; the only telemetry on the per-message path is\n\
+         one histogram sample of the frame's duration, taken by the driver. A meter should\n\
+         serve one mesh: meshes sharing a meter report the same series, and the last\n\
+         reading wins.\n\n",
     );
     let mut areas: Vec<&std::path::Path> = registry
         .groups

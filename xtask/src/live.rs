@@ -31,6 +31,9 @@ pub struct LiveReport {
     pub registered: usize,
     /// Of those, how many the run emitted.
     pub emitted: usize,
+    /// Registered metrics emitted only as zeros: reported, but the run never exercised
+    /// what they count (faults the scenario does not provoke, for instance).
+    pub unexercised: Vec<String>,
 }
 
 impl LiveReport {
@@ -56,6 +59,7 @@ pub fn compare(
 ) -> LiveReport {
     let mut report = LiveReport::default();
     let problems = &mut report.problems;
+    let mut unexercised = Vec::new();
     for (name, span) in &emitted.spans {
         let Some(group) = registry.span(name) else {
             problems.push(format!("span `{name}` is emitted but not in the registry"));
@@ -74,15 +78,16 @@ pub fn compare(
             group,
             &format!("span `{name}`"),
             &span.attributes,
+            span.count,
             problems,
         );
     }
-    for (name, attributes) in &emitted.events {
+    for (name, event) in &emitted.events {
         let Some(group) = registry.event(name) else {
             problems.push(format!("event `{name}` is emitted but not in the registry"));
             continue;
         };
-        let mut attributes = attributes.clone();
+        let mut attributes = event.attributes.clone();
         for (exempt, _) in EVENT_ATTRIBUTES_EXEMPT {
             attributes.remove(*exempt);
         }
@@ -91,6 +96,7 @@ pub fn compare(
             group,
             &format!("event `{name}`"),
             &attributes,
+            event.count,
             problems,
         );
     }
@@ -122,9 +128,14 @@ pub fn compare(
             group,
             &format!("metric `{name}`"),
             &metric.attributes,
+            metric.points,
             problems,
         );
+        if !metric.nonzero {
+            unexercised.push(name.clone());
+        }
     }
+    report.unexercised = unexercised;
     let exempt: BTreeSet<&str> = exempt.iter().map(|(name, _)| *name).collect();
     let mut registered = Vec::new();
     for located in registry.of_kind("span") {
@@ -158,11 +169,15 @@ pub fn compare(
     report
 }
 
+/// Checks the attributes seen on `occurrences` spans, events or data points of one
+/// signal: each listed on its group, of the registered type, with registered enum
+/// values; each `required` one present on every occurrence.
 fn check_attributes(
     registry: &Registry,
     group: &Group,
     what: &str,
     seen: &std::collections::BTreeMap<String, EmittedAttribute>,
+    occurrences: u64,
     problems: &mut Vec<String>,
 ) {
     let defined = registry.attributes();
@@ -211,9 +226,11 @@ fn check_attributes(
             .as_ref()
             .and_then(serde_yaml::Value::as_str)
             == Some("required");
-        if required && !seen.contains_key(name) {
+        let carried = seen.get(name).map_or(0, |attribute| attribute.seen);
+        if required && carried < occurrences {
             problems.push(format!(
-                "{what}: required attribute `{name}` was never emitted"
+                "{what}: required attribute `{name}` is missing on {} of {occurrences}",
+                occurrences - carried
             ));
         }
     }

@@ -42,6 +42,12 @@ fn main() -> ExitCode {
                 }
             };
         }
+        Some(name) if args.len() > 1 => {
+            return usage(&format!(
+                "unexpected arguments after {name:?}: {:?}",
+                &args[1..]
+            ));
+        }
         Some(name) => match STEPS.iter().find(|(step, _)| *step == name) {
             Some(step) => vec![step],
             None => return usage(&format!("unknown command {name:?}")),

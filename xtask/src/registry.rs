@@ -261,7 +261,18 @@ pub fn attribute_type(kind: &serde_yaml::Value) -> Result<AttributeType, String>
         let id = member.get("id").and_then(serde_yaml::Value::as_str);
         let value = member.get("value").and_then(serde_yaml::Value::as_str);
         match (id, value) {
-            (Some(_), Some(value)) => values.push(value.to_owned()),
+            (Some(_), Some(value)) => {
+                // Values become Rust constant names in the generated code.
+                let mut chars = value.chars();
+                let plain = chars.next().is_some_and(|c| c.is_ascii_lowercase())
+                    && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+                if !plain {
+                    return Err(format!(
+                        "enum value {value:?} must be lowercase letters, digits and `_`, starting with a letter"
+                    ));
+                }
+                values.push(value.to_owned());
+            }
             _ => return Err("an enum member lacks a string `id` or `value`".into()),
         }
     }

@@ -98,8 +98,13 @@ pub fn check() -> Result<(), String> {
 }
 
 fn live_check(registry: &Registry, weaver: Option<&Path>) -> Result<(), String> {
+    // An absolute path, removed first: a stale file from an earlier run can never pass.
     let json = root().join(EMITTED_JSON);
-    crate::cargo(&[LIVE_RUN, &["--json", EMITTED_JSON]].concat(), &[])?;
+    if json.exists() {
+        std::fs::remove_file(&json).map_err(|e| format!("removing {}: {e}", json.display()))?;
+    }
+    let json_arg = json.to_string_lossy();
+    crate::cargo(&[LIVE_RUN, &["--json", &json_arg]].concat(), &[])?;
     let text =
         std::fs::read_to_string(&json).map_err(|e| format!("reading {}: {e}", json.display()))?;
     let emitted =
@@ -114,6 +119,16 @@ fn live_check(registry: &Registry, weaver: Option<&Path>) -> Result<(), String> 
         report.registered,
         report.coverage_percent(),
         EXEMPT.len()
+    );
+    let exercised = report.emitted.saturating_sub(report.unexercised.len());
+    eprintln!(
+        "    exercised (a non-zero value or a sample): {exercised} of {}; reported only as zero: {}",
+        report.emitted,
+        if report.unexercised.is_empty() {
+            "none".to_owned()
+        } else {
+            report.unexercised.join(", ")
+        }
     );
     if !report.problems.is_empty() {
         return Err(format!("live check: {} problems", report.problems.len()));

@@ -26,7 +26,12 @@ fn run_scenario(collector: &Collector) {
         .build()
         .unwrap();
     runtime
-        .block_on(knhk_bench::telemetry_live::run(&collector.meter("knhk")))
+        .block_on(knhk_bench::telemetry_live::run(
+            &|| collector.meter("knhk"),
+            &|| {
+                collector.flush().unwrap();
+            },
+        ))
         .unwrap();
 }
 

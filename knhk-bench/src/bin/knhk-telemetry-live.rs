@@ -55,9 +55,12 @@ fn record(json: PathBuf) -> Result<(), String> {
     let collector = Collector::new();
     tracing::subscriber::set_global_default(collector.subscriber())
         .map_err(|e| format!("installing the subscriber: {e}"))?;
-    let meter = collector.meter("knhk");
     runtime()?
-        .block_on(telemetry_live::run(&meter))
+        .block_on(telemetry_live::run(&|| collector.meter("knhk"), &|| {
+            if let Err(error) = collector.flush() {
+                eprintln!("knhk-telemetry-live: {error}");
+            }
+        }))
         .map_err(|e| e.to_string())?;
     let emitted = collector.collect().map_err(|e| e.to_string())?;
     if let Some(parent) = json.parent() {
@@ -83,11 +86,16 @@ fn export_otlp() -> Result<(), String> {
     if !guard.exporting() {
         return Err("--otlp needs OTEL_EXPORTER_OTLP_ENDPOINT".into());
     }
-    let meter = opentelemetry::global::meter("knhk");
-    let outcome = runtime.block_on(telemetry_live::run(&meter));
-    // Flushes the exporters while the runtime still runs their network stack.
+    // The periodic reader exports on its own schedule (OTEL_METRIC_EXPORT_INTERVAL).
+    let outcome = runtime.block_on(telemetry_live::run(
+        &|| opentelemetry::global::meter("knhk"),
+        &|| {},
+    ));
+    outcome.map_err(|e| e.to_string())?;
+    // Flushes the exporters while the runtime still runs their network stack; an export
+    // that failed fails the run.
     runtime
-        .block_on(async { tokio::task::spawn_blocking(move || drop(guard)).await })
-        .map_err(|e| e.to_string())?;
-    outcome.map_err(|e| e.to_string())
+        .block_on(async { tokio::task::spawn_blocking(move || guard.shutdown()).await })
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
 }
