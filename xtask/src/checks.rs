@@ -66,6 +66,11 @@ pub fn check(registry: &Registry) -> Vec<String> {
             None if kind != "attribute_group" => problems.push(format!("{at}: no `stability`")),
             _ => {}
         }
+        if group.extends.is_some() {
+            problems.push(format!(
+                "{at}: `extends` is not supported by this project's live check; list the attributes on the group"
+            ));
+        }
         check_attribute_uses(located, &defined, &mut problems);
         match kind {
             "metric" => check_metric(located, &mut signal_names, &mut problems),

@@ -74,7 +74,7 @@ fn a_malformed_file_is_rejected() {
 }
 
 #[test]
-fn bad_names_units_and_missing_span_kinds_are_rejected() {
+fn bad_names_units_missing_span_kinds_and_extends_are_rejected() {
     let problems = problems_of("bad_names");
     assert_reported(
         &problems,
@@ -87,6 +87,10 @@ fn bad_names_units_and_missing_span_kinds_are_rejected() {
     assert_reported(
         &problems,
         &["names.yaml", "span.knhk.fixture.work", "span_kind"],
+    );
+    assert_reported(
+        &problems,
+        &["names.yaml", "span.knhk.fixture.inherits", "extends"],
     );
 }
 
