@@ -156,8 +156,10 @@ struct PendingPull {
 /// our version vector unless every peer that answered last round reported our root (so
 /// a settled mesh exchanges roots only, and the core keeps no state per peer). The peer
 /// answers with what we lack and, if roots differ, its own version, so we push back
-/// what it lacks; if that version shows news and our pull carried no version, one
-/// follow-up pull with it fetches the news at once. A merge that brings news is
+/// what it lacks. A pull with no version and another root is answered with the news
+/// the peer forwarded in the last two rounds (what a settled puller most likely
+/// lacks); if the answer's version still shows news, one follow-up pull carrying our
+/// version fetches the rest at once. A merge that brings news is
 /// forwarded to `fanout` peers at once; a merge that brings nothing is not, which
 /// suppresses duplicates. When version vectors agree but roots do not (or every
 /// `anti_entropy_every` rounds while an answering peer's root differs), a Merkle diff
@@ -183,6 +185,9 @@ pub struct GossipCore<M, S = NodeKey, V = Ed25519Verifier> {
     reply_roots: Vec<(AgentId, Hash)>,
     /// An answer beyond the bound reported a root none of the kept ones has.
     reply_roots_incomplete: bool,
+    /// The last news we forwarded (encoded delta) and the round it was forwarded in:
+    /// what a settled peer whose pull carried no version most likely lacks.
+    recent_news: Option<(u64, Vec<u8>)>,
     /// The root the agreeing rounds were counted against.
     agreeing_root: Option<Hash>,
     next_diff_session: u64,
@@ -222,6 +227,7 @@ impl<M: Membership, S: EnvelopeSigner, V: SignatureVerifier> GossipCore<M, S, V>
             pulls: BTreeMap::new(),
             reply_roots: Vec::new(),
             reply_roots_incomplete: false,
+            recent_news: None,
             agreeing_root: None,
             next_diff_session: 0,
             agreeing_rounds: 0,
@@ -339,6 +345,7 @@ impl<M: Membership, S: EnvelopeSigner, V: SignatureVerifier> GossipCore<M, S, V>
             + self.pulls.len() * 64
             + self.reply_roots.capacity() * 64
             + self.diffs.len() * 256
+            + self.recent_news.as_ref().map_or(0, |(_, news)| news.len())
             + gate.replay_entries * 16
             + gate.tracked_senders * 96
             + self.validator.verifier().memory_bytes()
@@ -398,6 +405,14 @@ impl<M: Membership, S: EnvelopeSigner, V: SignatureVerifier> GossipCore<M, S, V>
         self.round += 1;
         self.stats.rounds += 1;
         self.expire_diffs();
+        // News is recent for two rounds; then pulls with versions take over.
+        if self
+            .recent_news
+            .as_ref()
+            .is_some_and(|(at, _)| self.round.saturating_sub(*at) > 2)
+        {
+            self.recent_news = None;
+        }
         let (round, timeout) = (self.round, self.config.diff_timeout_rounds);
         self.pulls
             .retain(|_, pull| round.saturating_sub(pull.round) <= timeout);
@@ -506,12 +521,19 @@ impl<M: Membership, S: EnvelopeSigner, V: SignatureVerifier> GossipCore<M, S, V>
         version: Option<VersionVector>,
     ) {
         let root = self.state.merkle_root();
-        let delta = version.as_ref().and_then(|theirs| {
-            let delta = self
-                .state
-                .delta_since_bounded(theirs, self.config.max_delta_bytes);
-            (!delta.is_empty()).then(|| delta.encode(self.config.compress_above))
-        });
+        let delta = match &version {
+            Some(theirs) => {
+                let delta = self
+                    .state
+                    .delta_since_bounded(theirs, self.config.max_delta_bytes);
+                (!delta.is_empty()).then(|| delta.encode(self.config.compress_above))
+            }
+            // A settled puller with another root most likely lacks our latest news:
+            // send it now rather than after a follow-up pull (a duplicate merges to
+            // nothing).
+            None if their_root != root => self.recent_news.as_ref().map(|(_, news)| news.clone()),
+            None => None,
+        };
         let reply_version = (their_root != root).then(|| self.state.version().clone());
         self.send(
             now,
@@ -620,6 +642,7 @@ impl<M: Membership, S: EnvelopeSigner, V: SignatureVerifier> GossipCore<M, S, V>
         }
         self.stats.news_forwarded += 1;
         self.sample = sample;
+        self.recent_news = Some((self.round, delta.to_vec()));
     }
 
     /// A local write: tell `fanout` peers at once.
