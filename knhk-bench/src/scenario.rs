@@ -4,9 +4,8 @@ use std::time::{Duration, Instant};
 
 use crate::crypto::{CryptoMode, SimSigner};
 use crate::sim::SimCore;
-use knhk_crdt::{Delta, SignedEntry, WriterRange};
 use knhk_gossip::GossipConfig;
-use knhk_types::{AgentId, EnvelopeSigner, Signature, UnixMillis};
+use knhk_types::{AgentId, EnvelopeSigner, UnixMillis};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
@@ -378,20 +377,6 @@ fn setup(
 
 /// A validly signed envelope carrying an entry forged in `victim`'s name.
 fn forged_push(mallory: &SimSigner, victim: AgentId, now: UnixMillis, nonce: u64) -> Vec<u8> {
-    let delta = Delta {
-        ranges: vec![WriterRange {
-            writer: victim,
-            after: 0,
-            through: 1,
-        }],
-        entries: vec![SignedEntry {
-            key: "forged".into(),
-            value: Some(b"evil".to_vec()),
-            writer: victim,
-            counter: 1,
-            lamport: 1,
-            signature: Signature([7; 64]),
-        }],
-    };
+    let delta = knhk_gossip::testing::forged_delta(victim);
     knhk_gossip::testing::push_frame(mallory, now, nonce, &delta)
 }

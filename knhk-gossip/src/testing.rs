@@ -19,9 +19,9 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 
-use knhk_crdt::{CrdtError, Delta, Hash};
+use knhk_crdt::{CrdtError, Delta, Hash, SignedEntry, WriterRange};
 use knhk_security::NodeKey;
-use knhk_types::{AgentId, Envelope, EnvelopeHeader, EnvelopeSigner, UnixMillis};
+use knhk_types::{AgentId, Envelope, EnvelopeHeader, EnvelopeSigner, Signature, UnixMillis};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -29,6 +29,26 @@ use crate::config::GossipConfig;
 use crate::core::{GossipCore, GossipEvent, Output, Timer};
 use crate::membership::{MemberList, StaticMembership};
 use crate::message::GossipMessage;
+
+/// A delta claiming `victim`'s first write, key `forged`, with a signature `victim`
+/// never made: what a Byzantine relay forges. Every honest core must refuse it.
+pub fn forged_delta(victim: AgentId) -> Delta {
+    Delta {
+        ranges: vec![WriterRange {
+            writer: victim,
+            after: 0,
+            through: 1,
+        }],
+        entries: vec![SignedEntry {
+            key: "forged".into(),
+            value: Some(b"evil".to_vec()),
+            writer: victim,
+            counter: 1,
+            lamport: 1,
+            signature: Signature([7; 64]),
+        }],
+    }
+}
 
 /// A signed gossip `Push` frame carrying `delta`, sent by `signer` at `now` with
 /// `nonce`: what a peer's core would send, for tests and simulators that write frames by

@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use knhk_crdt::{Delta, SignedEntry, WriterRange};
+use knhk_crdt::Delta;
 use knhk_gossip::{GossipConfig, Mesh};
 use knhk_security::NodeKey;
 use knhk_transport::{PeerRegistry, QuicConfig, QuicTransport, RegistryConfig, Transport};
-use knhk_types::{AgentId, PeerInfo, Signature, UnixMillis};
+use knhk_types::{AgentId, PeerInfo, UnixMillis};
 
 async fn meshes(count: usize, seed_base: u8) -> Vec<Mesh> {
     let mut meshes = Vec::new();
@@ -112,21 +112,7 @@ async fn a_byzantine_node_is_rejected_over_quic_and_nine_honest_nodes_converge()
 
     // Entries forged in an honest writer's name, inside validly signed envelopes.
     let victim: AgentId = honest[3].id();
-    let forged = Delta {
-        ranges: vec![WriterRange {
-            writer: victim,
-            after: 0,
-            through: 1,
-        }],
-        entries: vec![SignedEntry {
-            key: "forged".into(),
-            value: Some(b"evil".to_vec()),
-            writer: victim,
-            counter: 1,
-            lamport: 1,
-            signature: Signature([7; 64]),
-        }],
-    };
+    let forged = knhk_gossip::testing::forged_delta(victim);
     let mut nonce = u64::MAX / 2;
     for mesh in &honest {
         nonce += 1;

@@ -159,22 +159,7 @@ fn a_byzantine_member_is_rejected_and_the_honest_nodes_still_converge() {
     let now = cluster.now();
 
     // 1. Entries forged in an honest writer's name, in validly signed envelopes.
-    let forged = knhk_crdt::SignedEntry {
-        key: "forged".into(),
-        value: Some(b"evil".to_vec()),
-        writer: honest_writer,
-        counter: 1,
-        lamport: 1,
-        signature: knhk_types::Signature([7; 64]),
-    };
-    let forged_delta = Delta {
-        ranges: vec![WriterRange {
-            writer: honest_writer,
-            after: 0,
-            through: 1,
-        }],
-        entries: vec![forged],
-    };
+    let forged_delta = knhk_gossip::testing::forged_delta(honest_writer);
     // 2. Envelopes with forged signatures; 3. replays; 4. a flood.
     let mut nonce = now.0 << 20;
     for target in 0..10 {
