@@ -3,8 +3,9 @@
 use std::time::{Duration, Instant};
 
 use crate::crypto::{CryptoMode, SimSigner};
-use crate::sim::SimCore;
-use knhk_gossip::GossipConfig;
+use knhk_endpoint::harness::VIRTUAL_START;
+use knhk_gossip::{GossipConfig, GossipLayer};
+use knhk_security::SignatureVerifier;
 use knhk_types::{AgentId, EnvelopeSigner, UnixMillis};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -74,6 +75,11 @@ pub struct RunConfig {
     pub crypto: CryptoMode,
     /// Forward news at once (the default); off gives textbook round-based push-pull.
     pub forward_news: bool,
+    /// Synchronous rounds: every node's rounds fire at the same instants (multiples of
+    /// the interval), so each acts once per round on the state it had at the round's
+    /// start, and the report counts true rounds. Set beside published round tables with
+    /// `forward_news` off and a small constant latency.
+    pub synchronous: bool,
 }
 
 impl Default for RunConfig {
@@ -92,12 +98,14 @@ impl Default for RunConfig {
             max_clock_skew_ms: 0,
             crypto: CryptoMode::Ed25519,
             forward_news: true,
+            synchronous: false,
         }
     }
 }
 
 /// What a run measured. Field order is stable, so two runs with one seed give identical
-/// JSON apart from `wall_ms` and `peak_rss_bytes`.
+/// JSON apart from `wall_ms`, `peak_rss_bytes` and `rss_bytes_per_node` (the wall-clock
+/// and process figures).
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
     /// Honest nodes.
@@ -121,12 +129,19 @@ pub struct Report {
     pub loss: f64,
     /// News forwarded at once (false: textbook round-based push-pull).
     pub forward_news: bool,
+    /// Synchronous rounds (every node's rounds at the same instants).
+    pub synchronous: bool,
     /// Every live node ended with the same root within the deadline.
     pub converged: bool,
-    /// Virtual ms from the first write until every live node held the same root.
-    pub convergence_ms: Option<u64>,
-    /// `convergence_ms / interval_ms`.
-    pub rounds: Option<f64>,
+    /// Virtual µs from the first write until every live node held the same root.
+    pub convergence_us: Option<u64>,
+    /// `convergence_us / interval`: time in units of the interval. Nodes fire at random
+    /// phases and news is forwarded on arrival, so news crosses several hops within one
+    /// interval; this is not a count of protocol rounds.
+    pub interval_rounds: Option<f64>,
+    /// Synchronous mode only: the rounds (round instants after the write) until every
+    /// live node held the same root.
+    pub rounds: Option<u64>,
     /// Frames delivered from the first write to convergence.
     pub messages_total: u64,
     /// Bytes delivered from the first write to convergence.
@@ -137,10 +152,14 @@ pub struct Report {
     pub bytes_per_node: f64,
     /// After convergence, bytes each node received per second of virtual time.
     pub idle_bytes_per_node_per_s: f64,
-    /// Bytes each core holds after the run, averaged (estimated from the data structures
-    /// it holds, so identical runs report identical figures; see `peak_rss_bytes` for
-    /// the process as a whole).
-    pub memory_bytes_per_node: u64,
+    /// An *estimate* of the bytes each node holds after the run, averaged: counted from
+    /// the sizes of the data structures it holds (state, gate tables, queues), without
+    /// allocator overhead or the signature cache, so identical runs report identical
+    /// figures in both crypto modes. Measured RSS is `rss_bytes_per_node`.
+    pub memory_estimate_bytes_per_node: u64,
+    /// The signature cache each node holds, averaged (0 with the stand-in crypto, which
+    /// keeps no cache).
+    pub signature_cache_bytes_per_node: u64,
     /// Frames lost to loss, partitions, and crashed receivers.
     pub frames_dropped: u64,
     /// Byzantine frames refused by honest nodes (byzantine scenario).
@@ -151,6 +170,8 @@ pub struct Report {
     pub wall_ms: u64,
     /// Peak resident memory of the process (bytes); differs between identical runs.
     pub peak_rss_bytes: u64,
+    /// `peak_rss_bytes / nodes`: measured memory per node, simulator included.
+    pub rss_bytes_per_node: u64,
 }
 
 /// Reads a `/proc/self/status` field in bytes (0 where unavailable).
@@ -191,13 +212,15 @@ pub fn run(config: &RunConfig, progress: &mut dyn FnMut(u64)) -> Report {
             interval: Duration::from_millis(interval),
             fanout: config.fanout,
             forward_news: config.forward_news,
+            aligned_rounds: config.synchronous,
             ..GossipConfig::default()
         },
         network,
         extra_member_seeds: byzantine_seeds.clone(),
         crypto: config.crypto,
         max_clock_skew_ms: config.max_clock_skew_ms,
-        start: UnixMillis(1_732_000_000_000),
+        start: VIRTUAL_START,
+        ..SimConfig::default()
     });
 
     // Every round timer starts within one interval; begin after two.
@@ -235,19 +258,22 @@ pub fn run(config: &RunConfig, progress: &mut dyn FnMut(u64)) -> Report {
     let after = sim.traffic();
     if let Some(at) = done {
         let fraction = sim.fraction_of_live(|core| writers.iter().all(|w| holds(core, w)));
-        coverage.push((at - t0, fraction));
+        coverage.push((at / 1_000 - t0, fraction));
     }
     let byzantine_rejected = (0..sim.len())
         .map(|i| {
-            sim.core_mut(i).status().stats.messages_rejected
-                + sim.core_mut(i).status().stats.bad_payloads
+            let stats = sim.endpoint(i).stats();
+            stats.frames_rejected + stats.charged
         })
         .sum();
 
-    let memory_per_node = (0..sim.len())
-        .map(|i| sim.core(i).approx_memory_bytes() as u64)
-        .sum::<u64>()
-        / config.nodes.max(1) as u64;
+    let per_node = |bytes: u64| bytes / config.nodes.max(1) as u64;
+    let cache_bytes: u64 = (0..sim.len())
+        .map(|i| sim.endpoint(i).validator().verifier().memory_bytes() as u64)
+        .sum();
+    let memory_bytes: u64 = (0..sim.len())
+        .map(|i| sim.endpoint(i).approx_memory_bytes() as u64)
+        .sum();
 
     // Idle cost: nothing changes; only the gossip keeps going.
     let idle_start = sim.traffic();
@@ -259,7 +285,9 @@ pub fn run(config: &RunConfig, progress: &mut dyn FnMut(u64)) -> Report {
     let messages_total = after.delivered - before.delivered;
     let bytes_total = after.bytes - before.bytes;
     let nodes = config.nodes.max(1) as f64;
-    let convergence_ms = done.map(|at| at - t0);
+    let interval_us = interval * 1_000;
+    let convergence_us = done.map(|at| at - t0 * 1_000);
+    let peak_rss_bytes = proc_status_bytes("VmHWM:");
     Report {
         nodes: config.nodes,
         fanout: config.fanout,
@@ -271,20 +299,26 @@ pub fn run(config: &RunConfig, progress: &mut dyn FnMut(u64)) -> Report {
         regions: config.regions,
         loss: config.loss,
         forward_news: config.forward_news,
+        synchronous: config.synchronous,
         converged: done.is_some(),
-        convergence_ms,
-        rounds: convergence_ms.map(|ms| ms as f64 / interval as f64),
+        convergence_us,
+        interval_rounds: convergence_us.map(|us| us as f64 / interval_us as f64),
+        rounds: convergence_us
+            .filter(|_| config.synchronous)
+            .map(|us| us.div_ceil(interval_us)),
         messages_total,
         bytes_total,
         messages_per_node: messages_total as f64 / nodes,
         bytes_per_node: bytes_total as f64 / nodes,
         idle_bytes_per_node_per_s: idle_bytes as f64 / nodes / idle_seconds,
-        memory_bytes_per_node: memory_per_node,
+        memory_estimate_bytes_per_node: per_node(memory_bytes - cache_bytes),
+        signature_cache_bytes_per_node: per_node(cache_bytes),
         frames_dropped: after.lost + after.partitioned + after.to_dead,
         byzantine_rejected,
         coverage,
         wall_ms: wall.elapsed().as_millis() as u64,
-        peak_rss_bytes: proc_status_bytes("VmHWM:"),
+        peak_rss_bytes,
+        rss_bytes_per_node: per_node(peak_rss_bytes),
     }
 }
 
@@ -294,7 +328,7 @@ struct Written {
     writer: AgentId,
 }
 
-fn holds(core: &SimCore, written: &Written) -> bool {
+fn holds(core: &GossipLayer, written: &Written) -> bool {
     core.state().version().get(&written.writer) >= 1 || core.get(&written.key).is_some()
 }
 
@@ -321,7 +355,7 @@ fn setup(
         let _ = sim.put(node, key, format!("written by {node}").into_bytes());
         Written {
             key: key.to_owned(),
-            writer: sim.core(node).id(),
+            writer: sim.endpoint(node).id(),
         }
     };
     match config.scenario {
@@ -355,9 +389,9 @@ fn setup(
             written
         }
         Scenario::Byzantine => {
-            let victim = sim.core(n - 1).id();
+            let victim = sim.endpoint(n - 1).id();
             for (k, mallory) in byzantine.iter().enumerate() {
-                let now = UnixMillis(1_732_000_000_000 + t0);
+                let now = UnixMillis(VIRTUAL_START.0 + t0);
                 for target in (0..n).filter(|t| t % byzantine.len() == k).take(50) {
                     let mut nonce = (now.0 << 20) + target as u64 * 4;
                     let forged = forged_push(mallory, victim, now, nonce);

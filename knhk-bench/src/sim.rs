@@ -1,36 +1,41 @@
-//! [`Simulator`]: production gossip cores on a virtual clock over a simulated network.
+//! [`Simulator`]: production node endpoints (each running the production gossip layer)
+//! on the endpoint's shared virtual-time harness, over a simulated network.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
-
-use knhk_crdt::{CrdtError, Hash};
 use std::sync::Arc;
 
-use knhk_gossip::{GossipConfig, GossipCore, MemberList, Output, StaticMembership, Timer};
-use knhk_security::{Ed25519Verifier, NodeKey};
-use knhk_types::{AgentId, EnvelopeSigner, UnixMillis};
+use knhk_crdt::{CrdtError, Hash};
+use knhk_endpoint::harness::{Harness, Links, VIRTUAL_START};
+use knhk_endpoint::{Endpoint, EndpointConfig, LayerHandle, MemberList, StaticView};
+use knhk_gossip::{GossipConfig, GossipLayer};
+use knhk_security::{Ed25519Verifier, NodeKey, ValidatorConfig};
+use knhk_types::{AgentId, EnvelopeSigner, Scope, UnixMillis};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::crypto::{CryptoMode, Keyring, SimSigner, SimVerifier};
 use crate::network::NetworkConfig;
 
-/// A simulated node's core: the production core with the simulation's signer and
-/// verifier.
-pub type SimCore = GossipCore<StaticMembership, SimSigner, SimVerifier>;
+/// A simulated node: the production endpoint with the simulation's signer and verifier.
+pub type SimEndpoint = Endpoint<SimSigner, SimVerifier>;
+
+/// Adds layers beyond gossip to a simulated node (called for node `i` whenever its
+/// endpoint is built, at the start and at a restart that lost its state).
+pub type AddLayers = Box<dyn FnMut(&mut SimEndpoint, usize)>;
 
 /// Shape of a simulation.
 #[derive(Clone, Debug)]
 pub struct SimConfig {
-    /// Number of honest nodes (each a real `GossipCore`).
+    /// Number of honest nodes (each a real endpoint with a real gossip layer).
     pub nodes: usize,
-    /// Seed of everything: keys, core seeds, latency draws, loss, skew.
+    /// Seed of everything: keys, node seeds, latency draws, loss, skew.
     pub seed: u64,
-    /// Configuration of every core.
+    /// Configuration of every node's gossip layer.
     pub gossip: GossipConfig,
+    /// Every node's gate.
+    pub validator: ValidatorConfig,
     /// The network model.
     pub network: NetworkConfig,
-    /// Secret seeds of members with no core (Byzantine nodes whose frames a scenario
+    /// Secret seeds of members with no node (Byzantine nodes whose frames a scenario
     /// writes by hand, signing with [`Simulator::signer_for`]).
     pub extra_member_seeds: Vec<[u8; 32]>,
     /// Real ed25519 or the stand-in.
@@ -47,11 +52,12 @@ impl Default for SimConfig {
             nodes: 100,
             seed: 1,
             gossip: GossipConfig::default(),
+            validator: ValidatorConfig::default(),
             network: NetworkConfig::default(),
             extra_member_seeds: Vec::new(),
             crypto: CryptoMode::Ed25519,
             max_clock_skew_ms: 0,
-            start: UnixMillis(1_732_000_000_000),
+            start: VIRTUAL_START,
         }
     }
 }
@@ -71,64 +77,76 @@ pub struct Traffic {
     pub to_dead: u64,
 }
 
-enum Event {
-    Deliver {
-        to: usize,
-        from: AgentId,
-        frame: Vec<u8>,
-    },
-    Fire {
-        node: usize,
-        timer: Timer,
-        epoch: u32,
-    },
+/// The simulated network as the harness's [`Links`]: regions, latency draws, loss and
+/// partitions, from one seeded generator.
+#[derive(Debug)]
+pub struct SimLinks {
+    network: NetworkConfig,
+    regions: Vec<usize>,
+    rng: ChaCha8Rng,
+    lost: u64,
+    partitioned: u64,
 }
 
-struct Node {
-    core: SimCore,
+impl Links for SimLinks {
+    fn delay_us(&mut self, from: usize, to: usize, now_us: u64) -> Option<u64> {
+        if self.network.loss > 0.0 && self.rng.random::<f64>() < self.network.loss {
+            self.lost += 1;
+            return None;
+        }
+        let now_ms = now_us / 1_000;
+        if self
+            .network
+            .partitions
+            .iter()
+            .any(|p| p.separates(from, to, now_ms))
+        {
+            self.partitioned += 1;
+            return None;
+        }
+        let base = self.network.regions.as_ref().map_or(0, |regions| {
+            regions.one_way_us(self.regions[from], self.regions[to])
+        });
+        Some(base + self.network.latency.sample_us(&mut self.rng))
+    }
+}
+
+struct NodeSpec {
     key: SimSigner,
-    alive: bool,
-    /// Bumped at every crash, so timers of a previous life are ignored.
-    epoch: u32,
-    region: usize,
-    skew_ms: i64,
     seed: u64,
 }
 
-/// Production cores, a virtual clock in microseconds, and the frames in flight.
+/// Production endpoints, a virtual clock in microseconds, and the frames in flight.
 ///
-/// Deterministic: one seeded generator drives keys, core seeds, skews, latency draws and
+/// Deterministic: one seeded generator drives keys, node seeds, skews, latency draws and
 /// loss, and events run in (time, sequence) order, so a seed replays a run exactly.
 pub struct Simulator {
-    nodes: Vec<Node>,
+    harness: Harness<SimSigner, SimVerifier, SimLinks>,
+    gossip: Vec<LayerHandle<GossipLayer>>,
+    specs: Vec<NodeSpec>,
     crypto: CryptoMode,
     keyring: Arc<Keyring>,
     members: MemberList,
-    gossip: GossipConfig,
-    index: HashMap<AgentId, usize>,
-    network: NetworkConfig,
-    rng: ChaCha8Rng,
-    start: UnixMillis,
-    now_us: u64,
-    queue: BinaryHeap<Reverse<(u64, u64)>>,
-    events: HashMap<u64, Event>,
-    sequence: u64,
-    traffic: Traffic,
+    config: SimConfig,
+    add_layers: AddLayers,
 }
 
 impl std::fmt::Debug for Simulator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Simulator")
-            .field("nodes", &self.nodes.len())
-            .field("now_ms", &self.now_ms())
-            .field("in_flight", &self.events.len())
-            .finish()
+            .field("harness", &self.harness)
+            .finish_non_exhaustive()
     }
 }
 
 impl Simulator {
-    /// Creates and starts every node.
+    /// Creates and starts every node, each running one gossip layer.
     pub fn new(config: SimConfig) -> Self {
+        Self::with_layers(config, Box::new(|_, _| {}))
+    }
+
+    /// As [`Simulator::new`], with `add_layers` adding more layers to every node.
+    pub fn with_layers(config: SimConfig, add_layers: AddLayers) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
         let secrets: Vec<[u8; 32]> = (0..config.nodes).map(|_| rng.random()).collect();
         let keys: Vec<SimSigner> = secrets
@@ -148,28 +166,28 @@ impl Simulator {
             }
             CryptoMode::Ed25519 => Keyring::default(),
         };
-        let members = MemberList::new(ids);
         let regions = config
             .network
             .regions
             .as_ref()
             .map_or(1, |r| r.names.len().max(1));
+        let links = SimLinks {
+            network: config.network.clone(),
+            regions: (0..config.nodes).map(|i| i % regions).collect(),
+            rng: ChaCha8Rng::seed_from_u64(config.seed ^ 0x006e_6574_776f_726b),
+            lost: 0,
+            partitioned: 0,
+        };
         let skew = config.max_clock_skew_ms as i64;
         let mut simulator = Self {
-            nodes: Vec::with_capacity(config.nodes),
+            harness: Harness::new(links, config.start, false),
+            gossip: Vec::with_capacity(config.nodes),
+            specs: Vec::with_capacity(config.nodes),
             crypto: config.crypto,
             keyring: Arc::new(keyring),
-            members,
-            gossip: config.gossip.clone(),
-            index: HashMap::with_capacity(config.nodes),
-            network: config.network,
-            rng: ChaCha8Rng::seed_from_u64(config.seed ^ 0x006e_6574_776f_726b),
-            start: config.start,
-            now_us: 0,
-            queue: BinaryHeap::new(),
-            events: HashMap::new(),
-            sequence: 0,
-            traffic: Traffic::default(),
+            members: MemberList::new(ids),
+            config,
+            add_layers,
         };
         for (i, key) in keys.into_iter().enumerate() {
             let seed = rng.random();
@@ -178,30 +196,22 @@ impl Simulator {
             } else {
                 0
             };
-            simulator.index.insert(key.agent_id(), i);
-            let core = simulator.fresh_core(&key, seed);
-            simulator.nodes.push(Node {
-                core,
-                key,
-                alive: true,
-                epoch: 0,
-                region: i % regions,
-                skew_ms,
-                seed,
-            });
+            simulator.specs.push(NodeSpec { key, seed });
+            let (endpoint, gossip) = simulator.fresh_endpoint(i, seed);
+            simulator.gossip.push(gossip);
+            simulator.harness.add_node(endpoint, skew_ms);
         }
-        for i in 0..simulator.nodes.len() {
-            let now = simulator.node_clock(i);
-            simulator.nodes[i].core.start(now);
-            simulator.drain(i);
+        for i in 0..simulator.harness.len() {
+            simulator.harness.start_node(i);
         }
         simulator
     }
 
-    fn fresh_core(&self, key: &SimSigner, seed: u64) -> SimCore {
-        let config = GossipConfig {
+    fn fresh_endpoint(&mut self, i: usize, seed: u64) -> (SimEndpoint, LayerHandle<GossipLayer>) {
+        let config = EndpointConfig {
             seed,
-            ..self.gossip.clone()
+            validator: self.config.validator.clone(),
+            ..EndpointConfig::default()
         };
         let verifier = match self.crypto {
             CryptoMode::Ed25519 => SimVerifier::Real(Ed25519Verifier::new(
@@ -209,8 +219,17 @@ impl Simulator {
             )),
             CryptoMode::Sim => SimVerifier::StandIn(self.keyring.clone(), Default::default()),
         };
-        let membership = StaticMembership::new(self.members.clone(), key.agent_id());
-        GossipCore::with_crypto(key.clone(), verifier, membership, config)
+        let key = self.specs[i].key.clone();
+        let view = StaticView::new(self.members.clone(), key.agent_id());
+        let mut endpoint = Endpoint::with_crypto(key, verifier, view, config);
+        let gossip = match endpoint
+            .add_layer(Scope::DEFAULT, GossipLayer::new(self.config.gossip.clone()))
+        {
+            Ok(gossip) => gossip,
+            Err(_) => unreachable!("a fresh endpoint has no routes"),
+        };
+        (self.add_layers)(&mut endpoint, i);
+        (endpoint, gossip)
     }
 
     /// A signer for a member with secret `seed`, in this simulation's crypto mode.
@@ -220,131 +239,119 @@ impl Simulator {
 
     /// Number of nodes (alive or not).
     pub fn len(&self) -> usize {
-        self.nodes.len()
+        self.harness.len()
     }
 
     /// True if there are no nodes.
     pub fn is_empty(&self) -> bool {
-        self.nodes.is_empty()
+        self.harness.is_empty()
     }
 
     /// Virtual milliseconds since the start.
     pub fn now_ms(&self) -> u64 {
-        self.now_us / 1_000
+        self.harness.now_us() / 1_000
     }
 
-    /// Node `i`'s core.
-    pub fn core(&self, i: usize) -> &SimCore {
-        &self.nodes[i].core
+    /// Virtual microseconds since the start.
+    pub fn now_us(&self) -> u64 {
+        self.harness.now_us()
     }
 
-    /// Node `i`'s core, mutably.
-    pub fn core_mut(&mut self, i: usize) -> &mut SimCore {
-        &mut self.nodes[i].core
+    /// Node `i`'s endpoint.
+    pub fn endpoint(&self, i: usize) -> &SimEndpoint {
+        self.harness.endpoint(i)
+    }
+
+    /// Node `i`'s gossip layer.
+    pub fn gossip(&self, i: usize) -> &GossipLayer {
+        match self.harness.endpoint(i).layer(self.gossip[i]) {
+            Some(gossip) => gossip,
+            None => unreachable!("every node runs its gossip layer"),
+        }
+    }
+
+    /// Node `i`'s gossip layer, mutably (for reads that update caches, such as the root).
+    pub fn gossip_mut(&mut self, i: usize) -> &mut GossipLayer {
+        let handle = self.gossip[i];
+        match self.harness.endpoint_mut(i).layer_mut(handle) {
+            Some(gossip) => gossip,
+            None => unreachable!("every node runs its gossip layer"),
+        }
+    }
+
+    /// The harness underneath (to call other layers).
+    pub fn harness_mut(&mut self) -> &mut Harness<SimSigner, SimVerifier, SimLinks> {
+        &mut self.harness
     }
 
     /// True unless node `i` is crashed.
     pub fn is_alive(&self, i: usize) -> bool {
-        self.nodes[i].alive
+        self.harness.is_alive(i)
     }
 
     /// The network's counters.
     pub fn traffic(&self) -> Traffic {
-        self.traffic
-    }
-
-    /// Node `i`'s wall clock: virtual time plus its skew.
-    fn node_clock(&self, i: usize) -> UnixMillis {
-        let ms = self.start.0 as i64 + self.now_ms() as i64 + self.nodes[i].skew_ms;
-        UnixMillis(ms.max(0) as u64)
+        let harness = self.harness.traffic();
+        let links = self.harness.links();
+        Traffic {
+            delivered: harness.delivered,
+            bytes: harness.bytes,
+            lost: links.lost,
+            partitioned: links.partitioned,
+            to_dead: harness.to_dead,
+        }
     }
 
     /// A local write on node `i` now.
     ///
-    /// Errors: as `GossipCore::put`.
+    /// Errors: as [`GossipLayer::put`].
     pub fn put(&mut self, i: usize, key: &str, value: Vec<u8>) -> Result<(), CrdtError> {
-        let now = self.node_clock(i);
-        self.nodes[i].core.put(now, key, value)?;
-        self.drain(i);
-        Ok(())
+        let handle = self.gossip[i];
+        match self
+            .harness
+            .call(i, handle, |gossip, ctx| gossip.put(ctx, key, value))
+        {
+            Ok(result) => result,
+            Err(_) => unreachable!("every node runs its gossip layer"),
+        }
     }
 
     /// Adds a partition (its times are virtual ms since the start).
     pub fn set_partition(&mut self, partition: crate::network::Partition) {
-        self.network.partitions.push(partition);
+        self.harness.links_mut().network.partitions.push(partition);
     }
 
     /// Crashes node `i`: it stops receiving and its timers are dropped.
     pub fn crash(&mut self, i: usize) {
-        let node = &mut self.nodes[i];
-        node.alive = false;
-        node.epoch += 1;
+        self.harness.crash(i);
     }
 
     /// Restarts node `i`, with its state as it was (`keep_state`) or empty.
     pub fn restart(&mut self, i: usize, keep_state: bool) {
         if !keep_state {
-            let (key, seed) = (
-                self.nodes[i].key.clone(),
-                self.nodes[i].seed.wrapping_add(1),
-            );
-            self.nodes[i].core = self.fresh_core(&key, seed);
+            let seed = self.specs[i].seed.wrapping_add(1);
+            let (endpoint, gossip) = self.fresh_endpoint(i, seed);
+            self.gossip[i] = gossip;
+            self.harness.replace_endpoint(i, endpoint);
         }
-        self.nodes[i].alive = true;
-        let now = self.node_clock(i);
-        self.nodes[i].core.start(now);
-        self.drain(i);
+        self.harness.revive(i);
     }
 
     /// Delivers `frame` to node `to` as if the authenticated peer `from` sent it, after
-    /// the usual network delay from node 0's region.
+    /// a draw of the link latency.
     pub fn inject(&mut self, from: AgentId, to: usize, frame: Vec<u8>) {
-        let delay = self.network.latency.sample_us(&mut self.rng);
-        let at = self.now_us + delay;
-        self.schedule(at, Event::Deliver { to, from, frame });
+        let links = self.harness.links_mut();
+        let delay = links.network.latency.sample_us(&mut links.rng);
+        self.harness.deliver_after(delay, from, to, frame);
     }
 
     /// Processes every event due at the next event time. False if nothing is pending.
     pub fn step(&mut self) -> bool {
-        let Some(Reverse((at, _))) = self.queue.peek().copied() else {
-            return false;
-        };
-        self.now_us = self.now_us.max(at);
-        while let Some(Reverse((due, sequence))) = self.queue.peek().copied() {
-            if due > at {
-                break;
-            }
-            self.queue.pop();
-            let Some(event) = self.events.remove(&sequence) else {
-                continue;
-            };
-            match event {
-                Event::Deliver { to, from, frame } => {
-                    if !self.nodes[to].alive {
-                        self.traffic.to_dead += 1;
-                        continue;
-                    }
-                    self.traffic.delivered += 1;
-                    self.traffic.bytes += frame.len() as u64;
-                    let now = self.node_clock(to);
-                    self.nodes[to].core.handle_message(now, from, &frame);
-                    self.drain(to);
-                }
-                Event::Fire { node, timer, epoch } => {
-                    if !self.nodes[node].alive || self.nodes[node].epoch != epoch {
-                        continue;
-                    }
-                    let now = self.node_clock(node);
-                    self.nodes[node].core.handle_timer(now, timer);
-                    self.drain(node);
-                }
-            }
-        }
-        true
+        self.harness.step()
     }
 
     /// Steps until `done` holds or `deadline_ms` (virtual, since the start) passes.
-    /// Returns the virtual ms at which `done` first held.
+    /// Returns the virtual µs at which `done` first held.
     pub fn run_until(
         &mut self,
         deadline_ms: u64,
@@ -352,11 +359,11 @@ impl Simulator {
     ) -> Option<u64> {
         loop {
             if done(self) {
-                return Some(self.now_ms());
+                return Some(self.now_us());
             }
-            match self.queue.peek() {
-                Some(Reverse((at, _))) if *at / 1_000 <= deadline_ms => {
-                    self.step();
+            match self.harness.next_event_us() {
+                Some(at) if at / 1_000 <= deadline_ms => {
+                    self.harness.step();
                 }
                 _ => return None,
             }
@@ -368,14 +375,12 @@ impl Simulator {
         let every = every_ms.max(1);
         let mut next_tick = self.now_ms() + every;
         while self.now_ms() < until_ms {
-            let next_event = self.queue.peek().map(|Reverse((at, _))| at / 1_000);
+            let next_event = self.harness.next_event_us().map(|at| at / 1_000);
             match next_event {
                 Some(at) if at <= next_tick.min(until_ms) => {
-                    self.step();
+                    self.harness.step();
                 }
-                _ => {
-                    self.now_us = next_tick.min(until_ms) * 1_000;
-                }
+                _ => self.harness.advance_to(next_tick.min(until_ms) * 1_000),
             }
             if self.now_ms() >= next_tick {
                 tick(self);
@@ -387,8 +392,11 @@ impl Simulator {
     /// True if every live node holds the same Merkle root (the global oracle).
     pub fn live_roots_agree(&mut self) -> bool {
         let mut first: Option<Hash> = None;
-        for node in self.nodes.iter_mut().filter(|node| node.alive) {
-            let root = node.core.merkle_root();
+        for i in 0..self.len() {
+            if !self.is_alive(i) {
+                continue;
+            }
+            let root = self.gossip_mut(i).merkle_root();
             match first {
                 None => first = Some(root),
                 Some(expected) if expected != root => return false,
@@ -399,67 +407,11 @@ impl Simulator {
     }
 
     /// Fraction of live nodes for which `holds` is true.
-    pub fn fraction_of_live(&self, holds: impl Fn(&SimCore) -> bool) -> f64 {
-        let live: Vec<&Node> = self.nodes.iter().filter(|node| node.alive).collect();
+    pub fn fraction_of_live(&self, holds: impl Fn(&GossipLayer) -> bool) -> f64 {
+        let live: Vec<usize> = (0..self.len()).filter(|&i| self.is_alive(i)).collect();
         if live.is_empty() {
             return 0.0;
         }
-        live.iter().filter(|node| holds(&node.core)).count() as f64 / live.len() as f64
-    }
-
-    fn drain(&mut self, node: usize) {
-        while let Some(output) = self.nodes[node].core.poll_output() {
-            match output {
-                Output::Send { to, frame } => self.transmit(node, to, frame),
-                Output::SetTimer { at, timer } => {
-                    // The core's deadline is on its own (skewed) clock.
-                    let own_now = self.node_clock(node).0;
-                    let at_us = self.now_us + at.0.saturating_sub(own_now) * 1_000;
-                    let epoch = self.nodes[node].epoch;
-                    self.schedule(at_us, Event::Fire { node, timer, epoch });
-                }
-                Output::Event(_) => {}
-            }
-        }
-    }
-
-    fn transmit(&mut self, from: usize, to: AgentId, frame: Vec<u8>) {
-        let Some(&target) = self.index.get(&to) else {
-            return;
-        };
-        if self.network.loss > 0.0 && self.rng.random::<f64>() < self.network.loss {
-            self.traffic.lost += 1;
-            return;
-        }
-        let now_ms = self.now_ms();
-        if self
-            .network
-            .partitions
-            .iter()
-            .any(|p| p.separates(from, target, now_ms))
-        {
-            self.traffic.partitioned += 1;
-            return;
-        }
-        let base = self.network.regions.as_ref().map_or(0, |regions| {
-            regions.one_way_us(self.nodes[from].region, self.nodes[target].region)
-        });
-        let delay = base + self.network.latency.sample_us(&mut self.rng);
-        let sender = self.nodes[from].key.agent_id();
-        let at = self.now_us + delay;
-        self.schedule(
-            at,
-            Event::Deliver {
-                to: target,
-                from: sender,
-                frame,
-            },
-        );
-    }
-
-    fn schedule(&mut self, at_us: u64, event: Event) {
-        self.sequence += 1;
-        self.queue.push(Reverse((at_us, self.sequence)));
-        self.events.insert(self.sequence, event);
+        live.iter().filter(|&&i| holds(self.gossip(i))).count() as f64 / live.len() as f64
     }
 }

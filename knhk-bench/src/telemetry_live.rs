@@ -7,7 +7,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use knhk_gossip::{GossipConfig, GossipError, MemberList, Mesh, StaticMembership};
+use knhk_endpoint::{MemberList, StaticView};
+use knhk_gossip::{GossipConfig, GossipError, Mesh, MeshConfig};
 use knhk_security::NodeKey;
 use knhk_transport::{MemoryConfig, MemoryNetwork, Transport, TransportError};
 use knhk_types::{AgentId, PeerInfo};
@@ -47,12 +48,15 @@ pub async fn run(meters: Meters<'_>, export: &(dyn Fn() + Sync)) -> Result<(), S
     over_quic(meters, export).await
 }
 
-fn config(seed: u64) -> GossipConfig {
-    GossipConfig {
-        interval: Duration::from_millis(20),
-        seed,
-        ..GossipConfig::default()
+fn config(seed: u64) -> MeshConfig {
+    MeshConfig {
+        gossip: GossipConfig {
+            interval: Duration::from_millis(20),
+            ..GossipConfig::default()
+        },
+        ..MeshConfig::default()
     }
+    .seeded(seed)
 }
 
 async fn in_memory(meters: Meters<'_>, export: &(dyn Fn() + Sync)) -> Result<(), ScenarioError> {
@@ -68,7 +72,7 @@ async fn in_memory(meters: Meters<'_>, export: &(dyn Fn() + Sync)) -> Result<(),
     let mut meshes = Vec::new();
     for (i, key) in keys.into_iter().enumerate() {
         let transport = network.join(key.agent_id())?;
-        let membership = StaticMembership::new(members.clone(), key.agent_id());
+        let membership = StaticView::new(members.clone(), key.agent_id());
         meshes.push(Mesh::start_with_meter(
             key,
             transport,
@@ -106,7 +110,7 @@ async fn over_quic(meters: Meters<'_>, export: &(dyn Fn() + Sync)) -> Result<(),
     for i in 0..3u8 {
         let mesh = Mesh::builder()
             .key(NodeKey::from_seed([200 + i; 32]))
-            .gossip_config(config(u64::from(i)))
+            .config(config(u64::from(i)))
             .meter(meters())
             .build()
             .await?;
@@ -127,7 +131,7 @@ async fn over_quic(meters: Meters<'_>, export: &(dyn Fn() + Sync)) -> Result<(),
     // refused (and counted, and spanned, on its side).
     let stranger = Mesh::builder()
         .key(NodeKey::from_seed([250; 32]))
-        .gossip_config(config(99))
+        .config(config(99))
         .meter(meters())
         .build()
         .await?;
@@ -157,8 +161,8 @@ async fn converge(what: &'static str, meshes: &[Mesh]) -> Result<(), ScenarioErr
         let mut all_converged = true;
         for mesh in meshes {
             let status = mesh.status().await?;
-            all_converged &= status.converged;
-            roots.push(status.root);
+            all_converged &= status.gossip.converged;
+            roots.push(status.gossip.root);
         }
         if all_converged && roots.windows(2).all(|pair| pair[0] == pair[1]) {
             return Ok(());

@@ -21,6 +21,7 @@ fn json_without_wall_figures(report: &Report) -> serde_json::Value {
     let object = value.as_object_mut().unwrap();
     object.remove("wall_ms");
     object.remove("peak_rss_bytes");
+    object.remove("rss_bytes_per_node");
     value
 }
 
@@ -104,9 +105,21 @@ fn the_stand_in_crypto_changes_the_cost_and_nothing_else() {
     assert!(stand_in.byzantine_rejected > 0);
     // Same seed, same 64-byte signatures, same decisions: the same run.
     assert_eq!(real.byzantine_rejected, stand_in.byzantine_rejected);
-    assert_eq!(real.convergence_ms, stand_in.convergence_ms);
+    assert_eq!(real.convergence_us, stand_in.convergence_us);
     assert_eq!(real.messages_total, stand_in.messages_total);
     assert_eq!(real.coverage, stand_in.coverage);
+    // The whole report is the same apart from the crypto's name, the signature cache
+    // (the stand-in keeps none) and the wall-clock and process figures.
+    assert!(real.signature_cache_bytes_per_node > 0);
+    assert_eq!(stand_in.signature_cache_bytes_per_node, 0);
+    let strip = |report: &Report| {
+        let mut value = json_without_wall_figures(report);
+        let object = value.as_object_mut().unwrap();
+        object.remove("crypto");
+        object.remove("signature_cache_bytes_per_node");
+        value
+    };
+    assert_eq!(strip(&real), strip(&stand_in));
 }
 
 #[test]
@@ -138,14 +151,15 @@ fn what_a_node_remembers_does_not_grow_with_the_length_of_the_run() {
     use knhk_bench::crypto::CryptoMode;
     use knhk_bench::sim::{SimConfig, Simulator};
     use knhk_gossip::GossipConfig;
-    let mut gossip = GossipConfig::default();
+    let mut validator = knhk_security::ValidatorConfig::default();
     // The replay window holds what was accepted within the clock-skew window; a short
     // window lets a short run reach its plateau.
-    gossip.validator.max_clock_skew = std::time::Duration::from_secs(2);
+    validator.max_clock_skew = std::time::Duration::from_secs(2);
     let mut sim = Simulator::new(SimConfig {
         nodes: 200,
         crypto: CryptoMode::Sim,
-        gossip,
+        gossip: GossipConfig::default(),
+        validator,
         ..SimConfig::default()
     });
     sim.put(0, "k", b"v".to_vec()).unwrap();
@@ -153,11 +167,11 @@ fn what_a_node_remembers_does_not_grow_with_the_length_of_the_run() {
     // 24 virtual seconds, 240 rounds: every node hears from nearly every other.
     sim.run_for(24_000, 4_000, |sim| {
         let most_senders = (0..sim.len())
-            .map(|i| sim.core(i).validator().stats().tracked_senders)
+            .map(|i| sim.endpoint(i).validator().stats().tracked_senders)
             .max()
             .unwrap();
         let most_bytes = (0..sim.len())
-            .map(|i| sim.core(i).approx_memory_bytes())
+            .map(|i| sim.endpoint(i).approx_memory_bytes())
             .max()
             .unwrap();
         samples.push((most_senders, most_bytes));
@@ -171,4 +185,57 @@ fn what_a_node_remembers_does_not_grow_with_the_length_of_the_run() {
     // Past the skew window, memory is flat.
     let (plateau, last) = (samples[1].1, samples[samples.len() - 1].1);
     assert!(last <= plateau + plateau / 5, "memory grew: {samples:?}");
+}
+
+#[test]
+fn a_second_layer_runs_in_the_simulator_with_no_change_to_it() {
+    use knhk_bench::crypto::CryptoMode;
+    use knhk_bench::network::{LatencyModel, NetworkConfig};
+    use knhk_bench::sim::{SimConfig, Simulator};
+    use knhk_endpoint::LayerHandle;
+    use knhk_endpoint::probe::PingLayer;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    let handles: Arc<Mutex<Vec<LayerHandle<PingLayer>>>> = Arc::default();
+    let recorded = handles.clone();
+    let mut sim = Simulator::with_layers(
+        SimConfig {
+            nodes: 50,
+            crypto: CryptoMode::Sim,
+            network: NetworkConfig {
+                latency: LatencyModel::Constant { ms: 4.0 },
+                ..NetworkConfig::default()
+            },
+            ..SimConfig::default()
+        },
+        Box::new(move |endpoint, _| {
+            let probe = PingLayer::new(Duration::from_millis(50));
+            let handle = endpoint
+                .add_layer(knhk_types::Scope::DEFAULT, probe)
+                .unwrap();
+            recorded.lock().unwrap().push(handle);
+        }),
+    );
+    sim.put(0, "k", b"v".to_vec()).unwrap();
+    sim.run_for(2_000, 100, |_| {});
+    assert!(
+        sim.live_roots_agree(),
+        "gossip still converges beside the probe"
+    );
+    let handles = handles.lock().unwrap();
+    for i in 0..sim.len() {
+        let probe = sim.endpoint(i).layer(handles[i]).unwrap();
+        assert!(
+            probe.round_trips().len() >= 30,
+            "node {i}: {:?}",
+            probe.stats()
+        );
+        assert!(probe.round_trips().iter().all(|rtt| rtt.rtt_ms == 8));
+        let stats = sim.endpoint(i).stats();
+        assert_eq!(
+            (stats.frames_unrouted, stats.frames_rejected, stats.charged),
+            (0, 0, 0)
+        );
+    }
 }

@@ -88,3 +88,60 @@ pub enum CrdtError {
     #[error("merkle diff answer does not match the question: {0}")]
     DiffMismatch(String),
 }
+
+impl CrdtError {
+    /// True if a peer that sent the refused data has provably misbehaved: a forgery, an
+    /// equivocation, a lie about versions, garbage. False for refusals caused by our own
+    /// limits or configuration (sizes, a full state, a deeper Merkle tree), which an
+    /// honest peer can trigger and must never be charged for.
+    pub fn proves_misbehaviour(&self) -> bool {
+        match self {
+            Self::BadSignature { .. }
+            | Self::Equivocation { .. }
+            | Self::EntryOutsideRange { .. }
+            | Self::MissingVersions { .. }
+            | Self::Backwards { .. }
+            | Self::Malformed(_)
+            | Self::DiffMismatch(_) => true,
+            Self::KeyTooLong { .. }
+            | Self::ValueTooLarge { .. }
+            | Self::Full { .. }
+            | Self::CounterExhausted(_)
+            | Self::DeltaTooLarge { .. } => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_provable_misbehaviour_is_chargeable() {
+        let writer = AgentId::from_bytes([1; 32]);
+        let cases = [
+            (CrdtError::KeyTooLong { len: 2, max: 1 }, false),
+            (CrdtError::ValueTooLarge { len: 2, max: 1 }, false),
+            (CrdtError::Full { max: 1 }, false),
+            (CrdtError::CounterExhausted(writer), false),
+            (CrdtError::DeltaTooLarge { len: 2, max: 1 }, false),
+            (
+                CrdtError::Backwards {
+                    writer,
+                    after: 2,
+                    through: 1,
+                },
+                true,
+            ),
+            (CrdtError::MissingVersions { writer, through: 3 }, true),
+            (CrdtError::EntryOutsideRange { writer, counter: 9 }, true),
+            (CrdtError::Equivocation { writer, counter: 1 }, true),
+            (CrdtError::BadSignature { writer, counter: 1 }, true),
+            (CrdtError::Malformed("x".into()), true),
+            (CrdtError::DiffMismatch("x".into()), true),
+        ];
+        for (error, provable) in cases {
+            assert_eq!(error.proves_misbehaviour(), provable, "{error}");
+        }
+    }
+}

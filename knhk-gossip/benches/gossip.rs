@@ -1,10 +1,11 @@
-//! Handling one inbound push in the gossip core.
+//! Handling one inbound push on a node: endpoint (gate, routing) + gossip layer.
 //!
 //! Every frame is new (a fresh nonce and a fresh entry), so each is accepted and
-//! merged. Its envelope and entry signatures are verified into the core's cache before
+//! merged. Its envelope and entry signatures are verified into the node's cache before
 //! timing, so the figure is the validation gate's cached path (≈ 0.6 µs, see the
-//! security bench) plus the core's own work: decode, delta decode, merge, update event.
-//! With news forwarding on, it also includes signing the forwarded envelopes.
+//! security bench) plus routing and the layer's own work: decode, delta decode, merge,
+//! update event. With news forwarding on, it also includes sealing the forwarded
+//! envelopes.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;
@@ -12,10 +13,11 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use knhk_crdt::{Delta, SignedEntry, WriterRange};
-use knhk_gossip::testing::{Cluster, ClusterConfig};
-use knhk_gossip::{GossipConfig, GossipCore, Membership, StaticMembership};
-use knhk_security::{NodeKey, SignatureVerifier};
-use knhk_types::{AgentId, EnvelopeRef, UnixMillis};
+use knhk_endpoint::harness::VIRTUAL_START;
+use knhk_endpoint::{Endpoint, EndpointConfig, MemberList, StaticView};
+use knhk_gossip::{GossipConfig, GossipLayer};
+use knhk_security::{NodeKey, SignatureVerifier, ValidatorConfig};
+use knhk_types::{AgentId, EnvelopeRef, Scope, UnixMillis};
 
 const POOL: usize = 10_000;
 
@@ -56,37 +58,36 @@ fn fixture(sender: &NodeKey, writer: &NodeKey, now: UnixMillis) -> Fixture {
     }
 }
 
-/// A core (taken from a small cluster, so its membership knows the sender) whose cache
-/// holds every signature of the fixture.
-fn warm_core(fixture: &Fixture, forward_news: bool) -> GossipCore<StaticMembership> {
-    let mut cluster = Cluster::new(ClusterConfig {
-        nodes: 8,
+/// A node (eight members and the sender) running one gossip layer, whose cache holds
+/// every signature of the fixture.
+fn warm_node(fixture: &Fixture, forward_news: bool) -> Endpoint {
+    let key = NodeKey::from_seed([9; 32]);
+    let mut members: Vec<AgentId> = (10..17u8)
+        .map(|n| NodeKey::from_seed([n; 32]).agent_id())
+        .collect();
+    members.extend([key.agent_id(), fixture.sender]);
+    let view = StaticView::new(MemberList::new(members), key.agent_id());
+    let config = EndpointConfig {
         seed: 5,
-        extra_members: vec![fixture.sender],
-        gossip: GossipConfig {
-            forward_news,
-            validator: knhk_security::ValidatorConfig {
-                rate_per_second: u32::MAX,
-                rate_burst: u32::MAX,
-                ..Default::default()
-            },
-            ..GossipConfig::default()
+        validator: ValidatorConfig {
+            rate_per_second: u32::MAX,
+            rate_burst: u32::MAX,
+            ..ValidatorConfig::default()
         },
-        ..ClusterConfig::default()
-    });
-    let mut core = std::mem::replace(
-        cluster.core_mut(0),
-        GossipCore::new(
-            NodeKey::from_seed([0; 32]),
-            StaticMembership::new(
-                knhk_gossip::MemberList::new(vec![]),
-                AgentId::from_bytes([0; 32]),
-            ),
-            GossipConfig::default(),
-        ),
-    );
-    assert!(core.membership().contains(&fixture.sender));
-    let verifier = core.validator_mut().verifier_mut();
+        ..EndpointConfig::default()
+    };
+    let mut node = Endpoint::new(key, view, config);
+    node.add_layer(
+        Scope::DEFAULT,
+        GossipLayer::new(GossipConfig {
+            forward_news,
+            ..GossipConfig::default()
+        }),
+    )
+    .unwrap();
+    node.start(fixture.now);
+    assert!(node.peers().contains(&fixture.sender));
+    let verifier = node.validator_mut().verifier_mut();
     for (frame, entry) in fixture.frames.iter().zip(&fixture.entries) {
         let envelope = EnvelopeRef::decode(frame, usize::MAX).unwrap();
         verifier
@@ -100,20 +101,20 @@ fn warm_core(fixture: &Fixture, forward_news: bool) -> GossipCore<StaticMembersh
             .verify(&entry.writer, &entry.signed_bytes(), &entry.signature)
             .unwrap();
     }
-    while core.poll_output().is_some() {}
-    core
+    while node.poll_output().is_some() {}
+    node
 }
 
 fn inbound_push(c: &mut Criterion) {
     let sender = NodeKey::from_seed([1; 32]);
     let writer = NodeKey::from_seed([2; 32]);
-    let fixture = fixture(&sender, &writer, UnixMillis(1_732_000_000_000));
+    let fixture = fixture(&sender, &writer, VIRTUAL_START);
     let mut group = c.benchmark_group("gossip_core");
     for (name, forward_news) in [
         ("inbound_push_news_merge_only", false),
         ("inbound_push_news_forwarded_to_3", true),
     ] {
-        let mut core = warm_core(&fixture, forward_news);
+        let mut core = warm_node(&fixture, forward_news);
         let mut used = 0usize;
         group.bench_function(name, |b| {
             b.iter_custom(|iters| {
@@ -121,13 +122,13 @@ fn inbound_push(c: &mut Criterion) {
                 let mut done = 0u64;
                 while done < iters {
                     if used == POOL {
-                        core = warm_core(&fixture, forward_news);
+                        core = warm_node(&fixture, forward_news);
                         used = 0;
                     }
                     let batch = ((iters - done) as usize).min(POOL - used);
                     let started = Instant::now();
                     for frame in &fixture.frames[used..used + batch] {
-                        core.handle_message(fixture.now, fixture.sender, black_box(frame));
+                        core.handle_frame(fixture.now, fixture.sender, black_box(frame));
                         while let Some(output) = core.poll_output() {
                             black_box(output);
                         }
@@ -139,9 +140,10 @@ fn inbound_push(c: &mut Criterion) {
                 total
             })
         });
-        let stats = core.status().stats;
-        assert_eq!(stats.messages_rejected, 0);
-        assert_eq!(stats.bad_payloads, 0);
+        let stats = core.stats();
+        assert_eq!(stats.frames_rejected, 0);
+        assert_eq!(stats.charged, 0);
+        assert_eq!(stats.frames_unrouted, 0);
     }
     group.finish();
 }

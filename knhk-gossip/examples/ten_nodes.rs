@@ -12,7 +12,7 @@
 
 use std::time::{Duration, Instant};
 
-use knhk_gossip::{GossipConfig, Mesh};
+use knhk_gossip::{Mesh, MeshConfig};
 use knhk_security::NodeKey;
 use knhk_types::PeerInfo;
 use opentelemetry::metrics::MeterProvider as _;
@@ -39,10 +39,7 @@ async fn main() {
         let mesh = Mesh::builder()
             .key(NodeKey::generate().expect("OS randomness"))
             .meter(meter)
-            .gossip_config(GossipConfig {
-                seed: i as u64,
-                ..GossipConfig::default()
-            })
+            .config(MeshConfig::lan().seeded(i as u64))
             .build()
             .await
             .expect("bind");
@@ -87,7 +84,7 @@ async fn main() {
         let all_have_it = started.elapsed();
         let mut roots = Vec::new();
         for mesh in &meshes {
-            roots.push(mesh.status().await.unwrap().root);
+            roots.push(mesh.status().await.unwrap().gossip.root);
         }
         assert!(
             roots.windows(2).all(|pair| pair[0] == pair[1]),

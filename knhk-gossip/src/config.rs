@@ -1,20 +1,26 @@
-//! [`GossipConfig`]: every knob of the gossip core, with production defaults.
+//! [`GossipConfig`]: every knob of the gossip layer, with production defaults and
+//! named presets.
 
 use std::time::Duration;
 
 use knhk_crdt::StateConfig;
-use knhk_security::ValidatorConfig;
 
-/// Settings of a [`crate::GossipCore`].
+/// Settings of a [`crate::GossipLayer`].
 #[derive(Clone, Debug)]
 pub struct GossipConfig {
     /// Time between rounds. Default 100 ms.
     pub interval: Duration,
     /// Peers contacted per round, and per forwarded piece of news. Default 3.
     pub fanout: usize,
-    /// Forward news to `fanout` peers as soon as it arrives, rather than waiting for
-    /// the next round. Default true.
+    /// Forward news (merged deltas and local writes) to `fanout` peers as soon as it
+    /// arrives, rather than waiting for the next round. Default true; false is
+    /// textbook round-based push-pull.
     pub forward_news: bool,
+    /// Start the first round at once instead of at a random point of the first
+    /// interval, so nodes started together run their rounds at the same instants
+    /// (synchronous-rounds simulation). Default false: in production, nodes started
+    /// together would gossip in lock step.
+    pub aligned_rounds: bool,
     /// Rounds in a row in which every sampled peer must report our root before we call
     /// ourselves converged. Default 3.
     pub convergence_rounds: u32,
@@ -22,12 +28,9 @@ pub struct GossipConfig {
     /// differs from ours (it also runs at once when version vectors agree but roots do
     /// not). Default 10.
     pub anti_entropy_every: u64,
-    /// Outputs (messages, timers, events) queued before new ones are dropped and
-    /// counted. Default 65,536.
-    pub max_outbound: usize,
     /// Merkle diff sessions in flight at once. Default 8.
     pub max_diff_sessions: usize,
-    /// Rounds after which an unanswered diff session is dropped. Default 10.
+    /// Rounds after which an unanswered diff session or pull is dropped. Default 10.
     pub diff_timeout_rounds: u64,
     /// Budget for keys and values in one delta message; larger deltas go in parts.
     /// Default 512 KiB (frames are 1 MiB).
@@ -40,33 +43,52 @@ pub struct GossipConfig {
     pub forward_max_bytes: usize,
     /// Most keys exchanged in one anti-entropy entries message. Default 4,096.
     pub max_diff_keys: usize,
-    /// Seed of the core's random number generator (peer sampling, start jitter). Give
-    /// each node its own; the same seed replays the same choices.
-    pub seed: u64,
     /// Limits of the replicated state.
     pub state: StateConfig,
-    /// The Byzantine gate every inbound frame passes.
-    pub validator: ValidatorConfig,
 }
 
 impl Default for GossipConfig {
     fn default() -> Self {
+        Self::lan()
+    }
+}
+
+impl GossipConfig {
+    /// One data centre (the default): rounds every 100 ms, fanout 3.
+    pub fn lan() -> Self {
         Self {
             interval: Duration::from_millis(100),
             fanout: 3,
             forward_news: true,
+            aligned_rounds: false,
             convergence_rounds: 3,
             anti_entropy_every: 10,
-            max_outbound: 65_536,
             max_diff_sessions: 8,
             diff_timeout_rounds: 10,
             max_delta_bytes: 512 * 1024,
             compress_above: 512,
             forward_max_bytes: 64 * 1024,
             max_diff_keys: 4_096,
-            seed: 0,
             state: StateConfig::default(),
-            validator: ValidatorConfig::default(),
+        }
+    }
+
+    /// Across regions (round trips of 50–300 ms): rounds every 500 ms, so a pull is
+    /// answered within its round, and fanout 4 to make up for the slower rounds.
+    pub fn wan() -> Self {
+        Self {
+            interval: Duration::from_millis(500),
+            fanout: 4,
+            ..Self::lan()
+        }
+    }
+
+    /// One machine (loopback, tests, demos): rounds every 20 ms, so convergence is
+    /// quick to watch.
+    pub fn local() -> Self {
+        Self {
+            interval: Duration::from_millis(20),
+            ..Self::lan()
         }
     }
 }

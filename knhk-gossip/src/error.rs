@@ -1,10 +1,11 @@
 //! Error type of this crate.
 
 use knhk_crdt::CrdtError;
-use knhk_transport::TransportError;
+use knhk_endpoint::EndpointError;
+use knhk_transport::{RegistryError, TransportError};
 
 /// Why a gossip operation failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum GossipError {
     /// A local write was refused by the replicated state (size, capacity).
     #[error(transparent)]
@@ -12,10 +13,20 @@ pub enum GossipError {
     /// The transport failed to start or broke.
     #[error(transparent)]
     Transport(#[from] TransportError),
+    /// The peer registry refused a peer (our own id, a full registry…).
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// The node endpoint refused (for example its driver has stopped).
+    #[error(transparent)]
+    Endpoint(#[from] EndpointError),
+    /// The node key could not be made or loaded.
+    #[error(transparent)]
+    Key(#[from] knhk_security::KeyError),
     /// The mesh has been shut down.
     #[error("the mesh is shut down")]
     ShutDown,
-    /// The builder is missing something or holds an inconsistent setting.
-    #[error("invalid mesh configuration: {0}")]
-    Config(String),
+    /// The mesh was started over a transport and peer view of the caller's, so it has
+    /// no registry of its own to add peers to.
+    #[error("this mesh's peers are not a registry it owns")]
+    NoRegistry,
 }

@@ -1,26 +1,20 @@
 //! [`Mesh`]: one gossip node running on tokio, and the API an application uses.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
-use knhk_security::{NodeKey, ReputationSummary};
-use knhk_transport::{
-    PeerRegistry, QuicConfig, QuicTransport, RegistryConfig, Transport, TransportError,
-};
-use knhk_types::{AgentId, PeerInfo, SeedAddr, UnixMillis};
-use tokio::sync::{Semaphore, broadcast, mpsc, oneshot};
-use tokio::task::JoinHandle;
-use tokio::time::Instant;
+use knhk_endpoint::runtime::{Driven, Observer, Runtime, RuntimeHandle};
+use knhk_endpoint::{Endpoint, EndpointConfig, EndpointStats, Event, LayerHandle, PeerView, Timer};
+use knhk_security::{Ed25519Verifier, NodeKey, ReputationSummary};
+use knhk_transport::{PeerRegistry, QuicConfig, QuicTransport, RegistryConfig, Transport};
+use knhk_types::{AgentId, PeerInfo, Scope, SeedAddr};
+use tokio::sync::broadcast;
 
 use crate::config::GossipConfig;
-use crate::core::{GossipCore, GossipEvent, GossipStatus, Output, Timer};
 use crate::error::GossipError;
-use crate::membership::Membership;
+use crate::layer::{GossipEvent, GossipLayer, GossipStatus};
 use crate::telemetry::{MeshTelemetry, Snapshot};
+use knhk_endpoint::runtime::DriverStats;
 use knhk_telemetry::semconv;
 use opentelemetry::metrics::Meter;
 
@@ -59,29 +53,75 @@ impl Subscription {
     }
 }
 
-enum Command {
-    Put(
-        String,
-        Option<Vec<u8>>,
-        oneshot::Sender<Result<(), GossipError>>,
-    ),
-    Get(String, oneshot::Sender<Option<Vec<u8>>>),
-    Status(oneshot::Sender<GossipStatus>),
-    Reputation(AgentId, oneshot::Sender<u32>),
-    Shutdown(oneshot::Sender<()>),
+/// Every setting of a mesh node: its gossip layer and its endpoint (seed, gate,
+/// queues). Start from a preset and change what you need.
+#[derive(Clone, Debug, Default)]
+pub struct MeshConfig {
+    /// The gossip layer.
+    pub gossip: GossipConfig,
+    /// The node endpoint: RNG seed, outbound queue, and the Byzantine gate (which owns
+    /// `max_frame_bytes`; the QUIC transport is set to the same limit).
+    pub endpoint: EndpointConfig,
+}
+
+impl MeshConfig {
+    /// One data centre (the default): [`GossipConfig::lan`].
+    pub fn lan() -> Self {
+        Self::default()
+    }
+
+    /// Across regions: [`GossipConfig::wan`], and a clock-skew window of 60 s.
+    pub fn wan() -> Self {
+        let mut config = Self {
+            gossip: GossipConfig::wan(),
+            ..Self::default()
+        };
+        config.endpoint.validator.max_clock_skew = std::time::Duration::from_secs(60);
+        config
+    }
+
+    /// One machine (loopback, tests, demos): [`GossipConfig::local`].
+    pub fn local() -> Self {
+        Self {
+            gossip: GossipConfig::local(),
+            ..Self::default()
+        }
+    }
+
+    /// The same settings with the RNG seeded by `seed` (give each node its own to
+    /// replay its choices; the default 0 is fine for production).
+    pub fn seeded(mut self, seed: u64) -> Self {
+        self.endpoint.seed = seed;
+        self
+    }
+}
+
+/// Where a mesh node stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MeshStatus {
+    /// The node's identity.
+    pub id: AgentId,
+    /// Peers in its view.
+    pub peers: usize,
+    /// Its gossip layer.
+    pub gossip: GossipStatus,
+    /// Its endpoint's counters (frames in and out, refused, unrouted, dropped).
+    pub node: EndpointStats,
+    /// Its driver's counters (sends dropped or failed).
+    pub driver: DriverStats,
 }
 
 /// Builds a [`Mesh`] over QUIC with mutual TLS.
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), knhk_gossip::GossipError> {
-/// use knhk_gossip::Mesh;
+/// use knhk_gossip::{Mesh, MeshConfig};
 /// use knhk_security::NodeKey;
 ///
 /// let mesh = Mesh::builder()
-///     .key(NodeKey::generate().map_err(|e| knhk_gossip::GossipError::Config(e.to_string()))?)
-///     .bind("0.0.0.0:7400".parse().unwrap())
-///     .bootstrap(["<agent-id>@10.0.0.2:7400".parse().unwrap()])
+///     .key(NodeKey::generate()?)
+///     .config(MeshConfig::wan())
+///     .bind("0.0.0.0:7400".parse().map_err(|_| knhk_gossip::GossipError::ShutDown)?)
 ///     .build()
 ///     .await?;
 /// mesh.put("agent/42/status", b"running".to_vec()).await?;
@@ -96,7 +136,7 @@ pub struct MeshBuilder {
     key: Option<NodeKey>,
     bind: Option<SocketAddr>,
     seeds: Vec<SeedAddr>,
-    gossip: GossipConfig,
+    config: MeshConfig,
     quic: QuicConfig,
     meter: Option<Meter>,
 }
@@ -120,13 +160,15 @@ impl MeshBuilder {
         self
     }
 
-    /// Gossip settings (interval, fanout, limits, seed).
-    pub fn gossip_config(mut self, config: GossipConfig) -> Self {
-        self.gossip = config;
+    /// The node's settings. Default [`MeshConfig::lan`]; see also
+    /// [`MeshConfig::wan`] and [`MeshConfig::local`].
+    pub fn config(mut self, config: MeshConfig) -> Self {
+        self.config = config;
         self
     }
 
-    /// QUIC settings (timeouts, limits, who may connect). `bind` overrides its address.
+    /// QUIC settings (timeouts, limits, who may connect). `bind` overrides its address;
+    /// its frame limit is always the gate's.
     pub fn quic_config(mut self, config: QuicConfig) -> Self {
         self.quic = config;
         self
@@ -142,12 +184,12 @@ impl MeshBuilder {
 
     /// Binds the socket and starts the node. Must be called inside a tokio runtime.
     ///
-    /// Errors: [`GossipError::Config`] if no key was given and the OS has no randomness,
+    /// Errors: [`GossipError::Key`] if no key was given and the OS has no randomness,
     /// [`GossipError::Transport`] if the socket cannot be bound.
     pub async fn build(self) -> Result<Mesh, GossipError> {
         let key = match self.key {
             Some(key) => key,
-            None => NodeKey::generate().map_err(|e| GossipError::Config(e.to_string()))?,
+            None => NodeKey::generate()?,
         };
         let registry = Arc::new(PeerRegistry::with_seeds(
             key.agent_id(),
@@ -156,40 +198,40 @@ impl MeshBuilder {
         ));
         let quic = QuicConfig {
             bind_addr: self.bind.unwrap_or(self.quic.bind_addr),
-            max_frame_bytes: self.gossip.validator.max_frame_bytes,
+            max_frame_bytes: self.config.endpoint.validator.max_frame_bytes,
             ..self.quic
         };
         let transport = QuicTransport::bind(key.signing_key(), registry.clone(), quic)?;
         let local_addr = transport.local_addr()?;
         let meter = self.meter.unwrap_or_else(default_meter);
         let mut mesh =
-            Mesh::start_with_meter(key, transport, registry.clone(), self.gossip, &meter);
+            Mesh::start_with_meter(key, transport, registry.clone(), self.config, &meter);
         mesh.registry = Some(registry);
         mesh.local_addr = Some(local_addr);
         Ok(mesh)
     }
 }
 
-/// A running gossip node: one tokio task owns a [`GossipCore`] and drives it over a
-/// [`Transport`]; this handle talks to that task.
+/// The driver handle of a mesh node.
+pub type MeshNode = RuntimeHandle<NodeKey, Ed25519Verifier>;
+
+/// A running gossip node: the endpoint's tokio driver owns a node endpoint with a
+/// [`GossipLayer`] (and whatever other layers it was given) over a [`Transport`]; this
+/// handle talks to it.
 ///
-/// All methods are cheap messages to the task. Dropping the handle without
+/// All methods are cheap messages to the driver task. Dropping the handle without
 /// [`Mesh::shutdown`] stops the task too.
 #[derive(Debug)]
 pub struct Mesh {
-    id: AgentId,
-    commands: mpsc::Sender<Command>,
-    /// Weak, so that subscriptions end when the driver (which holds the only strong
-    /// sender) stops, for whatever reason.
+    node: MeshNode,
+    gossip: LayerHandle<GossipLayer>,
+    /// Weak, so that subscriptions end when the driver (whose observer holds the only
+    /// strong sender) stops, for whatever reason.
     updates: broadcast::WeakSender<Update>,
-    task: Option<JoinHandle<()>>,
     registry: Option<Arc<PeerRegistry>>,
     local_addr: Option<SocketAddr>,
 }
 
-/// Sends handed to the transport at once, at most; beyond this they are dropped and
-/// counted (gossip repairs what is lost).
-const MAX_SENDS_IN_FLIGHT: usize = 1_024;
 /// Updates buffered per subscriber before it starts skipping.
 const SUBSCRIPTION_BUFFER: usize = 4_096;
 
@@ -200,50 +242,58 @@ impl Mesh {
     }
 
     /// Starts a node over any transport (for example [`knhk_transport::MemoryTransport`]
-    /// in tests) with the given membership, recording metrics with the global meter.
+    /// in tests) with the given peer view, recording metrics with the global meter.
     /// Must be called inside a tokio runtime.
-    pub fn start<T, M>(key: NodeKey, transport: T, membership: M, config: GossipConfig) -> Self
+    pub fn start<T, P>(key: NodeKey, transport: T, peers: P, config: MeshConfig) -> Self
     where
         T: Transport,
-        M: Membership + Send + 'static,
+        P: PeerView + Send + 'static,
     {
-        Self::start_with_meter(key, transport, membership, config, &default_meter())
+        Self::start_with_meter(key, transport, peers, config, &default_meter())
     }
 
     /// As [`Mesh::start`], recording metrics with `meter`.
-    pub fn start_with_meter<T, M>(
+    pub fn start_with_meter<T, P>(
         key: NodeKey,
         transport: T,
-        membership: M,
-        config: GossipConfig,
+        peers: P,
+        config: MeshConfig,
         meter: &Meter,
     ) -> Self
     where
         T: Transport,
-        M: Membership + Send + 'static,
+        P: PeerView + Send + 'static,
     {
-        let id = key.agent_id();
-        let (commands, inbox) = mpsc::channel(256);
+        let mut endpoint = Endpoint::new(key, peers, config.endpoint);
+        match endpoint.add_layer(Scope::DEFAULT, GossipLayer::new(config.gossip)) {
+            Ok(gossip) => Self::start_endpoint(endpoint, gossip, transport, meter),
+            // A fresh endpoint has no routes, so its first layer cannot clash.
+            Err(_) => unreachable!("a fresh endpoint has no routes"),
+        }
+    }
+
+    /// Starts a node endpoint that already holds `gossip` (and any other layers) over
+    /// `transport`: the way to run more layers beside gossip. Must be called inside a
+    /// tokio runtime.
+    pub fn start_endpoint<T: Transport>(
+        endpoint: Endpoint,
+        gossip: LayerHandle<GossipLayer>,
+        transport: T,
+        meter: &Meter,
+    ) -> Self {
         let (updates, _) = broadcast::channel(SUBSCRIPTION_BUFFER);
         let weak_updates = updates.downgrade();
-        let core = GossipCore::new(key, membership, config);
-        let reputation = core.validator().reputation_summary(wall_clock());
-        let driver = Driver {
-            core,
-            transport: Arc::new(transport),
+        let observer = MeshObserver {
+            gossip,
             updates,
-            timers: BinaryHeap::new(),
-            sends: Arc::new(Semaphore::new(MAX_SENDS_IN_FLIGHT)),
-            sends_dropped: 0,
             telemetry: MeshTelemetry::register(meter),
-            reputation,
+            reputation: ReputationSummary::default(),
         };
-        let task = tokio::spawn(driver.run(inbox));
+        let node = Runtime::spawn(endpoint, transport, observer);
         Self {
-            id,
-            commands,
+            node,
+            gossip,
             updates: weak_updates,
-            task: Some(task),
             registry: None,
             local_addr: None,
         }
@@ -251,7 +301,7 @@ impl Mesh {
 
     /// This node's identity.
     pub fn id(&self) -> AgentId {
-        self.id
+        self.node.id()
     }
 
     /// The UDP address it listens on (QUIC meshes only).
@@ -261,20 +311,24 @@ impl Mesh {
 
     /// This node as a seed for others: `<id>@<addr>` (QUIC meshes only).
     pub fn seed_addr(&self) -> Option<SeedAddr> {
-        self.local_addr.map(|addr| SeedAddr { id: self.id, addr })
+        self.local_addr.map(|addr| SeedAddr {
+            id: self.id(),
+            addr,
+        })
+    }
+
+    /// The node's driver, to reach other layers the endpoint holds.
+    pub fn node(&self) -> &MeshNode {
+        &self.node
     }
 
     /// Adds (or updates) a peer this node may gossip with and accept (QUIC meshes).
     ///
-    /// Errors: [`GossipError::Config`] for a mesh started with [`Mesh::start`], or for
-    /// our own id.
+    /// Errors: [`GossipError::NoRegistry`] for a mesh started with [`Mesh::start`],
+    /// [`GossipError::Registry`] for our own id.
     pub fn add_peer(&self, peer: PeerInfo) -> Result<(), GossipError> {
-        let registry = self.registry.as_ref().ok_or_else(|| {
-            GossipError::Config("this mesh's membership is not a registry".into())
-        })?;
-        registry
-            .register(peer)
-            .map_err(|e| GossipError::Config(e.to_string()))?;
+        let registry = self.registry.as_ref().ok_or(GossipError::NoRegistry)?;
+        registry.register(peer)?;
         Ok(())
     }
 
@@ -297,21 +351,32 @@ impl Mesh {
     ///
     /// Errors: [`GossipError::ShutDown`].
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, GossipError> {
-        self.ask(|reply| Command::Get(key.to_owned(), reply)).await
+        let (gossip, key) = (self.gossip, key.to_owned());
+        self.on_node(move |node| {
+            node.endpoint
+                .layer(gossip)
+                .and_then(|layer| layer.get(&key))
+                .map(<[u8]>::to_vec)
+        })
+        .await
     }
 
     /// Round, peers, root, convergence and counters, as of now.
     ///
     /// Errors: [`GossipError::ShutDown`].
-    pub async fn status(&self) -> Result<GossipStatus, GossipError> {
-        self.ask(Command::Status).await
+    pub async fn status(&self) -> Result<MeshStatus, GossipError> {
+        let gossip = self.gossip;
+        self.on_node(move |node| mesh_status(node, gossip))
+            .await?
+            .ok_or(GossipError::ShutDown)
     }
 
     /// This node's view of `peer`'s reputation (1,000 = untarnished).
     ///
     /// Errors: [`GossipError::ShutDown`].
     pub async fn reputation(&self, peer: AgentId) -> Result<u32, GossipError> {
-        self.ask(|reply| Command::Reputation(peer, reply)).await
+        self.on_node(move |node| node.endpoint.reputation(&peer, node.now))
+            .await
     }
 
     /// Updates from now on: local writes and merged remote ones. Ends (`next` returns
@@ -331,49 +396,53 @@ impl Mesh {
     /// Stops the node: no more rounds, the transport closes, subscriptions end.
     ///
     /// Errors: [`GossipError::ShutDown`] if it was already stopped.
-    pub async fn shutdown(mut self) -> Result<(), GossipError> {
-        self.ask(Command::Shutdown).await?;
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
-        }
-        Ok(())
+    pub async fn shutdown(self) -> Result<(), GossipError> {
+        self.node
+            .shutdown()
+            .await
+            .map_err(|_| GossipError::ShutDown)
     }
 
     async fn write(&self, key: &str, value: Option<Vec<u8>>) -> Result<(), GossipError> {
-        self.ask(|reply| Command::Put(key.to_owned(), value, reply))
-            .await?
+        let (gossip, key) = (self.gossip, key.to_owned());
+        self.on_node(move |node| {
+            node.endpoint
+                .call(node.now, gossip, |layer, ctx| match value {
+                    Some(value) => layer.put(ctx, &key, value),
+                    None => layer.delete(ctx, &key),
+                })
+        })
+        .await??
+        .map_err(GossipError::from)
     }
 
-    async fn ask<R>(
+    async fn on_node<R: Send + 'static>(
         &self,
-        command: impl FnOnce(oneshot::Sender<R>) -> Command,
+        f: impl FnOnce(&mut Driven<'_, NodeKey, Ed25519Verifier>) -> R + Send + 'static,
     ) -> Result<R, GossipError> {
-        let (reply, answer) = oneshot::channel();
-        self.commands
-            .send(command(reply))
-            .await
-            .map_err(|_| GossipError::ShutDown)?;
-        answer.await.map_err(|_| GossipError::ShutDown)
+        self.node.call(f).await.map_err(|_| GossipError::ShutDown)
     }
 }
 
-impl Drop for Mesh {
-    fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
-    }
+/// The node's status, if `gossip` is one of its layers.
+fn mesh_status(
+    node: &mut Driven<'_, NodeKey, Ed25519Verifier>,
+    gossip: LayerHandle<GossipLayer>,
+) -> Option<MeshStatus> {
+    let status = node.endpoint.layer_mut(gossip)?.status();
+    Some(MeshStatus {
+        id: node.endpoint.id(),
+        peers: node.endpoint.peers().len(),
+        gossip: status,
+        node: node.endpoint.stats(),
+        driver: node.driver,
+    })
 }
 
-/// The task that owns the core.
-struct Driver<T, M> {
-    core: GossipCore<M>,
-    transport: Arc<T>,
+/// What the application sees of the node: updates for subscribers, and telemetry.
+struct MeshObserver {
+    gossip: LayerHandle<GossipLayer>,
     updates: broadcast::Sender<Update>,
-    /// Deadlines on the monotonic clock, so a wall-clock step cannot stall rounds.
-    timers: BinaryHeap<Reverse<(Instant, Timer)>>,
-    sends: Arc<Semaphore>,
-    sends_dropped: u64,
     telemetry: MeshTelemetry,
     /// The last reputation summary published.
     reputation: ReputationSummary,
@@ -387,159 +456,96 @@ fn default_meter() -> Meter {
     opentelemetry::global::meter("knhk")
 }
 
-fn wall_clock() -> UnixMillis {
-    UnixMillis::from_system_time(SystemTime::now())
-}
+type MeshDriven<'a> = Driven<'a, NodeKey, Ed25519Verifier>;
 
-impl<T: Transport, M: Membership> Driver<T, M> {
-    async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
-        self.core.start(wall_clock());
-        self.flush();
-        self.publish();
-        loop {
-            let wait = self
-                .timers
-                .peek()
-                .map(|Reverse((at, _))| at.saturating_duration_since(Instant::now()))
-                .unwrap_or(Duration::from_secs(3_600));
-            tokio::select! {
-                inbound = self.transport.recv() => match inbound {
-                    Ok(inbound) => {
-                        let started = std::time::Instant::now();
-                        self.core.handle_message(wall_clock(), inbound.from, &inbound.frame);
-                        self.telemetry.frame_handled(started.elapsed());
-                    }
-                    Err(_) => break,
-                },
-                () = tokio::time::sleep(wait) => self.fire_due_timers(),
-                command = commands.recv() => match command {
-                    Some(Command::Shutdown(reply)) => {
-                        let _ = reply.send(());
-                        break;
-                    }
-                    Some(command) => self.execute(command),
-                    None => break,
-                },
-            }
-            self.flush();
-        }
-        self.transport.close().await;
-    }
-
-    fn fire_due_timers(&mut self) {
-        let monotonic = Instant::now();
-        while let Some(Reverse((at, timer))) = self.timers.peek().copied() {
-            if at > monotonic {
-                break;
-            }
-            self.timers.pop();
-            let span = tracing::info_span!(
-                semconv::span::GOSSIP_ROUND,
-                { semconv::attribute::MESH_NODE_ID } = %self.core.id(),
-                { semconv::attribute::GOSSIP_ROUND } = tracing::field::Empty,
-                { semconv::attribute::GOSSIP_PEER_COUNT } = self.core.membership().len() as i64,
-            );
-            let _entered = span.enter();
-            self.core.handle_timer(wall_clock(), timer);
-            let round = i64::try_from(self.core.round()).unwrap_or(i64::MAX);
-            span.record(semconv::attribute::GOSSIP_ROUND, round);
-            // What the round produced (the convergence event included) belongs to it.
-            self.flush();
-            self.publish();
-        }
-    }
-
+impl MeshObserver {
     /// Publishes the counters the metrics are read from. The reputation summary walks
     /// the sender table, so it is refreshed every `REPUTATION_EVERY` rounds only.
-    fn publish(&mut self) {
-        let mut status = self.core.status();
-        status.stats.sends_dropped = self.sends_dropped;
-        if status.round % REPUTATION_EVERY == 1 {
-            self.reputation = self.core.validator().reputation_summary(wall_clock());
-        }
-        self.telemetry.publish(Snapshot {
-            status: Some(status),
-            validator: self.core.validator().stats(),
-            reputation: self.reputation,
-            transport: self.transport.stats(),
-        });
-    }
-
-    fn execute(&mut self, command: Command) {
-        let now = wall_clock();
-        match command {
-            Command::Put(key, value, reply) => {
-                let result = match value {
-                    Some(value) => self.core.put(now, &key, value),
-                    None => self.core.delete(now, &key),
-                };
-                let _ = reply.send(result.map_err(GossipError::from));
-            }
-            Command::Get(key, reply) => {
-                let _ = reply.send(self.core.get(&key).map(<[u8]>::to_vec));
-            }
-            Command::Status(reply) => {
-                let mut status = self.core.status();
-                status.stats.sends_dropped = self.sends_dropped;
-                let _ = reply.send(status);
-            }
-            Command::Reputation(peer, reply) => {
-                let _ = reply.send(self.core.reputation(&peer, now));
-            }
-            Command::Shutdown(reply) => {
-                let _ = reply.send(());
-            }
-        }
-    }
-
-    /// Carries out everything the core asked for.
-    fn flush(&mut self) {
-        while let Some(output) = self.core.poll_output() {
-            match output {
-                Output::Send { to, frame } => self.send(to, frame),
-                Output::SetTimer { at, timer } => {
-                    // The core speaks wall-clock time; wait on the monotonic clock.
-                    let delay = Duration::from_millis(at.0.saturating_sub(wall_clock().0));
-                    self.timers.push(Reverse((Instant::now() + delay, timer)));
-                }
-                Output::Event(GossipEvent::Updated { key }) => {
-                    self.telemetry
-                        .state_changed(std::time::Instant::now(), self.core.round());
-                    let value = self.core.get(&key).map(<[u8]>::to_vec);
-                    // No subscriber is fine.
-                    let _ = self.updates.send(Update { key, value });
-                }
-                Output::Event(GossipEvent::Converged { round, root }) => {
-                    self.telemetry.converged(std::time::Instant::now(), round);
-                    tracing::event!(
-                        target: knhk_telemetry::EVENT_TARGET,
-                        tracing::Level::INFO,
-                        { semconv::attribute::GOSSIP_ROUND } = i64::try_from(round).unwrap_or(i64::MAX),
-                        { semconv::attribute::CRDT_ROOT } = tracing::field::display(short_hex(&root)),
-                        message = semconv::event::GOSSIP_CONVERGED,
-                    );
-                }
-                Output::Event(GossipEvent::Rejected { from, reason }) => {
-                    tracing::debug!(node = %self.core.id().short(), from = %from.short(), reason = reason.as_str(), "rejected");
-                }
-            }
-        }
-    }
-
-    /// Hands a frame to the transport on its own task, so a slow or unreachable peer
-    /// never stalls the core; beyond `MAX_SENDS_IN_FLIGHT` the frame is dropped.
-    fn send(&mut self, to: AgentId, frame: Vec<u8>) {
-        let Ok(permit) = self.sends.clone().try_acquire_owned() else {
-            self.sends_dropped += 1;
+    fn publish(&mut self, node: &mut MeshDriven<'_>) {
+        let Some(status) = mesh_status(node, self.gossip) else {
             return;
         };
-        let transport = self.transport.clone();
-        tokio::spawn(async move {
-            if let Err(error) = transport.send(to, Bytes::from(frame)).await {
-                log_send_error(to, &error);
-            }
-            drop(permit);
+        if status.gossip.round % REPUTATION_EVERY == 1 {
+            self.reputation = node.endpoint.validator().reputation_summary(node.now);
+        }
+        self.telemetry.publish(Snapshot {
+            validator: node.endpoint.validator().stats(),
+            reputation: self.reputation,
+            transport: node.transport,
+            status: Some(status),
         });
+    }
+
+    fn gossip_event(&mut self, node: &mut MeshDriven<'_>, event: GossipEvent) {
+        match event {
+            GossipEvent::Updated { key } => {
+                let layer = node.endpoint.layer(self.gossip);
+                let round = layer.map_or(0, GossipLayer::round);
+                self.telemetry
+                    .state_changed(std::time::Instant::now(), round);
+                let value = layer.and_then(|layer| layer.get(&key)).map(<[u8]>::to_vec);
+                // No subscriber is fine.
+                let _ = self.updates.send(Update { key, value });
+            }
+            GossipEvent::Converged { round, root } => {
+                self.telemetry.converged(std::time::Instant::now(), round);
+                tracing::event!(
+                    target: knhk_telemetry::EVENT_TARGET,
+                    tracing::Level::INFO,
+                    { semconv::attribute::GOSSIP_ROUND } = i64::try_from(round).unwrap_or(i64::MAX),
+                    { semconv::attribute::CRDT_ROOT } = tracing::field::display(short_hex(&root)),
+                    message = semconv::event::GOSSIP_CONVERGED,
+                );
+            }
+        }
+    }
+}
+
+impl Observer<NodeKey, Ed25519Verifier> for MeshObserver {
+    fn started(&mut self, node: &mut MeshDriven<'_>) {
+        self.publish(node);
+    }
+
+    fn event(&mut self, node: &mut MeshDriven<'_>, event: Event) {
+        match event.downcast::<GossipLayer, GossipEvent>(self.gossip) {
+            Ok(event) => self.gossip_event(node, event),
+            Err(Event::Rejected { from, reason }) => {
+                tracing::debug!(node = %node.endpoint.id().short(), from = %from.short(), reason = reason.as_str(), "rejected");
+            }
+            // Another layer's event: not the mesh's to report.
+            Err(Event::Layer { .. }) => {}
+        }
+    }
+
+    fn frame_handled(&mut self, elapsed: std::time::Duration) {
+        self.telemetry.frame_handled(elapsed);
+    }
+
+    fn timer_span(&mut self, node: &mut MeshDriven<'_>, timer: Timer) -> tracing::Span {
+        if timer.layer() != self.gossip.id() {
+            return tracing::Span::none();
+        }
+        tracing::info_span!(
+            semconv::span::GOSSIP_ROUND,
+            { semconv::attribute::MESH_NODE_ID } = %node.endpoint.id(),
+            { semconv::attribute::GOSSIP_ROUND } = tracing::field::Empty,
+            { semconv::attribute::GOSSIP_PEER_COUNT } = node.endpoint.peers().len() as i64,
+        )
+    }
+
+    fn timer_fired(&mut self, node: &mut MeshDriven<'_>, timer: Timer, span: &tracing::Span) {
+        if timer.layer() != self.gossip.id() {
+            return;
+        }
+        let round = node
+            .endpoint
+            .layer(self.gossip)
+            .map_or(0, GossipLayer::round);
+        span.record(
+            semconv::attribute::GOSSIP_ROUND,
+            i64::try_from(round).unwrap_or(i64::MAX),
+        );
+        self.publish(node);
     }
 }
 
@@ -549,8 +555,4 @@ fn short_hex(hash: &[u8]) -> String {
         .take(8)
         .map(|byte| format!("{byte:02x}"))
         .collect()
-}
-
-fn log_send_error(to: AgentId, error: &TransportError) {
-    tracing::debug!(peer = %to.short(), %error, "send failed");
 }

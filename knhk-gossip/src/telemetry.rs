@@ -18,12 +18,12 @@ use opentelemetry::metrics::{
     AsyncInstrument, Histogram, Meter, ObservableCounter, ObservableGauge,
 };
 
-use crate::core::GossipStatus;
+use crate::mesh::MeshStatus;
 
 /// What the driver publishes after each round.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Snapshot {
-    pub(crate) status: Option<GossipStatus>,
+    pub(crate) status: Option<MeshStatus>,
     pub(crate) validator: ValidatorStats,
     pub(crate) reputation: ReputationSummary,
     pub(crate) transport: TransportStats,
@@ -165,13 +165,21 @@ fn io(direction: &'static str) -> [KeyValue; 1] {
     [kv(attribute::MESH_IO_DIRECTION, direction)]
 }
 
-fn gossip(snapshot: &Snapshot) -> (crate::GossipStats, &Option<GossipStatus>) {
+fn gossip(snapshot: &Snapshot) -> (crate::GossipStats, &Option<MeshStatus>) {
     let stats = snapshot
         .status
         .as_ref()
-        .map(|status| status.stats)
+        .map(|status| status.gossip.stats)
         .unwrap_or_default();
     (stats, &snapshot.status)
+}
+
+fn node(snapshot: &Snapshot) -> knhk_endpoint::EndpointStats {
+    snapshot
+        .status
+        .as_ref()
+        .map(|status| status.node)
+        .unwrap_or_default()
 }
 
 /// Every observed metric and how to read it.
@@ -250,13 +258,17 @@ const OBSERVED: &[(MetricSpec, Read)] = &[
     }),
     (metric::CRDT_KEYS, |s, emit| {
         emit(
-            s.status.as_ref().map_or(0, |status| status.keys as u64),
+            s.status
+                .as_ref()
+                .map_or(0, |status| status.gossip.keys as u64),
             &[],
         );
     }),
     (metric::CRDT_WRITERS, |s, emit| {
         emit(
-            s.status.as_ref().map_or(0, |status| status.writers as u64),
+            s.status
+                .as_ref()
+                .map_or(0, |status| status.gossip.writers as u64),
             &[],
         );
     }),
@@ -267,20 +279,25 @@ const OBSERVED: &[(MetricSpec, Read)] = &[
         emit(gossip(s).0.rounds, &[])
     }),
     (metric::GOSSIP_MESSAGES, |s, emit| {
-        let stats = gossip(s).0;
-        emit(stats.messages_sent, &io(value::mesh_io_direction::TRANSMIT));
+        let stats = node(s);
+        emit(stats.frames_sent, &io(value::mesh_io_direction::TRANSMIT));
         emit(
-            stats.messages_received,
+            stats.frames_received,
             &io(value::mesh_io_direction::RECEIVE),
         );
     }),
     (metric::GOSSIP_MESSAGES_DROPPED, |s, emit| {
         use value::gossip_drop_reason::{OVERSIZED, QUEUE_FULL, SENDS_IN_FLIGHT};
         let reason = |r| [kv(attribute::GOSSIP_DROP_REASON, r)];
-        let stats = gossip(s).0;
+        let stats = node(s);
+        let driver = s
+            .status
+            .as_ref()
+            .map(|status| status.driver)
+            .unwrap_or_default();
         emit(stats.outputs_dropped, &reason(QUEUE_FULL));
         emit(stats.oversized_dropped, &reason(OVERSIZED));
-        emit(stats.sends_dropped, &reason(SENDS_IN_FLIGHT));
+        emit(driver.sends_dropped, &reason(SENDS_IN_FLIGHT));
     }),
     (metric::GOSSIP_NEWS_FORWARDED, |s, emit| {
         emit(gossip(s).0.news_forwarded, &[])
@@ -293,7 +310,10 @@ const OBSERVED: &[(MetricSpec, Read)] = &[
         emit(stats.diffs_completed, &phase(COMPLETED));
     }),
     (metric::GOSSIP_CONVERGED, |s, emit| {
-        let converged = gossip(s).1.as_ref().is_some_and(|status| status.converged);
+        let converged = gossip(s)
+            .1
+            .as_ref()
+            .is_some_and(|status| status.gossip.converged);
         emit(u64::from(converged), &[]);
     }),
     (metric::GOSSIP_PEERS_KNOWN, |s, emit| {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use knhk_crdt::Delta;
-use knhk_gossip::{GossipConfig, Mesh};
+use knhk_gossip::{Mesh, MeshConfig};
 use knhk_security::NodeKey;
 use knhk_transport::{PeerRegistry, QuicConfig, QuicTransport, RegistryConfig, Transport};
 use knhk_types::{AgentId, PeerInfo, UnixMillis};
@@ -17,10 +17,7 @@ async fn meshes(count: usize, seed_base: u8) -> Vec<Mesh> {
     for i in 0..count {
         let mesh = Mesh::builder()
             .key(NodeKey::from_seed([seed_base + i as u8; 32]))
-            .gossip_config(GossipConfig {
-                seed: i as u64,
-                ..GossipConfig::default()
-            })
+            .config(MeshConfig::lan().seeded(i as u64))
             .build()
             .await
             .unwrap();
@@ -44,7 +41,7 @@ async fn wait_converged(meshes: &[Mesh], key: &str, value: &[u8]) {
         let mut all_have_it = true;
         for mesh in meshes {
             all_have_it &= mesh.get(key).await.unwrap().as_deref() == Some(value);
-            roots.push(mesh.status().await.unwrap().root);
+            roots.push(mesh.status().await.unwrap().gossip.root);
         }
         if all_have_it && roots.windows(2).all(|pair| pair[0] == pair[1]) {
             return;
@@ -73,7 +70,7 @@ async fn ten_nodes_converge_over_quic_with_mutual_tls() {
         let status = mesh.status().await.unwrap();
         assert_eq!(status.peers, 9);
         assert_eq!(
-            status.stats.messages_rejected, 0,
+            status.node.frames_rejected, 0,
             "honest traffic is never refused"
         );
     }
@@ -162,7 +159,7 @@ async fn a_byzantine_node_is_rejected_over_quic_and_nine_honest_nodes_converge()
             "mallory's reputation at {:?} is {reputation}",
             mesh.id()
         );
-        assert!(mesh.status().await.unwrap().stats.messages_rejected >= 1);
+        assert!(mesh.status().await.unwrap().node.frames_rejected >= 1);
     }
     attacker.close().await;
     for mesh in honest {

@@ -1,4 +1,4 @@
-//! Cores stepped in memory on a virtual clock: convergence, conflicts, Byzantine input,
+//! Gossip nodes (endpoint + gossip layer) stepped in memory on a virtual clock: convergence, conflicts, Byzantine input,
 //! anti-entropy. Times asserted are virtual, hence deterministic.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -24,7 +24,7 @@ fn converges_after_one_write(nodes: usize) {
         .unwrap_or_else(|| panic!("{nodes} nodes did not converge in 30 virtual seconds"));
     for i in cluster.all_nodes() {
         assert_eq!(
-            cluster.core(i).get("config/leader"),
+            cluster.gossip(i).get("config/leader"),
             Some(&b"node-0"[..]),
             "node {i}"
         );
@@ -60,10 +60,10 @@ fn concurrent_writes_to_one_key_resolve_identically_everywhere() {
                 .unwrap();
         }
         cluster.run_until_converged(30_000).expect("converges");
-        let winner = cluster.core(0).get("leader").unwrap().to_vec();
+        let winner = cluster.gossip(0).get("leader").unwrap().to_vec();
         for i in cluster.all_nodes() {
             assert_eq!(
-                cluster.core(i).get("leader"),
+                cluster.gossip(i).get("leader"),
                 Some(&winner[..]),
                 "{nodes} nodes, node {i}"
             );
@@ -80,20 +80,20 @@ fn convergence_is_detected_and_announced_once_per_root() {
     let nodes: Vec<usize> = cluster.all_nodes().collect();
     cluster
         .run_until(5_000, |c| {
-            nodes.iter().all(|&i| c.core_mut(i).status().converged)
+            nodes.iter().all(|&i| c.gossip_mut(i).status().converged)
         })
         .expect("every node detects convergence");
     for i in cluster.all_nodes() {
         let announced = cluster
-            .events(i)
-            .iter()
+            .gossip_events(i)
+            .into_iter()
             .filter(|e| matches!(e, GossipEvent::Converged { .. }))
             .count();
         assert_eq!(announced, 1, "node {i}");
     }
     // A new write breaks convergence until it has spread again.
     cluster.put(0, "k2", b"v2".to_vec()).unwrap();
-    assert!(!cluster.core_mut(0).status().converged);
+    assert!(!cluster.gossip_mut(0).status().converged);
 }
 
 #[test]
@@ -103,7 +103,7 @@ fn every_node_sees_an_update_event_for_the_key() {
     cluster.run_until_converged(10_000).unwrap();
     for i in cluster.all_nodes() {
         assert!(
-            cluster.events(i).contains(&GossipEvent::Updated {
+            cluster.gossip_events(i).contains(&&GossipEvent::Updated {
                 key: "status/2".into()
             }),
             "node {i}"
@@ -133,7 +133,7 @@ fn the_same_seed_replays_the_same_run() {
         cluster.put(0, "a", b"1".to_vec()).unwrap();
         cluster.put(17, "b", b"2".to_vec()).unwrap();
         let done = cluster.run_until_converged(10_000).unwrap();
-        (done, cluster.traffic(), cluster.core_mut(5).merkle_root())
+        (done, cluster.traffic(), cluster.gossip_mut(5).merkle_root())
     };
     assert_eq!(run(11), run(11));
     assert_ne!(run(11).1, run(12).1);
@@ -154,7 +154,7 @@ fn byzantine_cluster() -> (Cluster, NodeKey) {
 #[test]
 fn a_byzantine_member_is_rejected_and_the_honest_nodes_still_converge() {
     let (mut cluster, mallory) = byzantine_cluster();
-    let honest_writer = cluster.core(3).id();
+    let honest_writer = cluster.endpoint(3).id();
     cluster.put(0, "honest", b"value".to_vec()).unwrap();
     let now = cluster.now();
 
@@ -194,13 +194,13 @@ fn a_byzantine_member_is_rejected_and_the_honest_nodes_still_converge() {
         .expect("honest nodes converge");
     let later = cluster.now();
     for i in cluster.all_nodes() {
-        assert_eq!(cluster.core(i).get("honest"), Some(&b"value"[..]));
+        assert_eq!(cluster.gossip(i).get("honest"), Some(&b"value"[..]));
         assert_eq!(
-            cluster.core(i).get("forged"),
+            cluster.gossip(i).get("forged"),
             None,
             "forged key reached node {i}"
         );
-        let validator = cluster.core(i).validator();
+        let validator = cluster.endpoint(i).validator();
         assert!(
             validator.reputation(&mallory.agent_id(), later) < 1_000,
             "node {i}"
@@ -214,21 +214,16 @@ fn a_byzantine_member_is_rejected_and_the_honest_nodes_still_converge() {
             stats.rejected_for(RejectReason::Replay) + stats.rejected_for(RejectReason::Banned)
                 >= 1
         );
-        assert!(
-            cluster
-                .events(i)
-                .iter()
-                .any(|e| matches!(e, GossipEvent::Rejected { .. }))
-        );
+        assert!(!cluster.rejections(i).is_empty());
     }
     assert!(
         cluster
-            .core(0)
+            .endpoint(0)
             .validator()
             .is_banned(&mallory.agent_id(), later)
     );
     for i in cluster.all_nodes() {
-        assert_ne!(cluster.core(i).id(), mallory.agent_id());
+        assert_ne!(cluster.endpoint(i).id(), mallory.agent_id());
     }
 }
 
@@ -278,24 +273,24 @@ fn anti_entropy_repairs_what_version_vectors_cannot_see() {
     );
     // Deliver the two frames first (every root is still empty before that).
     cluster.run_until(5, |_| false);
-    assert_eq!(cluster.core(9).get("k0"), None);
+    assert_eq!(cluster.gossip(9).get("k0"), None);
     assert_eq!(
-        cluster.core(9).state().version(),
-        cluster.core(0).state().version()
+        cluster.gossip(9).state().version(),
+        cluster.gossip(0).state().version()
     );
     cluster
         .run_until_converged(60_000)
         .expect("anti-entropy repairs node 9");
     for n in 0..3u8 {
         assert_eq!(
-            cluster.core(9).get(&format!("k{n}")),
+            cluster.gossip(9).get(&format!("k{n}")),
             Some(&[n][..]),
             "node 9, k{n}"
         );
     }
     let diffs: u64 = cluster
         .all_nodes()
-        .map(|i| cluster.core_mut(i).status().stats.diffs_completed)
+        .map(|i| cluster.gossip_mut(i).status().stats.diffs_completed)
         .sum();
     assert!(diffs >= 1, "a Merkle diff ran");
 }
@@ -308,22 +303,53 @@ fn a_write_right_after_convergence_is_not_announced_as_converged() {
     let nodes: Vec<usize> = cluster.all_nodes().collect();
     cluster
         .run_until(5_000, |c| {
-            nodes.iter().all(|&i| c.core_mut(i).status().converged)
+            nodes.iter().all(|&i| c.gossip_mut(i).status().converged)
         })
         .unwrap();
     // A new write: node 0's agreement so far was about the old root.
     cluster.put(0, "k", b"2".to_vec()).unwrap();
-    let round = cluster.core_mut(0).status().round;
+    let round = cluster.gossip_mut(0).status().round;
     cluster
-        .run_until(1_000, |c| c.core_mut(0).status().round > round)
+        .run_until(1_000, |c| c.gossip_mut(0).status().round > round)
         .unwrap();
     assert!(
-        !cluster.core_mut(0).status().converged,
+        !cluster.gossip_mut(0).status().converged,
         "one round after a write cannot be {} agreeing rounds",
         GossipConfig::default().convergence_rounds
     );
     // It does converge again once peers report the new root for long enough.
     cluster
-        .run_until(5_000, |c| c.core_mut(0).status().converged)
+        .run_until(5_000, |c| c.gossip_mut(0).status().converged)
         .expect("converges on the new root");
+}
+
+#[test]
+fn a_second_layer_runs_beside_gossip_in_the_cluster() {
+    use knhk_endpoint::probe::PingLayer;
+    let mut probes = Vec::new();
+    let mut cluster = Cluster::with_layers(
+        ClusterConfig {
+            nodes: 8,
+            seed: 31,
+            latency_ms: 2,
+            ..ClusterConfig::default()
+        },
+        |endpoint, _| {
+            let probe = PingLayer::new(std::time::Duration::from_millis(25));
+            probes.push(
+                endpoint
+                    .add_layer(knhk_types::Scope::DEFAULT, probe)
+                    .unwrap(),
+            );
+        },
+    );
+    cluster.put(3, "k", b"v".to_vec()).unwrap();
+    cluster.run_until_converged(10_000).unwrap();
+    cluster.run_until(1_000, |_| false);
+    for (i, probe) in probes.iter().enumerate() {
+        let probe = cluster.endpoint(i).layer(*probe).unwrap();
+        assert!(probe.round_trips().len() >= 30, "node {i}");
+        assert!(probe.round_trips().iter().all(|rtt| rtt.rtt_ms == 4));
+        assert_eq!(cluster.endpoint(i).stats().frames_unrouted, 0);
+    }
 }

@@ -346,6 +346,11 @@ impl<V: SignatureVerifier> ByzantineValidator<V> {
         self.charge(now, hop, reason);
     }
 
+    /// The settings this gate runs with (the node's one owner of `max_frame_bytes`).
+    pub fn config(&self) -> &ValidatorConfig {
+        &self.config
+    }
+
     /// Current reputation of `sender` (the configured maximum for an untracked sender).
     pub fn reputation(&self, sender: &AgentId, now: UnixMillis) -> u32 {
         self.senders.score(sender, now)

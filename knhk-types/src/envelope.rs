@@ -1,7 +1,7 @@
 //! The signed wire envelope: the only frame that crosses the network.
 //!
-//! Layout (postcard): version `u8`, kind `u8`, sender 32 bytes, timestamp varint,
-//! nonce varint, payload length varint + bytes, signature 64 bytes.
+//! Layout (postcard): version `u8`, kind `u8`, scope varint, sender 32 bytes, timestamp
+//! varint, nonce varint, payload length varint + bytes, signature 64 bytes.
 //!
 //! The signature covers [`SIGNATURE_CONTEXT`] followed by every field but the
 //! signature, encoded the same way. The context string and the version and kind bytes
@@ -14,11 +14,29 @@ use serde_big_array::BigArray;
 
 use crate::{AgentId, EnvelopeError, UnixMillis};
 
-/// The protocol version this build speaks and accepts.
-pub const PROTOCOL_VERSION: u8 = 1;
+/// The protocol version this build speaks and accepts. Version 2 added the scope.
+pub const PROTOCOL_VERSION: u8 = 2;
 
 /// Domain-separation prefix of every signed envelope.
-pub const SIGNATURE_CONTEXT: &[u8] = b"knhk-mesh envelope v1\0";
+pub const SIGNATURE_CONTEXT: &[u8] = b"knhk-mesh envelope v2\0";
+
+/// Which instance of a protocol an envelope belongs to: a node runs one gossip
+/// instance per group it belongs to (its local group, its region's leaders, its parent
+/// level), and the node endpoint routes each frame by (kind, scope). Encoded as a
+/// varint: scope 0 costs one byte.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Scope(pub u32);
+
+impl Scope {
+    /// The scope of a node's first (or only) instance of each protocol.
+    pub const DEFAULT: Scope = Scope(0);
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
 
 /// Default maximum encoded frame size (1 MiB).
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 1 << 20;
@@ -90,6 +108,16 @@ pub trait EnvelopeSigner {
     fn sign_message(&self, message: &[u8]) -> Signature;
 }
 
+impl<T: EnvelopeSigner + ?Sized> EnvelopeSigner for &T {
+    fn agent_id(&self) -> AgentId {
+        (**self).agent_id()
+    }
+
+    fn sign_message(&self, message: &[u8]) -> Signature {
+        (**self).sign_message(message)
+    }
+}
+
 impl EnvelopeSigner for SigningKey {
     fn agent_id(&self) -> AgentId {
         AgentId::from_verifying_key(&self.verifying_key())
@@ -105,6 +133,8 @@ impl EnvelopeSigner for SigningKey {
 pub struct EnvelopeHeader {
     /// What the payload is.
     pub kind: MessageKind,
+    /// Which instance of the kind's protocol it belongs to.
+    pub scope: Scope,
     /// Sender's wall clock when it sealed the envelope.
     pub timestamp: UnixMillis,
     /// Per-sender nonce or sequence number, for replay detection.
@@ -112,10 +142,21 @@ pub struct EnvelopeHeader {
 }
 
 impl EnvelopeHeader {
-    /// A header of `kind` sent at `timestamp` with `nonce`.
+    /// A header of `kind` in [`Scope::DEFAULT`], sent at `timestamp` with `nonce`.
     pub const fn new(kind: MessageKind, timestamp: UnixMillis, nonce: u64) -> Self {
+        Self::scoped(kind, Scope::DEFAULT, timestamp, nonce)
+    }
+
+    /// A header of `kind` in `scope`, sent at `timestamp` with `nonce`.
+    pub const fn scoped(
+        kind: MessageKind,
+        scope: Scope,
+        timestamp: UnixMillis,
+        nonce: u64,
+    ) -> Self {
         Self {
             kind,
+            scope,
             timestamp,
             nonce,
         }
@@ -127,6 +168,7 @@ impl EnvelopeHeader {
 struct SignedFields<'a> {
     version: u8,
     kind: u8,
+    scope: u32,
     sender: &'a AgentId,
     timestamp_ms: u64,
     nonce: u64,
@@ -138,6 +180,7 @@ struct SignedFields<'a> {
 struct WireEnvelope<'a> {
     version: u8,
     kind: u8,
+    scope: u32,
     sender: AgentId,
     timestamp_ms: u64,
     nonce: u64,
@@ -187,8 +230,9 @@ impl<'a> EnvelopeRef<'a> {
             });
         }
         let envelope = Self {
-            header: EnvelopeHeader::new(
+            header: EnvelopeHeader::scoped(
                 MessageKind::try_from(wire.kind)?,
+                Scope(wire.scope),
                 UnixMillis(wire.timestamp_ms),
                 wire.nonce,
             ),
@@ -247,6 +291,7 @@ impl<'a> EnvelopeRef<'a> {
         WireEnvelope {
             version: PROTOCOL_VERSION,
             kind: self.header.kind.as_u8(),
+            scope: self.header.scope.0,
             sender: self.sender,
             timestamp_ms: self.header.timestamp.0,
             nonce: self.header.nonce,
@@ -280,6 +325,26 @@ impl Envelope {
             payload,
             signature,
         }
+    }
+
+    /// Seals `payload` under `header`, signed by `signer`, straight into its wire
+    /// encoding (what [`Envelope::sign`] then [`Envelope::encode`] give, without the
+    /// intermediate copy of the payload). Costs one signature.
+    pub fn seal<S: EnvelopeSigner + ?Sized>(
+        signer: &S,
+        header: EnvelopeHeader,
+        payload: &[u8],
+    ) -> Vec<u8> {
+        let sender = signer.agent_id();
+        let signature = signer.sign_message(&signed_bytes(&header, &sender, payload));
+        let envelope = EnvelopeRef {
+            header,
+            sender,
+            payload,
+            signature,
+        };
+        // Serializing these plain fields into a Vec cannot fail.
+        postcard::to_allocvec(&envelope.wire()).unwrap_or_default()
     }
 
     /// Decodes a frame into an owned envelope; see [`EnvelopeRef::decode`] for the
@@ -345,6 +410,7 @@ fn signed_bytes(header: &EnvelopeHeader, sender: &AgentId, payload: &[u8]) -> Ve
     let fields = SignedFields {
         version: PROTOCOL_VERSION,
         kind: header.kind.as_u8(),
+        scope: header.scope.0,
         sender,
         timestamp_ms: header.timestamp.0,
         nonce: header.nonce,
@@ -383,6 +449,14 @@ mod tests {
     }
 
     #[test]
+    fn seal_equals_sign_then_encode() {
+        let header = EnvelopeHeader::scoped(MessageKind::Ping, Scope(7), UnixMillis(5), 3);
+        let sealed = Envelope::seal(&key(2), header, b"abc");
+        let signed = Envelope::sign(&key(2), header, b"abc".to_vec()).encode();
+        assert_eq!(sealed, signed);
+    }
+
+    #[test]
     fn kind_byte_is_covered_by_the_signature() {
         let envelope = sample(MessageKind::GossipPush);
         let mut bytes = envelope.encode();
@@ -395,12 +469,12 @@ mod tests {
     #[test]
     fn version_and_kind_bytes_are_checked() {
         let mut bytes = sample(MessageKind::Ping).encode();
-        bytes[0] = 2;
+        bytes[0] = 1;
         assert_eq!(
             EnvelopeRef::decode(&bytes, DEFAULT_MAX_FRAME_BYTES),
             Err(EnvelopeError::UnsupportedVersion {
-                found: 2,
-                supported: 1
+                found: 1,
+                supported: 2
             })
         );
         let mut bytes = sample(MessageKind::Ping).encode();
@@ -438,7 +512,7 @@ mod tests {
         // nonce 42 encoded canonically is one byte 0x2a; 0xaa 0x00 is the same value.
         let envelope = sample(MessageKind::Direct);
         let canonical = envelope.encode();
-        let nonce_at = 2 + 32 + 6; // version, kind, sender, 6-byte timestamp varint
+        let nonce_at = 3 + 32 + 6; // version, kind, scope, sender, 6-byte timestamp varint
         assert_eq!(canonical[nonce_at], 42);
         let mut long = canonical[..nonce_at].to_vec();
         long.extend_from_slice(&[0xaa, 0x00]);
@@ -453,7 +527,7 @@ mod tests {
     fn invalid_sender_point_is_reported_as_such() {
         let envelope = sample(MessageKind::Direct);
         let mut bytes = envelope.encode();
-        bytes[2..34].copy_from_slice(&{
+        bytes[3..35].copy_from_slice(&{
             let mut bad = [0u8; 32];
             bad[0] = 2;
             bad
@@ -468,6 +542,27 @@ mod tests {
         let signed = envelope.as_ref().signed_bytes();
         assert!(signed.starts_with(SIGNATURE_CONTEXT));
         assert!(signed.ends_with(b"payload"));
+    }
+
+    #[test]
+    fn scope_is_carried_and_covered_by_the_signature() {
+        let header = EnvelopeHeader::scoped(
+            MessageKind::GossipPull,
+            Scope(300),
+            UnixMillis(1_732_000_000_000),
+            9,
+        );
+        let envelope = Envelope::sign(&key(1), header, b"p".to_vec());
+        let mut bytes = envelope.encode();
+        let decoded = EnvelopeRef::decode(&bytes, DEFAULT_MAX_FRAME_BYTES).unwrap();
+        assert_eq!(decoded.header.scope, Scope(300));
+        decoded.verify().unwrap();
+        // Scope 300 is the varint 0xac 0x02; 0xad 0x02 is scope 301.
+        assert_eq!(&bytes[2..4], &[0xac, 0x02]);
+        bytes[2] = 0xad;
+        let moved = EnvelopeRef::decode(&bytes, DEFAULT_MAX_FRAME_BYTES).unwrap();
+        assert_eq!(moved.header.scope, Scope(301));
+        assert_eq!(moved.verify(), Err(EnvelopeError::BadSignature));
     }
 
     #[test]

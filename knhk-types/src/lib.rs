@@ -30,7 +30,7 @@ mod version_vector;
 pub use agent_id::{AgentId, ShortAgentId};
 pub use envelope::{
     DEFAULT_MAX_FRAME_BYTES, Envelope, EnvelopeHeader, EnvelopeRef, EnvelopeSigner, MessageKind,
-    PROTOCOL_VERSION, SIGNATURE_CONTEXT, Signature,
+    PROTOCOL_VERSION, SIGNATURE_CONTEXT, Scope, Signature,
 };
 pub use error::{EnvelopeError, ParseError};
 pub use peer::{HierarchyLevel, PeerInfo, SeedAddr};

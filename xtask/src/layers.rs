@@ -10,6 +10,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("knhk-security", 1),
     ("knhk-transport", 1),
     ("knhk-crdt", 2),
+    ("knhk-endpoint", 2),
     ("knhk-gossip", 3),
     ("knhk-topology", 4),
     ("knhk-regional", 5),

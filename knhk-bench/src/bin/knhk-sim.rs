@@ -17,7 +17,8 @@ use knhk_bench::network::LatencyModel;
 use knhk_bench::scenario::{Report, RunConfig, Scenario, run};
 use plotters::prelude::*;
 
-/// Runs one scenario on production gossip cores over a simulated network.
+/// Runs one scenario on production node endpoints (gossip layer, gate, signatures) over a
+/// simulated network.
 #[derive(Debug, Parser)]
 #[command(name = "knhk-sim", version)]
 struct Args {
@@ -63,9 +64,15 @@ struct Args {
     /// Signatures: real ed25519, or the keyed-hash stand-in for very large runs.
     #[arg(long, value_enum, default_value_t = CryptoMode::Ed25519)]
     crypto: CryptoMode,
-    /// Do not forward news at once: textbook round-based push-pull.
+    /// Do not forward news at once (neither merged news nor the write itself): textbook
+    /// round-based push-pull.
     #[arg(long)]
     no_forward: bool,
+    /// Synchronous rounds: every node's rounds fire at the same instants, so the report
+    /// counts true rounds (use with --no-forward and a small constant latency to set
+    /// figures beside published round tables).
+    #[arg(long)]
+    synchronous: bool,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
@@ -101,6 +108,7 @@ fn config(args: &Args) -> Result<RunConfig, String> {
         idle_ms: args.idle_ms,
         max_clock_skew_ms: args.clock_skew_ms,
         forward_news: !args.no_forward,
+        synchronous: args.synchronous,
         crypto: args.crypto,
     })
 }
@@ -157,14 +165,19 @@ fn main() -> ExitCode {
     bar.finish_and_clear();
 
     println!(
-        "{} nodes, {}: converged={} in {} virtual ms ({} rounds), {:.1} messages/node, {:.0} bytes/node, idle {:.0} B/node/s, wall {} ms",
+        "{} nodes, {}: converged={} in {} virtual µs ({} intervals{}), {:.1} messages/node, {:.0} bytes/node, idle {:.0} B/node/s, wall {} ms",
         report.nodes,
         report.scenario,
         report.converged,
         report
-            .convergence_ms
-            .map_or("-".into(), |ms| ms.to_string()),
-        report.rounds.map_or("-".into(), |r| format!("{r:.1}")),
+            .convergence_us
+            .map_or("-".into(), |us| us.to_string()),
+        report
+            .interval_rounds
+            .map_or("-".into(), |r| format!("{r:.2}")),
+        report
+            .rounds
+            .map_or(String::new(), |r| format!(", {r} synchronous rounds")),
         report.messages_per_node,
         report.bytes_per_node,
         report.idle_bytes_per_node_per_s,

@@ -1,4 +1,10 @@
-//! [`Membership`]: who the core may gossip with.
+//! [`PeerView`]: the peers a node knows, lent to every layer per call.
+//!
+//! The endpoint owns one view per node. Layers borrow it through their
+//! [`crate::Context`] to choose peers (gossip samples its fanout from it), and the
+//! Byzantine gate asks it whether a sender is known. Today's views are static (a member
+//! list) or the transport's [`PeerRegistry`]; the topology layer will keep RTTs,
+//! suspicion and clusters behind the same trait.
 
 use std::sync::Arc;
 
@@ -6,11 +12,12 @@ use knhk_transport::PeerRegistry;
 use knhk_types::AgentId;
 use rand::Rng;
 
-/// The peers a core samples each round and accepts messages from.
-pub trait Membership {
-    /// Appends up to `k` distinct peers (never ourselves), chosen uniformly at random.
+/// The peers a node may talk to and accepts frames from.
+pub trait PeerView {
+    /// Appends up to `k` distinct peers (never ourselves), chosen uniformly at random
+    /// with `rng`. Appends fewer when fewer are known; never fails.
     fn sample_into(&self, k: usize, rng: &mut dyn rand::RngCore, out: &mut Vec<AgentId>);
-    /// True if `id` is a member.
+    /// True if `id` is a peer in the view.
     fn contains(&self, id: &AgentId) -> bool;
     /// Number of peers (excluding ourselves).
     fn len(&self) -> usize;
@@ -20,7 +27,7 @@ pub trait Membership {
     }
 }
 
-impl Membership for PeerRegistry {
+impl PeerView for PeerRegistry {
     fn sample_into(&self, k: usize, mut rng: &mut dyn rand::RngCore, out: &mut Vec<AgentId>) {
         out.extend(
             self.random_peers(k, &mut rng)
@@ -38,7 +45,7 @@ impl Membership for PeerRegistry {
     }
 }
 
-impl<T: Membership + ?Sized> Membership for Arc<T> {
+impl<T: PeerView + ?Sized> PeerView for Arc<T> {
     fn sample_into(&self, k: usize, rng: &mut dyn rand::RngCore, out: &mut Vec<AgentId>) {
         (**self).sample_into(k, rng, out);
     }
@@ -52,8 +59,8 @@ impl<T: Membership + ?Sized> Membership for Arc<T> {
     }
 }
 
-/// A sorted, de-duplicated member list, shared by every core of a cluster (one
-/// allocation however many cores use it).
+/// A sorted, de-duplicated member list, shared by every node of a cluster (one
+/// allocation however many nodes use it).
 #[derive(Clone, Debug)]
 pub struct MemberList(Arc<[AgentId]>);
 
@@ -77,19 +84,19 @@ impl MemberList {
 
 /// A fixed member list seen from one member: everyone in the list but `me`.
 #[derive(Clone, Debug)]
-pub struct StaticMembership {
+pub struct StaticView {
     list: MemberList,
     me: AgentId,
 }
 
-impl StaticMembership {
+impl StaticView {
     /// Members of `list`, seen from `me` (who may or may not be in it).
     pub fn new(list: MemberList, me: AgentId) -> Self {
         Self { list, me }
     }
 }
 
-impl Membership for StaticMembership {
+impl PeerView for StaticView {
     fn sample_into(&self, k: usize, rng: &mut dyn rand::RngCore, out: &mut Vec<AgentId>) {
         let all = self.list.ids();
         let wanted = k.min(self.len());
@@ -116,6 +123,7 @@ impl Membership for StaticMembership {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
     use rand::SeedableRng;
 
@@ -124,9 +132,9 @@ mod tests {
     }
 
     #[test]
-    fn static_membership_never_samples_self_or_duplicates() {
+    fn static_view_never_samples_self_or_duplicates() {
         let list = MemberList::new((0..10).map(id).collect());
-        let view = StaticMembership::new(list, id(3));
+        let view = StaticView::new(list, id(3));
         assert_eq!(view.len(), 9);
         assert!(!view.contains(&id(3)) && view.contains(&id(4)) && !view.contains(&id(42)));
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);

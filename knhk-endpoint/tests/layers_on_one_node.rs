@@ -1,0 +1,265 @@
+//! The endpoint under its layers: routing by kind and scope, one nonce counter and one
+//! replay window for every layer, and a new layer (the ping probe) running under the
+//! harness and the tokio driver with no change to either.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use knhk_endpoint::harness::{FixedLatency, Harness, VIRTUAL_START};
+use knhk_endpoint::probe::PingLayer;
+use knhk_endpoint::runtime::{NoObserver, Runtime};
+use knhk_endpoint::{
+    Endpoint, EndpointConfig, EndpointError, Event, MemberList, Output, StaticView,
+};
+use knhk_security::{NodeKey, RejectReason};
+use knhk_transport::{MemoryConfig, MemoryNetwork};
+use knhk_types::{AgentId, EnvelopeRef, MessageKind, Scope};
+
+fn keys(n: u8) -> Vec<NodeKey> {
+    (0..n).map(|i| NodeKey::from_seed([40 + i; 32])).collect()
+}
+
+fn members(keys: &[NodeKey]) -> MemberList {
+    MemberList::new(keys.iter().map(NodeKey::agent_id).collect())
+}
+
+fn endpoint(key: &NodeKey, members: &MemberList, seed: u64) -> Endpoint {
+    let view = StaticView::new(members.clone(), key.agent_id());
+    Endpoint::new(
+        key.clone(),
+        view,
+        EndpointConfig {
+            seed,
+            ..EndpointConfig::default()
+        },
+    )
+}
+
+const PING_EVERY: Duration = Duration::from_millis(10);
+
+fn rejections(events: &[Event]) -> Vec<RejectReason> {
+    events
+        .iter()
+        .filter_map(|event| match event {
+            Event::Rejected { reason, .. } => Some(*reason),
+            Event::Layer { .. } => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_kind_or_scope_this_node_does_not_run_is_dropped_counted_and_never_charged() {
+    let keys = keys(3);
+    let members = members(&keys);
+    let mut harness = Harness::new(FixedLatency { delay_us: 1_000 }, VIRTUAL_START, true);
+    // Node 0 pings in scope 0; node 1 runs the probe in scope 7 only; node 2 runs nothing.
+    let mut pinger = endpoint(&keys[0], &members, 1);
+    let probe = pinger
+        .add_layer(Scope::DEFAULT, PingLayer::new(PING_EVERY))
+        .unwrap();
+    let mut other_scope = endpoint(&keys[1], &members, 2);
+    other_scope
+        .add_layer(Scope(7), PingLayer::new(Duration::from_secs(3_600)))
+        .unwrap();
+    let bare = endpoint(&keys[2], &members, 3);
+    for node in [pinger, other_scope, bare] {
+        let i = harness.add_node(node, 0);
+        harness.start_node(i);
+    }
+    while harness.now_us() < 2_000_000 && harness.step() {}
+    let sender = keys[0].agent_id();
+    let mut unrouted = 0;
+    for i in [1, 2] {
+        let stats = harness.endpoint(i).stats();
+        assert!(stats.frames_unrouted > 0, "node {i} got pings: {stats:?}");
+        assert_eq!(stats.frames_rejected, 0, "node {i}");
+        assert_eq!(stats.charged, 0, "node {i}");
+        assert!(rejections(harness.events(i)).is_empty(), "node {i}");
+        let later = harness.clock(i);
+        assert_eq!(
+            harness.endpoint(i).reputation(&sender, later),
+            1_000,
+            "node {i}"
+        );
+        unrouted += stats.frames_unrouted;
+    }
+    // Every ping went unanswered: each one sent was unrouted somewhere (the last may
+    // still be in flight when the run stops).
+    let probe = harness.endpoint(0).layer(probe).unwrap();
+    let sent = probe.stats().pings_sent;
+    assert!(
+        sent >= 190 && (sent - unrouted) <= 1,
+        "{sent} sent, {unrouted} unrouted"
+    );
+    assert!(probe.round_trips().is_empty());
+}
+
+#[test]
+fn two_layers_share_one_nonce_counter_and_one_replay_window() {
+    let keys = keys(2);
+    let members = members(&keys);
+    let mut sender = endpoint(&keys[0], &members, 1);
+    let a = sender
+        .add_layer(Scope(1), PingLayer::new(PING_EVERY))
+        .unwrap();
+    let b = sender
+        .add_layer(Scope(2), PingLayer::new(PING_EVERY))
+        .unwrap();
+    assert_eq!(
+        sender.add_layer(Scope(2), PingLayer::new(PING_EVERY)).err(),
+        Some(EndpointError::RouteTaken {
+            kind: MessageKind::Ping,
+            scope: Scope(2)
+        })
+    );
+    let now = VIRTUAL_START;
+    sender.start(now);
+    let mut frames = Vec::new();
+    // Fire both layers' timers many times at the same instant: the worst case for a
+    // nonce scheme per layer (both would start at now << 20).
+    for _ in 0..50 {
+        let mut timers = Vec::new();
+        while let Some(output) = sender.poll_output() {
+            match output {
+                Output::Send { frame, .. } => frames.push(frame),
+                Output::SetTimer { timer, .. } => timers.push(timer),
+                Output::Event(_) => {}
+            }
+        }
+        for timer in timers {
+            sender.handle_timer(now, timer);
+        }
+    }
+    let decoded: Vec<EnvelopeRef<'_>> = frames
+        .iter()
+        .map(|frame| EnvelopeRef::decode(frame, usize::MAX).unwrap())
+        .collect();
+    let scopes: HashSet<Scope> = decoded.iter().map(|e| e.header.scope).collect();
+    assert_eq!(scopes, HashSet::from([Scope(1), Scope(2)]));
+    let nonces: HashSet<u64> = decoded.iter().map(|e| e.header.nonce).collect();
+    assert_eq!(nonces.len(), frames.len(), "a nonce repeated across layers");
+
+    // The receiver runs the probe in both scopes; one replay window serves both.
+    let mut receiver = endpoint(&keys[1], &members, 2);
+    receiver
+        .add_layer(Scope(1), PingLayer::new(Duration::from_secs(3_600)))
+        .unwrap();
+    receiver
+        .add_layer(Scope(2), PingLayer::new(Duration::from_secs(3_600)))
+        .unwrap();
+    receiver.start(now);
+    for frame in &frames {
+        receiver.handle_frame(now, keys[0].agent_id(), frame);
+    }
+    let stats = receiver.validator().stats();
+    assert_eq!(stats.accepted, frames.len() as u64);
+    assert_eq!(
+        stats.replay_entries,
+        frames.len(),
+        "one window holds both scopes"
+    );
+    receiver.handle_frame(now, keys[0].agent_id(), &frames[0]);
+    assert_eq!(stats.rejected_for(RejectReason::Replay), 0);
+    assert_eq!(
+        receiver
+            .validator()
+            .stats()
+            .rejected_for(RejectReason::Replay),
+        1
+    );
+    assert_ne!(a.id(), b.id());
+}
+
+#[test]
+fn the_probe_measures_round_trips_under_the_harness() {
+    let keys = keys(5);
+    let members = members(&keys);
+    let mut harness = Harness::new(FixedLatency { delay_us: 3_000 }, VIRTUAL_START, false);
+    let mut handles = Vec::new();
+    for (i, key) in keys.iter().enumerate() {
+        let mut node = endpoint(key, &members, i as u64);
+        handles.push(
+            node.add_layer(Scope::DEFAULT, PingLayer::new(PING_EVERY))
+                .unwrap(),
+        );
+        let index = harness.add_node(node, 0);
+        harness.start_node(index);
+    }
+    while harness.now_us() < 1_000_000 && harness.step() {}
+    for (i, handle) in handles.iter().enumerate() {
+        let probe = harness.endpoint(i).layer(*handle).unwrap();
+        assert!(
+            probe.round_trips().len() >= 90,
+            "node {i}: {:?}",
+            probe.stats()
+        );
+        assert!(
+            probe.round_trips().iter().all(|rtt| rtt.rtt_ms == 6),
+            "two 3 ms hops"
+        );
+        assert_eq!(harness.endpoint(i).stats().frames_unrouted, 0);
+    }
+}
+
+#[tokio::test]
+async fn the_probe_measures_round_trips_under_the_tokio_driver() {
+    let keys = keys(3);
+    let members = members(&keys);
+    let network = MemoryNetwork::new(MemoryConfig::default());
+    let mut nodes = Vec::new();
+    for (i, key) in keys.iter().enumerate() {
+        let mut node = endpoint(key, &members, i as u64);
+        let handle = node
+            .add_layer(Scope::DEFAULT, PingLayer::new(PING_EVERY))
+            .unwrap();
+        let transport = network.join(key.agent_id()).unwrap();
+        nodes.push((Runtime::spawn(node, transport, NoObserver), handle));
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut measured = Vec::new();
+        for (node, handle) in &nodes {
+            let handle = *handle;
+            let count = node
+                .call(move |node| {
+                    node.endpoint
+                        .layer(handle)
+                        .map_or(0, |p| p.round_trips().len())
+                })
+                .await
+                .unwrap();
+            measured.push(count);
+        }
+        if measured.iter().all(|&count| count >= 5) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "round trips so far: {measured:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for (node, _) in nodes {
+        node.shutdown().await.unwrap();
+    }
+}
+
+#[test]
+fn garbage_in_a_routed_kind_is_charged_to_the_sender() {
+    let keys = keys(2);
+    let members = members(&keys);
+    let mut node = endpoint(&keys[1], &members, 1);
+    node.add_layer(Scope::DEFAULT, PingLayer::new(PING_EVERY))
+        .unwrap();
+    node.start(VIRTUAL_START);
+    let frame = knhk_types::Envelope::seal(
+        &keys[0],
+        knhk_types::EnvelopeHeader::new(MessageKind::Ping, VIRTUAL_START, 1),
+        b"not eight bytes",
+    );
+    let sender: AgentId = keys[0].agent_id();
+    node.handle_frame(VIRTUAL_START, sender, &frame);
+    assert_eq!(node.stats().charged, 1);
+    assert!(node.reputation(&sender, VIRTUAL_START) < 1_000);
+}

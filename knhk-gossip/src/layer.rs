@@ -1,0 +1,695 @@
+//! [`GossipLayer`]: the sans-IO push-pull gossip layer of one node, under the node
+//! endpoint.
+
+mod anti_entropy;
+mod convergence;
+mod news;
+mod pulls;
+
+use std::time::Duration;
+
+use knhk_crdt::{
+    CrdtError, Delta, DiffStep, Hash, MerkleDiff, SignedEntry, VersionedState, WriterRange,
+};
+use knhk_endpoint::{Context, Layer};
+use knhk_security::{RejectReason, SignatureVerifier};
+use knhk_types::{AgentId, MessageKind, VersionVector};
+use rand::Rng;
+
+use crate::config::GossipConfig;
+use crate::message::GossipMessage;
+use anti_entropy::{DiffSession, DiffSessions};
+use convergence::Convergence;
+use news::RecentNews;
+use pulls::{PendingPull, PendingPulls};
+
+/// Something the application may want to know, emitted as the layer's event (see
+/// [`knhk_endpoint::Event::downcast`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GossipEvent {
+    /// The value of `key` changed (a local write or a merge).
+    Updated {
+        /// The key.
+        key: String,
+    },
+    /// Every peer sampled for `convergence_rounds` rounds reported our root. Emitted
+    /// once per root.
+    Converged {
+        /// The round in which convergence was detected.
+        round: u64,
+        /// The root everyone reported.
+        root: Hash,
+    },
+}
+
+/// Counters of a [`GossipLayer`] (frames, bytes and drops are the node's:
+/// [`knhk_endpoint::EndpointStats`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GossipStats {
+    /// Rounds run.
+    pub rounds: u64,
+    /// Gossip messages sent (frames the layer handed to the endpoint).
+    pub messages_sent: u64,
+    /// Gossip messages received (validated frames routed to this layer).
+    pub messages_received: u64,
+    /// Routed frames whose content was invalid (charged to the hop).
+    pub bad_payloads: u64,
+    /// Deltas merged that changed our state.
+    pub deltas_merged: u64,
+    /// Times news was forwarded at once.
+    pub news_forwarded: u64,
+    /// Merkle anti-entropy sessions started.
+    pub diffs_started: u64,
+    /// Merkle anti-entropy sessions finished.
+    pub diffs_completed: u64,
+}
+
+/// A snapshot of where the layer stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GossipStatus {
+    /// The current round.
+    pub round: u64,
+    /// Our Merkle root.
+    pub root: Hash,
+    /// True while every sampled peer has reported this root for `convergence_rounds`
+    /// rounds.
+    pub converged: bool,
+    /// Keys held (tombstones included).
+    pub keys: usize,
+    /// Writers in our version vector.
+    pub writers: usize,
+    /// Counters.
+    pub stats: GossipStats,
+}
+
+/// The kinds gossip owns in its scope.
+const KINDS: &[MessageKind] = &[
+    MessageKind::GossipPush,
+    MessageKind::GossipPull,
+    MessageKind::GossipPullReply,
+];
+
+/// Push-pull gossip of one [`VersionedState`], as a layer of a node endpoint.
+///
+/// A round (every `interval`): sample `fanout` peers from the node's peer view and send
+/// each a `Pull` with our Merkle root, adding our version vector unless every peer that
+/// answered last round reported our root (so a settled mesh exchanges roots only, and
+/// the layer keeps no state per peer). The peer answers with what we lack and, if roots
+/// differ, its own version, so we push back what it lacks. A pull with no version and
+/// another root is answered with the news the peer forwarded in the last two rounds
+/// (what a settled puller most likely lacks); if the answer's version still shows news,
+/// one follow-up pull carrying our version fetches the rest at once. A merge that
+/// brings news is forwarded to `fanout` peers at once (when `forward_news` is on); a
+/// merge that brings nothing is not, which suppresses duplicates. When version vectors
+/// agree but roots do not (or every `anti_entropy_every` rounds while an answering
+/// peer's root differs), a Merkle diff finds the differing keys.
+///
+/// Several instances run on one node in different scopes (a local group, a region's
+/// leaders): each owns its state, and the endpoint routes by scope.
+#[derive(Debug)]
+pub struct GossipLayer {
+    config: GossipConfig,
+    state: VersionedState,
+    round: u64,
+    round_token: u64,
+    diffs: DiffSessions,
+    pulls: PendingPulls,
+    convergence: Convergence,
+    news: RecentNews,
+    stats: GossipStats,
+    sample: Vec<AgentId>,
+}
+
+impl GossipLayer {
+    /// A layer with an empty state.
+    pub fn new(config: GossipConfig) -> Self {
+        Self {
+            state: VersionedState::new(config.state.clone()),
+            config,
+            round: 0,
+            round_token: 0,
+            diffs: DiffSessions::default(),
+            pulls: PendingPulls::default(),
+            convergence: Convergence::default(),
+            news: RecentNews::default(),
+            stats: GossipStats::default(),
+            sample: Vec::new(),
+        }
+    }
+
+    /// The current round (0 before the first).
+    pub fn round(&self) -> u64 {
+        self.round
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &GossipConfig {
+        &self.config
+    }
+
+    /// Writes `value` under `key` locally, signed by this node, and sends it to `fanout`
+    /// peers at once (whether or not news forwarding is on: a write is ours to spread).
+    ///
+    /// Errors: [`CrdtError`] size and capacity limits; nothing is sent then.
+    pub fn put<V: SignatureVerifier>(
+        &mut self,
+        ctx: &mut Context<'_, V>,
+        key: &str,
+        value: Vec<u8>,
+    ) -> Result<(), CrdtError> {
+        let entry = self.state.put(&ctx.signer(), key, value)?;
+        self.announce(ctx, entry);
+        Ok(())
+    }
+
+    /// Deletes `key` locally (a signed tombstone) and sends it to `fanout` peers at once.
+    ///
+    /// Errors: as [`GossipLayer::put`].
+    pub fn delete<V: SignatureVerifier>(
+        &mut self,
+        ctx: &mut Context<'_, V>,
+        key: &str,
+    ) -> Result<(), CrdtError> {
+        let entry = self.state.delete(&ctx.signer(), key)?;
+        self.announce(ctx, entry);
+        Ok(())
+    }
+
+    /// The current value of `key`.
+    pub fn get(&self, key: &str) -> Option<&[u8]> {
+        self.state.get(key)
+    }
+
+    /// The replicated state (read-only).
+    pub fn state(&self) -> &VersionedState {
+        &self.state
+    }
+
+    /// Our Merkle root (recomputed lazily after changes).
+    pub fn merkle_root(&mut self) -> Hash {
+        self.state.merkle_root()
+    }
+
+    /// Where the layer stands.
+    pub fn status(&mut self) -> GossipStatus {
+        let root = self.state.merkle_root();
+        GossipStatus {
+            round: self.round,
+            root,
+            converged: self.convergence.converged_on(root),
+            keys: self.state.len(),
+            writers: self.state.version().len(),
+            stats: self.stats,
+        }
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> GossipStats {
+        self.stats
+    }
+
+    /// The round interval in whole milliseconds, at least 1.
+    fn interval_ms(&self) -> u64 {
+        u64::try_from(self.config.interval.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1)
+    }
+
+    fn schedule_round<V: SignatureVerifier>(&mut self, ctx: &mut Context<'_, V>, after: Duration) {
+        self.round_token += 1;
+        ctx.set_timer(after, self.round_token);
+    }
+
+    fn run_round<V: SignatureVerifier>(&mut self, ctx: &mut Context<'_, V>) {
+        let root = self.state.merkle_root();
+        if self
+            .convergence
+            .close_round(self.round, root, self.config.convergence_rounds)
+        {
+            ctx.emit(GossipEvent::Converged {
+                round: self.round,
+                root,
+            });
+        }
+        self.round += 1;
+        self.stats.rounds += 1;
+        let (round, timeout) = (self.round, self.config.diff_timeout_rounds);
+        self.diffs.expire(round, timeout);
+        self.news.expire(round);
+        self.pulls.expire(round, timeout);
+
+        // Settled: every peer that answered last round reported our current root. Then
+        // a pull is a root and nothing more.
+        let settled = self.convergence.settled();
+        let mut sample = std::mem::take(&mut self.sample);
+        sample.clear();
+        let fanout = self.config.fanout;
+        ctx.sample_peers(fanout, &mut sample);
+        for &peer in &sample {
+            self.pull(ctx, peer, root, !settled);
+        }
+        self.sample = sample;
+        if self.config.anti_entropy_every > 0
+            && round.is_multiple_of(self.config.anti_entropy_every)
+        {
+            if let Some((peer, their_root)) = self.convergence.differing_peer(root) {
+                self.start_diff(ctx, peer, their_root);
+            }
+        }
+        self.convergence.clear_replies();
+    }
+
+    fn pull<V: SignatureVerifier>(
+        &mut self,
+        ctx: &mut Context<'_, V>,
+        peer: AgentId,
+        root: Hash,
+        with_version: bool,
+    ) {
+        let version = with_version.then(|| self.state.version().clone());
+        self.pulls.sent(
+            peer,
+            PendingPull {
+                round: self.round,
+                with_version,
+            },
+        );
+        self.send(ctx, peer, &GossipMessage::Pull { root, version });
+    }
+
+    fn dispatch<V: SignatureVerifier>(
+        &mut self,
+        ctx: &mut Context<'_, V>,
+        from: AgentId,
+        message: GossipMessage,
+    ) {
+        match message {
+            GossipMessage::Pull { root, version } => self.on_pull(ctx, from, root, version),
+            GossipMessage::PullReply {
+                root,
+                delta,
+                version,
+            } => self.on_pull_reply(ctx, from, root, delta, version),
+            GossipMessage::Push { delta } => {
+                self.absorb(ctx, from, &delta);
+            }
+            GossipMessage::DiffAsk {
+                session,
+                nodes,
+                buckets,
+            } => self.on_diff_ask(ctx, from, session, nodes, buckets),
+            GossipMessage::DiffAnswer {
+                session,
+                nodes,
+                buckets,
+            } => self.on_diff_answer(ctx, from, session, nodes, buckets),
+            GossipMessage::EntriesWanted { keys } => {
+                if keys.len() > self.config.max_diff_keys {
+                    return;
+                }
+                let entries = self.bounded_entries(&keys);
+                self.send(ctx, from, &GossipMessage::Entries { entries });
+            }
+            GossipMessage::Entries { entries } => self.on_entries(ctx, from, &entries),
+        }
+    }
+
+    fn on_pull<V: SignatureVerifier>(
+        &mut self,
+        ctx: &mut Context<'_, V>,
+        from: AgentId,
+        their_root: Hash,
+        version: Option<VersionVector>,
+    ) {
+        let root = self.state.merkle_root();
+        let delta = match &version {
+            Some(theirs) => {
+                let delta = self
+                    .state
+                    .delta_since_bounded(theirs, self.config.max_delta_bytes);
+                (!delta.is_empty()).then(|| delta.encode(self.config.compress_above))
+            }
+            // A settled puller with another root most likely lacks our latest news:
+            // send it now rather than after a follow-up pull (a duplicate merges to
+            // nothing).
+            None if their_root != root => self.news.get().map(<[u8]>::to_vec),
+            None => None,
+        };
+        let reply_version = (their_root != root).then(|| self.state.version().clone());
+        self.send(
+            ctx,
+            from,
+            &GossipMessage::PullReply {
+                root,
+                delta,
+                version: reply_version,
+            },
+        );
+    }
+
+    fn on_pull_reply<V: SignatureVerifier>(
+        &mut self,
+        ctx: &mut Context<'_, V>,
+        from: AgentId,
+        their_root: Hash,
+        delta: Option<Vec<u8>>,
+        version: Option<VersionVector>,
+    ) {
+        // Only answers to pulls we sent count (and only once): an unsolicited reply could
+        // fake or block convergence and trigger work.
+        let Some(pending) = self.pulls.answered(&from) else {
+            return;
+        };
+        self.convergence
+            .record(from, their_root, 4 * self.config.fanout.max(1));
+        let brought = match &delta {
+            Some(bytes) => self.absorb(ctx, from, bytes),
+            None => false,
+        };
+        let Some(theirs) = version else { return };
+        let back = self
+            .state
+            .delta_since_bounded(&theirs, self.config.max_delta_bytes);
+        if !back.is_empty() {
+            let delta = back.encode(self.config.compress_above);
+            self.send(ctx, from, &GossipMessage::Push { delta });
+        }
+        let root = self.state.merkle_root();
+        if !pending.with_version && !self.state.version().dominates(&theirs) {
+            // They have news and could not send it: our pull carried no version. Ask
+            // once more, with it (the follow-up carries a version, so this cannot loop).
+            self.pull(ctx, from, root, true);
+        } else if back.is_empty()
+            && !brought
+            && theirs == *self.state.version()
+            && root != their_root
+        {
+            // Same versions, different data: only a Merkle diff can tell what differs.
+            self.start_diff(ctx, from, their_root);
+        }
+    }
+
+    /// Merges an encoded delta from `from`; forwards it at once if it was news (and
+    /// forwarding is on). Returns true if it changed our state.
+    fn absorb<V: SignatureVerifier>(
+        &mut self,
+        ctx: &mut Context<'_, V>,
+        from: AgentId,
+        bytes: &[u8],
+    ) -> bool {
+        let delta = match Delta::decode(bytes, ctx.max_frame_bytes()) {
+            Ok(delta) => delta,
+            Err(error) => {
+                self.refused(ctx, from, &error);
+                return false;
+            }
+        };
+        let report = match self.state.merge(&delta, ctx.verifier()) {
+            Ok(report) => report,
+            Err(error) => {
+                self.refused(ctx, from, &error);
+                return false;
+            }
+        };
+        if report.updated_keys.is_empty() {
+            return false;
+        }
+        self.stats.deltas_merged += 1;
+        for key in report.updated_keys {
+            ctx.emit(GossipEvent::Updated { key });
+        }
+        if self.config.forward_news && bytes.len() <= self.config.forward_max_bytes {
+            self.forward(ctx, Some(from), bytes);
+        }
+        true
+    }
+
+    /// Sends an encoded delta to `fanout` peers other than `except`.
+    fn forward<V: SignatureVerifier>(
+        &mut self,
+        ctx: &mut Context<'_, V>,
+        except: Option<AgentId>,
+        delta: &[u8],
+    ) {
+        let mut sample = std::mem::take(&mut self.sample);
+        sample.clear();
+        let fanout = self.config.fanout;
+        ctx.sample_peers(fanout + 1, &mut sample);
+        sample.retain(|peer| Some(*peer) != except);
+        sample.truncate(fanout);
+        let push = GossipMessage::Push {
+            delta: delta.to_vec(),
+        };
+        for &peer in &sample {
+            self.send(ctx, peer, &push);
+        }
+        self.stats.news_forwarded += 1;
+        self.sample = sample;
+        self.news.forwarded(self.round, delta);
+    }
+
+    /// A local write: tell `fanout` peers at once.
+    fn announce<V: SignatureVerifier>(&mut self, ctx: &mut Context<'_, V>, entry: SignedEntry) {
+        ctx.emit(GossipEvent::Updated {
+            key: entry.key.clone(),
+        });
+        let delta = Delta {
+            ranges: vec![WriterRange {
+                writer: entry.writer,
+                after: entry.counter - 1,
+                through: entry.counter,
+            }],
+            entries: vec![entry],
+        };
+        // Textbook push-pull (forwarding off) spreads a write by the rounds alone.
+        if self.config.forward_news {
+            let bytes = delta.encode(self.config.compress_above);
+            self.forward(ctx, None, &bytes);
+        }
+    }
+
+    fn start_diff<V: SignatureVerifier>(
+        &mut self,
+        ctx: &mut Context<'_, V>,
+        peer: AgentId,
+        their_root: Hash,
+    ) {
+        if !self.diffs.may_start(&peer, self.config.max_diff_sessions) {
+            return;
+        }
+        let (diff, step) = MerkleDiff::start(&mut self.state, their_root);
+        self.stats.diffs_started += 1;
+        let session = DiffSession {
+            diff,
+            id: self.diffs.next_id(),
+            started_round: self.round,
+        };
+        self.continue_diff(ctx, peer, session, step);
+    }
+
+    fn continue_diff<V: SignatureVerifier>(
+        &mut self,
+        ctx: &mut Context<'_, V>,
+        peer: AgentId,
+        session: DiffSession,
+        step: DiffStep,
+    ) {
+        let id = session.id;
+        match step {
+            DiffStep::AskNodes(nodes) => {
+                self.diffs.wait(peer, session);
+                let ask = GossipMessage::DiffAsk {
+                    session: id,
+                    nodes,
+                    buckets: Vec::new(),
+                };
+                self.send(ctx, peer, &ask);
+            }
+            DiffStep::AskBuckets(buckets) => {
+                self.diffs.wait(peer, session);
+                let ask = GossipMessage::DiffAsk {
+                    session: id,
+                    nodes: Vec::new(),
+                    buckets,
+                };
+                self.send(ctx, peer, &ask);
+            }
+            DiffStep::Done(mut keys) => {
+                self.stats.diffs_completed += 1;
+                if keys.is_empty() {
+                    return;
+                }
+                keys.truncate(self.config.max_diff_keys);
+                let entries = self.bounded_entries(&keys);
+                if !entries.is_empty() {
+                    self.send(ctx, peer, &GossipMessage::Entries { entries });
+                }
+                self.send(ctx, peer, &GossipMessage::EntriesWanted { keys });
+            }
+        }
+    }
+
+    fn on_diff_ask<V: SignatureVerifier>(
+        &mut self,
+        ctx: &mut Context<'_, V>,
+        from: AgentId,
+        session: u64,
+        nodes: Vec<u32>,
+        buckets: Vec<u32>,
+    ) {
+        // A tree deeper than ours can legitimately ask for more nodes than our limit;
+        // that is a configuration mismatch, not misbehaviour: decline without charge.
+        let limit = self.config.max_diff_keys;
+        if nodes.len() > limit || buckets.len() > limit {
+            return;
+        }
+        let nodes = self.state.merkle_nodes(&nodes);
+        let buckets = self.state.bucket_digests(&buckets);
+        let answer = GossipMessage::DiffAnswer {
+            session,
+            nodes,
+            buckets,
+        };
+        self.send(ctx, from, &answer);
+    }
+
+    fn on_diff_answer<V: SignatureVerifier>(
+        &mut self,
+        ctx: &mut Context<'_, V>,
+        from: AgentId,
+        session: u64,
+        nodes: Vec<(u32, Hash)>,
+        buckets: Vec<knhk_crdt::BucketDigests>,
+    ) {
+        // A late answer to an expired or replaced session is ignored, not charged.
+        let Some(mut current) = self.diffs.answered(&from, session) else {
+            return;
+        };
+        let step = if buckets.is_empty() {
+            current.diff.on_nodes(&mut self.state, &nodes)
+        } else {
+            current.diff.on_buckets(&self.state, &buckets)
+        };
+        match step {
+            Ok(step) => self.continue_diff(ctx, from, current, step),
+            // The answer names nodes or keys that do not fit the question: provably bad.
+            Err(_) => self.bad_payload(ctx, from),
+        }
+    }
+
+    fn on_entries<V: SignatureVerifier>(
+        &mut self,
+        ctx: &mut Context<'_, V>,
+        from: AgentId,
+        entries: &[SignedEntry],
+    ) {
+        if entries.len() > self.config.max_diff_keys {
+            return;
+        }
+        match self.state.merge_entries(entries, ctx.verifier()) {
+            Ok(report) => {
+                for key in report.updated_keys {
+                    ctx.emit(GossipEvent::Updated { key });
+                }
+            }
+            Err(error) => self.refused(ctx, from, &error),
+        }
+    }
+
+    /// A merge refused `from`'s data. The sender is charged only when the data proves
+    /// misbehaviour; refusals caused by our own limits or configuration are not the
+    /// sender's fault, and charging them would get honest neighbours banned.
+    fn refused<V: SignatureVerifier>(
+        &mut self,
+        ctx: &mut Context<'_, V>,
+        from: AgentId,
+        error: &CrdtError,
+    ) {
+        if error.proves_misbehaviour() {
+            self.bad_payload(ctx, from);
+        }
+    }
+
+    /// Entries for `keys`, up to the delta byte budget.
+    fn bounded_entries(&self, keys: &[String]) -> Vec<SignedEntry> {
+        let mut budget = self.config.max_delta_bytes;
+        let mut entries = Vec::new();
+        for entry in self.state.entries_for(keys) {
+            let size = entry.key.len() + entry.value.as_ref().map_or(0, Vec::len) + 120;
+            if size > budget && !entries.is_empty() {
+                break;
+            }
+            budget = budget.saturating_sub(size);
+            entries.push(entry);
+        }
+        entries
+    }
+
+    fn bad_payload<V: SignatureVerifier>(&mut self, ctx: &mut Context<'_, V>, from: AgentId) {
+        self.stats.bad_payloads += 1;
+        ctx.charge(from, RejectReason::BadPayload);
+    }
+
+    fn send<V: SignatureVerifier>(
+        &mut self,
+        ctx: &mut Context<'_, V>,
+        to: AgentId,
+        message: &GossipMessage,
+    ) {
+        // Serializing our own message into a Vec cannot fail.
+        let payload = postcard::to_allocvec(message).unwrap_or_default();
+        if ctx.send(to, message.kind(), &payload) {
+            self.stats.messages_sent += 1;
+        }
+    }
+}
+
+impl<V: SignatureVerifier + 'static> Layer<V> for GossipLayer {
+    fn kinds(&self) -> &'static [MessageKind] {
+        KINDS
+    }
+
+    /// Schedules the first round at a random point within one interval, so that nodes
+    /// started together do not gossip in lock step.
+    fn start(&mut self, ctx: &mut Context<'_, V>) {
+        let first = if self.config.aligned_rounds {
+            0
+        } else {
+            let interval_ms = self.interval_ms();
+            ctx.rng().random_range(0..=interval_ms)
+        };
+        self.schedule_round(ctx, Duration::from_millis(first));
+    }
+
+    fn handle_message(
+        &mut self,
+        ctx: &mut Context<'_, V>,
+        from: AgentId,
+        kind: MessageKind,
+        payload: &[u8],
+    ) {
+        self.stats.messages_received += 1;
+        match postcard::from_bytes::<GossipMessage>(payload) {
+            Ok(message) if message.kind() == kind => self.dispatch(ctx, from, message),
+            _ => self.bad_payload(ctx, from),
+        }
+    }
+
+    fn handle_timer(&mut self, ctx: &mut Context<'_, V>, token: u64) {
+        if token != self.round_token {
+            return;
+        }
+        self.run_round(ctx);
+        let interval = Duration::from_millis(self.interval_ms());
+        self.schedule_round(ctx, interval);
+    }
+
+    fn approx_memory_bytes(&self) -> usize {
+        self.state.approx_heap_bytes()
+            + self.pulls.len() * 64
+            + self.convergence.approx_heap_bytes()
+            + self.diffs.len() * 256
+            + self.news.len()
+            + self.sample.capacity() * 32
+    }
+}
