@@ -151,10 +151,12 @@ fn what_a_node_remembers_does_not_grow_with_the_length_of_the_run() {
     use knhk_bench::crypto::CryptoMode;
     use knhk_bench::sim::{SimConfig, Simulator};
     use knhk_gossip::GossipConfig;
-    let mut validator = knhk_security::ValidatorConfig::default();
     // The replay window holds what was accepted within the clock-skew window; a short
     // window lets a short run reach its plateau.
-    validator.max_clock_skew = std::time::Duration::from_secs(2);
+    let validator = knhk_security::ValidatorConfig {
+        max_clock_skew: std::time::Duration::from_secs(2),
+        ..Default::default()
+    };
     let mut sim = Simulator::new(SimConfig {
         nodes: 200,
         crypto: CryptoMode::Sim,

@@ -36,7 +36,7 @@ fn status_json(rng: &mut Seeded, n: usize) -> Vec<u8> {
         (rng.next() % 1000) as f64 / 1000.0,
         rng.next() % 64,
         rng.next() as u32,
-        1_732_000_000_000u64 + rng.next() % 100_000,
+        knhk_types::UnixMillis::VIRTUAL_START.0 + rng.next() % 100_000,
     )
     .into_bytes()
 }

@@ -19,9 +19,9 @@ use crate::endpoint::{Endpoint, Event, Output, Timer};
 use crate::error::EndpointError;
 use crate::layer::{Context, Layer, LayerHandle};
 
-/// The virtual wall-clock time at which harnesses and simulators start, unless told
-/// otherwise: 2024-11-19 07:06:40 UTC.
-pub const VIRTUAL_START: UnixMillis = UnixMillis(1_732_000_000_000);
+/// The virtual wall-clock time at which harnesses and simulators start unless told
+/// otherwise: [`UnixMillis::VIRTUAL_START`].
+pub const VIRTUAL_START: UnixMillis = UnixMillis::VIRTUAL_START;
 
 /// How frames travel between nodes of a [`Harness`]: the network model.
 pub trait Links {

@@ -38,7 +38,7 @@
 //! let view = StaticView::new(MemberList::new(vec![key.agent_id(), peer]), key.agent_id());
 //! let mut node = Endpoint::new(key, view, EndpointConfig::default());
 //! node.add_layer(Scope::DEFAULT, Echo)?;
-//! node.start(UnixMillis(1_732_000_000_000));
+//! node.start(UnixMillis::VIRTUAL_START);
 //! assert!(node.poll_output().is_none());
 //! # Ok::<(), knhk_endpoint::EndpointError>(())
 //! ```

@@ -251,10 +251,9 @@ impl GossipLayer {
         self.sample = sample;
         if self.config.anti_entropy_every > 0
             && round.is_multiple_of(self.config.anti_entropy_every)
+            && let Some((peer, their_root)) = self.convergence.differing_peer(root)
         {
-            if let Some((peer, their_root)) = self.convergence.differing_peer(root) {
-                self.start_diff(ctx, peer, their_root);
-            }
+            self.start_diff(ctx, peer, their_root);
         }
         self.convergence.clear_replies();
     }

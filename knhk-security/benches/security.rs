@@ -12,7 +12,7 @@ use knhk_security::{
 };
 use knhk_types::{Envelope, EnvelopeHeader, EnvelopeSigner, MessageKind, UnixMillis};
 
-const NOW: UnixMillis = UnixMillis(1_732_000_000_000);
+const NOW: UnixMillis = UnixMillis::VIRTUAL_START;
 
 fn frame(key: &NodeKey, nonce: u64) -> Vec<u8> {
     Envelope::sign(

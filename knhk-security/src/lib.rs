@@ -20,7 +20,7 @@
 //! use knhk_types::{Envelope, EnvelopeHeader, MessageKind, UnixMillis};
 //!
 //! let key = NodeKey::from_seed([1; 32]);
-//! let now = UnixMillis(1_732_000_000_000);
+//! let now = UnixMillis::VIRTUAL_START;
 //! let frame = Envelope::sign(&key, EnvelopeHeader::new(MessageKind::Direct, now, 1), b"hi".to_vec()).encode();
 //!
 //! let mut validator = ByzantineValidator::new(ValidatorConfig::default());

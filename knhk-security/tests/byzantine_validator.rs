@@ -10,7 +10,7 @@ use knhk_security::{
 };
 use knhk_types::{AgentId, Envelope, EnvelopeHeader, MessageKind, UnixMillis};
 
-const NOW: UnixMillis = UnixMillis(1_732_000_000_000);
+const NOW: UnixMillis = UnixMillis::VIRTUAL_START;
 
 fn key(seed: u8) -> NodeKey {
     NodeKey::from_seed([seed; 32])

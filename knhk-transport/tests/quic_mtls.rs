@@ -47,7 +47,7 @@ fn pair(
 fn envelope(key: &SigningKey, nonce: u64) -> Bytes {
     let header = EnvelopeHeader::new(
         MessageKind::Direct,
-        UnixMillis(1_732_000_000_000 + nonce),
+        UnixMillis(UnixMillis::VIRTUAL_START.0 + nonce),
         nonce,
     );
     Bytes::from(Envelope::sign(key, header, format!("message {nonce}").into_bytes()).encode())

@@ -11,7 +11,7 @@ use knhk_types::{
 
 fn sample() -> (SigningKey, Envelope) {
     let key = SigningKey::from_bytes(&[42; 32]);
-    let header = EnvelopeHeader::new(MessageKind::GossipPush, UnixMillis(1_732_000_000_000), 7);
+    let header = EnvelopeHeader::new(MessageKind::GossipPush, UnixMillis::VIRTUAL_START, 7);
     let envelope = Envelope::sign(&key, header, vec![0x5a; 256]);
     (key, envelope)
 }

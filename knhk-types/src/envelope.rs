@@ -434,7 +434,7 @@ mod tests {
     fn sample(kind: MessageKind) -> Envelope {
         Envelope::sign(
             &key(1),
-            EnvelopeHeader::new(kind, UnixMillis(1_732_000_000_000), 42),
+            EnvelopeHeader::new(kind, UnixMillis::VIRTUAL_START, 42),
             b"payload".to_vec(),
         )
     }
@@ -549,7 +549,7 @@ mod tests {
         let header = EnvelopeHeader::scoped(
             MessageKind::GossipPull,
             Scope(300),
-            UnixMillis(1_732_000_000_000),
+            UnixMillis::VIRTUAL_START,
             9,
         );
         let envelope = Envelope::sign(&key(1), header, b"p".to_vec());

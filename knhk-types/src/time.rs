@@ -11,6 +11,10 @@ use serde::{Deserialize, Serialize};
 pub struct UnixMillis(pub u64);
 
 impl UnixMillis {
+    /// The virtual wall-clock time at which tests, harnesses and simulators start
+    /// unless told otherwise (2024-11-19 07:06:40 UTC): the one such constant.
+    pub const VIRTUAL_START: UnixMillis = UnixMillis(1_732_000_000_000);
+
     /// Converts a `SystemTime` (read by the caller). Times before the epoch become 0;
     /// times past `u64::MAX` ms saturate.
     pub fn from_system_time(time: SystemTime) -> Self {
