@@ -139,8 +139,9 @@ pub struct Report {
     /// phases and news is forwarded on arrival, so news crosses several hops within one
     /// interval; this is not a count of protocol rounds.
     pub interval_rounds: Option<f64>,
-    /// Synchronous mode only: the rounds (round instants after the write) until every
-    /// live node held the same root.
+    /// Synchronous mode only: the rounds until every live node held the same root (the
+    /// round instants after the write, up to and including the one whose exchanges
+    /// finished the job).
     pub rounds: Option<u64>,
     /// Frames delivered from the first write to convergence.
     pub messages_total: u64,
@@ -305,7 +306,9 @@ pub fn run(config: &RunConfig, progress: &mut dyn FnMut(u64)) -> Report {
         interval_rounds: convergence_us.map(|us| us as f64 / interval_us as f64),
         rounds: convergence_us
             .filter(|_| config.synchronous)
-            .map(|us| us.div_ceil(interval_us)),
+            // Exchanges finish microseconds after their round's instant, so this counts
+            // the round instants after the write up to convergence.
+            .map(|us| us / interval_us),
         messages_total,
         bytes_total,
         messages_per_node: messages_total as f64 / nodes,

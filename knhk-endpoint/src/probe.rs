@@ -65,7 +65,7 @@ impl PingLayer {
         }
     }
 
-    /// Round trips measured so far (the latest [`MAX_RECORDED`]).
+    /// Round trips measured so far (the latest 1,024).
     pub fn round_trips(&self) -> &[RoundTrip] {
         &self.recorded
     }
