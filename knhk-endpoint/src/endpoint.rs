@@ -245,6 +245,22 @@ impl<S: EnvelopeSigner, V: SignatureVerifier + 'static> Endpoint<S, V> {
         }
     }
 
+    /// As [`Endpoint::with_crypto`], running `layer` in `scope` as its first layer (the
+    /// common case of one protocol): infallible, since a fresh endpoint has no routes
+    /// to clash with. Returns the endpoint and the layer's handle.
+    pub fn with_layer<L: Layer<V>>(
+        signer: S,
+        verifier: V,
+        view: impl PeerView + Send + 'static,
+        config: EndpointConfig,
+        scope: Scope,
+        layer: L,
+    ) -> (Self, LayerHandle<L>) {
+        let mut endpoint = Self::with_crypto(signer, verifier, view, config);
+        let handle = endpoint.push_layer(scope, layer);
+        (endpoint, handle)
+    }
+
     /// Adds `layer` in `scope`, owning [`Layer::kinds`] there. On an endpoint already
     /// started, the layer starts at once (at the latest input time seen).
     ///
@@ -261,16 +277,21 @@ impl<S: EnvelopeSigner, V: SignatureVerifier + 'static> Endpoint<S, V> {
                 return Err(EndpointError::RouteTaken { kind, scope });
             }
         }
+        Ok(self.push_layer(scope, layer))
+    }
+
+    /// Adds `layer` without checking its routes (the caller has).
+    fn push_layer<L: Layer<V>>(&mut self, scope: Scope, layer: L) -> LayerHandle<L> {
         let id = LayerId(self.layers.len());
         self.layers.push(Slot {
             scope,
-            kinds,
+            kinds: layer.kinds(),
             layer: Box::new(layer),
         });
         if let Some(now) = self.latest_input {
             self.start_layer(now, id.0);
         }
-        Ok(LayerHandle::new(id))
+        LayerHandle::new(id)
     }
 
     /// Starts (or restarts) the node at `now`: nonces continue from `now` (so a

@@ -264,12 +264,16 @@ impl Mesh {
         T: Transport,
         P: PeerView + Send + 'static,
     {
-        let mut endpoint = Endpoint::new(key, peers, config.endpoint);
-        match endpoint.add_layer(Scope::DEFAULT, GossipLayer::new(config.gossip)) {
-            Ok(gossip) => Self::start_endpoint(endpoint, gossip, transport, meter),
-            // A fresh endpoint has no routes, so its first layer cannot clash.
-            Err(_) => unreachable!("a fresh endpoint has no routes"),
-        }
+        let verifier = Ed25519Verifier::new(config.endpoint.validator.signature_cache_capacity);
+        let (endpoint, gossip) = Endpoint::with_layer(
+            key,
+            verifier,
+            peers,
+            config.endpoint,
+            Scope::DEFAULT,
+            GossipLayer::new(config.gossip),
+        );
+        Self::start_endpoint(endpoint, gossip, transport, meter)
     }
 
     /// Starts a node endpoint that already holds `gossip` (and any other layers) over
