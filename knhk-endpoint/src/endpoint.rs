@@ -310,11 +310,27 @@ impl<S: EnvelopeSigner, V: SignatureVerifier + 'static> Endpoint<S, V> {
     /// accepted one goes to the layer owning its (kind, scope), or is dropped and
     /// counted if none does.
     pub fn handle_frame(&mut self, now: UnixMillis, from: AgentId, frame: &[u8]) {
+        self.handle_frame_received(now, now, from, frame);
+    }
+
+    /// As [`Endpoint::handle_frame`], for a frame that finished arriving at
+    /// `received_at` and waited in a queue until `now`: a frame that went stale while
+    /// it waited is refused but not charged to its sender (the backlog was ours).
+    pub fn handle_frame_received(
+        &mut self,
+        now: UnixMillis,
+        received_at: UnixMillis,
+        from: AgentId,
+        frame: &[u8],
+    ) {
         self.note_time(now);
         self.outbox.stats.frames_received += 1;
         let view = &self.view;
         let directory = |id: &AgentId| view.contains(id);
-        let envelope = match self.validator.validate(now, from, frame, &directory) {
+        let validated = self
+            .validator
+            .validate_received(now, received_at, from, frame, &directory);
+        let envelope = match validated {
             Ok(envelope) => envelope,
             Err(rejection) => {
                 self.outbox.stats.frames_rejected += 1;

@@ -238,7 +238,12 @@ where
                     Ok(inbound) => {
                         let started = std::time::Instant::now();
                         let now = wall_clock();
-                        self.endpoint.handle_frame(now, inbound.from, &inbound.frame);
+                        self.endpoint.handle_frame_received(
+                            now,
+                            inbound.received_at,
+                            inbound.from,
+                            &inbound.frame,
+                        );
                         self.observer.frame_handled(started.elapsed());
                         self.flush(now);
                     }

@@ -111,6 +111,30 @@ impl RejectReason {
     }
 }
 
+/// Why the pipeline refused a frame, and whether the hop is to blame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Refusal {
+    /// Refused and charged to the hop.
+    Charged(RejectReason),
+    /// Stale only because it waited in our queue: refused, not charged.
+    OurDelay,
+}
+
+impl Refusal {
+    fn reason(self) -> RejectReason {
+        match self {
+            Self::Charged(reason) => reason,
+            Self::OurDelay => RejectReason::StaleTimestamp,
+        }
+    }
+}
+
+impl From<RejectReason> for Refusal {
+    fn from(reason: RejectReason) -> Self {
+        Self::Charged(reason)
+    }
+}
+
 /// A refused frame: why, and which hop delivered it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("rejected frame from {hop:?}: {}", reason.as_str())]
@@ -184,6 +208,9 @@ pub struct ValidatorStats {
     pub tracked_senders: usize,
     /// (sender, nonce) pairs currently remembered.
     pub replay_entries: usize,
+    /// Frames refused as stale that were fresh when they arrived (they waited in our
+    /// own queue): counted under `StaleTimestamp` too, but never charged.
+    pub stale_after_queueing: u64,
 }
 
 impl ValidatorStats {
@@ -257,16 +284,40 @@ impl<V: SignatureVerifier> ByzantineValidator<V> {
         frame: &'a [u8],
         directory: &impl SenderDirectory,
     ) -> Result<EnvelopeRef<'a>, Rejection> {
+        self.validate_received(now, now, hop, frame, directory)
+    }
+
+    /// As [`ByzantineValidator::validate`], for a frame that finished arriving at
+    /// `received_at` and waited in our queue until `now`. A frame that was within the
+    /// skew window when it arrived but is stale by now is still refused (the replay
+    /// window only remembers what is not stale), but it is **not charged**: the delay
+    /// built up in our own queue, not at the sender. Counted in
+    /// [`ValidatorStats::stale_after_queueing`].
+    pub fn validate_received<'a>(
+        &mut self,
+        now: UnixMillis,
+        received_at: UnixMillis,
+        hop: AgentId,
+        frame: &'a [u8],
+        directory: &impl SenderDirectory,
+    ) -> Result<EnvelopeRef<'a>, Rejection> {
         let now = self.advance_clock(now);
-        let outcome = self.run_pipeline(now, hop, frame, directory);
+        let outcome = self.run_pipeline(now, received_at.min(now), hop, frame, directory);
         match outcome {
             Ok(_) => {
                 self.stats.accepted += 1;
                 self.senders.reward(hop, now);
             }
-            Err(reason) => self.charge(now, hop, reason),
+            Err(Refusal::Charged(reason)) => self.charge(now, hop, reason),
+            Err(Refusal::OurDelay) => {
+                self.stats.rejected[RejectReason::StaleTimestamp.index()] += 1;
+                self.stats.stale_after_queueing += 1;
+            }
         }
-        outcome.map_err(|reason| Rejection { reason, hop })
+        outcome.map_err(|refusal| Rejection {
+            reason: refusal.reason(),
+            hop,
+        })
     }
 
     /// Time never runs backwards here: an earlier `now` counts as the latest seen.
@@ -286,38 +337,43 @@ impl<V: SignatureVerifier> ByzantineValidator<V> {
     fn run_pipeline<'a>(
         &mut self,
         now: UnixMillis,
+        received_at: UnixMillis,
         hop: AgentId,
         frame: &'a [u8],
         directory: &impl SenderDirectory,
-    ) -> Result<EnvelopeRef<'a>, RejectReason> {
+    ) -> Result<EnvelopeRef<'a>, Refusal> {
         if frame.len() > self.config.max_frame_bytes {
-            return Err(RejectReason::FrameTooLarge);
+            return Err(RejectReason::FrameTooLarge.into());
         }
         if self.senders.is_banned(&hop, now) {
-            return Err(RejectReason::Banned);
+            return Err(RejectReason::Banned.into());
         }
         let envelope = EnvelopeRef::decode(frame, self.config.max_frame_bytes)
             .map_err(|_| RejectReason::Malformed)?;
         if envelope.sender != hop {
-            return Err(RejectReason::SenderMismatch);
+            return Err(RejectReason::SenderMismatch.into());
         }
         if !directory.is_known(&envelope.sender) {
-            return Err(RejectReason::UnknownSender);
+            return Err(RejectReason::UnknownSender.into());
         }
         let skew_ms = u64::try_from(self.config.max_clock_skew.as_millis()).unwrap_or(u64::MAX);
         let sent = envelope.header.timestamp;
         if sent.0 < now.0.saturating_sub(skew_ms) {
-            return Err(RejectReason::StaleTimestamp);
+            // Fresh when it arrived: our backlog made it stale, not the sender.
+            if sent.0 >= received_at.0.saturating_sub(skew_ms) {
+                return Err(Refusal::OurDelay);
+            }
+            return Err(RejectReason::StaleTimestamp.into());
         }
         if sent.0 > now.0.saturating_add(skew_ms) {
-            return Err(RejectReason::FutureTimestamp);
+            return Err(RejectReason::FutureTimestamp.into());
         }
         self.replay.expire(now);
         if self
             .replay
             .contains(&envelope.sender, envelope.header.nonce, sent)
         {
-            return Err(RejectReason::Replay);
+            return Err(RejectReason::Replay.into());
         }
         self.verifier
             .verify_unique(
@@ -327,13 +383,13 @@ impl<V: SignatureVerifier> ByzantineValidator<V> {
             )
             .map_err(|_| RejectReason::BadSignature)?;
         if !self.senders.take_token(hop, now)? {
-            return Err(RejectReason::RateLimited);
+            return Err(RejectReason::RateLimited.into());
         }
         if !self
             .replay
             .insert(envelope.sender, envelope.header.nonce, sent)
         {
-            return Err(RejectReason::Overloaded);
+            return Err(RejectReason::Overloaded.into());
         }
         Ok(envelope)
     }

@@ -455,3 +455,30 @@ fn envelope_signatures_are_not_stored_in_the_cache() {
     assert!(validator.verifier().cache().is_empty());
     assert_eq!(validator.stats().verifier.single_verifications, 100);
 }
+
+/// Hardening finding 1: a receiver that stalls (an attacker's slow frames ahead of an
+/// honest peer's in its queue) used to judge the honest frames stale at processing time
+/// and ban the honest peer. Staleness caused by our own backlog is refused, not charged.
+#[test]
+fn frames_that_went_stale_in_our_own_queue_are_refused_but_never_charged() {
+    let mut validator = ByzantineValidator::new(ValidatorConfig::default());
+    let honest = key(5);
+    // Forty frames sent and received at NOW, processed 45 s later (skew window 30 s):
+    // forty stale penalties would be far below the ban threshold.
+    for nonce in 1..=40 {
+        let bytes = frame(&honest, NOW, nonce);
+        let refused = validator.validate_received(at(45_000), NOW, honest.agent_id(), &bytes, &AllowAllSenders);
+        assert_eq!(reason(refused), RejectReason::StaleTimestamp);
+    }
+    let stats = validator.stats();
+    assert_eq!(stats.stale_after_queueing, 40);
+    assert_eq!(stats.rejected_for(RejectReason::StaleTimestamp), 40);
+    assert_eq!(validator.reputation(&honest.agent_id(), at(45_000)), 1_000);
+    assert!(!validator.is_banned(&honest.agent_id(), at(45_000)));
+    // A frame that was already stale when it arrived is the sender's doing: charged.
+    let late = frame(&honest, at(-40_000), 99);
+    let refused = validator.validate_received(at(45_000), at(1_000), honest.agent_id(), &late, &AllowAllSenders);
+    assert_eq!(reason(refused), RejectReason::StaleTimestamp);
+    assert!(validator.reputation(&honest.agent_id(), at(45_000)) < 1_000);
+    assert_eq!(validator.stats().stale_after_queueing, 40);
+}

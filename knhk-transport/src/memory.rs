@@ -149,6 +149,7 @@ impl MemoryTransport {
             .send(Inbound {
                 from: self.id,
                 frame,
+                received_at: knhk_types::UnixMillis::from_system_time(std::time::SystemTime::now()),
                 responder,
             })
             .await

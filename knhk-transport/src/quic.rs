@@ -653,6 +653,7 @@ async fn read_frame(
             .send(Inbound {
                 from: peer,
                 frame: Bytes::from(frame),
+                received_at: knhk_types::UnixMillis::from_system_time(std::time::SystemTime::now()),
                 responder: None,
             })
             .await;
@@ -681,6 +682,7 @@ async fn read_request(
         .send(Inbound {
             from: peer,
             frame: Bytes::from(frame),
+            received_at: knhk_types::UnixMillis::from_system_time(std::time::SystemTime::now()),
             responder: Some(responder),
         })
         .await;

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
-use knhk_types::AgentId;
+use knhk_types::{AgentId, UnixMillis};
 
 use crate::error::TransportError;
 
@@ -60,6 +60,10 @@ pub struct Inbound {
     pub from: AgentId,
     /// The frame.
     pub frame: Bytes,
+    /// Our wall clock when the frame had been read in full, before it waited in the
+    /// inbound queue: a receiver that falls behind judges the sender's timestamp
+    /// against this, so its own backlog is never the sender's fault.
+    pub received_at: UnixMillis,
     /// Present if the sender awaits a response (it sent with [`Transport::request`]).
     pub responder: Option<Responder>,
 }

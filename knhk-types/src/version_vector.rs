@@ -29,12 +29,20 @@ pub enum Causality {
 pub struct VersionVector(Vec<(AgentId, u64)>);
 
 impl<'de> Deserialize<'de> for VersionVector {
-    /// Accepts pairs in any order, with repeats and zeros, and stores the canonical form
-    /// (sorted, one pair per writer with its highest counter, no zeros), so equal vectors
-    /// are always byte-equal.
+    /// Accepts only the canonical form: pairs strictly ascending by writer, no zero
+    /// counters. Anything else is refused, in one linear pass: a peer controls these
+    /// bytes, and repairing an unsorted vector by insertion was quadratic (a 1 MB
+    /// descending vector took seconds). Canonical input also makes equal vectors
+    /// byte-equal on the wire.
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let pairs = Vec::<(AgentId, u64)>::deserialize(deserializer)?;
-        Ok(pairs.into_iter().collect())
+        let ascending = pairs.windows(2).all(|pair| pair[0].0 < pair[1].0);
+        if !ascending || pairs.iter().any(|(_, counter)| *counter == 0) {
+            return Err(serde::de::Error::custom(
+                "version vector not canonical: writers must be strictly ascending, counters non-zero",
+            ));
+        }
+        Ok(Self(pairs))
     }
 }
 
@@ -84,11 +92,35 @@ impl VersionVector {
         }
     }
 
-    /// Pointwise maximum with `other` (the join of the two).
+    /// Pointwise maximum with `other` (the join of the two). Linear in both sizes.
     pub fn merge(&mut self, other: &VersionVector) {
-        for (writer, counter) in &other.0 {
-            self.observe(*writer, *counter);
+        if other.0.iter().all(|(writer, counter)| self.get(writer) >= *counter) {
+            return;
         }
+        let (ours, theirs) = (&self.0, &other.0);
+        let mut joined = Vec::with_capacity(ours.len() + theirs.len());
+        let (mut i, mut j) = (0, 0);
+        while i < ours.len() && j < theirs.len() {
+            let (a, b) = (ours[i], theirs[j]);
+            match a.0.cmp(&b.0) {
+                std::cmp::Ordering::Less => {
+                    joined.push(a);
+                    i += 1;
+                }
+                std::cmp::Ordering::Greater => {
+                    joined.push(b);
+                    j += 1;
+                }
+                std::cmp::Ordering::Equal => {
+                    joined.push((a.0, a.1.max(b.1)));
+                    i += 1;
+                    j += 1;
+                }
+            }
+        }
+        joined.extend_from_slice(&ours[i..]);
+        joined.extend_from_slice(&theirs[j..]);
+        self.0 = joined;
     }
 
     /// True if `self` has seen everything `other` has.
@@ -126,12 +158,13 @@ impl VersionVector {
 }
 
 impl FromIterator<(AgentId, u64)> for VersionVector {
+    /// Any order, repeats and zeros: keeps each writer's highest counter. O(n log n).
     fn from_iter<I: IntoIterator<Item = (AgentId, u64)>>(iter: I) -> Self {
-        let mut vv = Self::new();
-        for (writer, counter) in iter {
-            vv.observe(writer, counter);
-        }
-        vv
+        let mut pairs: Vec<(AgentId, u64)> = iter.into_iter().filter(|(_, c)| *c > 0).collect();
+        // Highest counter first within a writer, so dedup keeps it.
+        pairs.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+        pairs.dedup_by(|later, kept| later.0 == kept.0);
+        Self(pairs)
     }
 }
 
@@ -172,18 +205,46 @@ mod tests {
     }
 
     #[test]
-    fn decoding_canonicalises_order_repeats_and_zeros() {
-        let messy = vec![(w(3), 1u64), (w(1), 2), (w(3), 5), (w(2), 0)];
-        let bytes = postcard::to_allocvec(&messy).unwrap();
-        let decoded: VersionVector = postcard::from_bytes(&bytes).unwrap();
-        let canonical: VersionVector = [(w(1), 2), (w(3), 5)].into_iter().collect();
-        assert_eq!(decoded, canonical);
-        assert_eq!(
-            postcard::to_allocvec(&decoded).unwrap(),
-            postcard::to_allocvec(&canonical).unwrap()
-        );
-        let order: Vec<_> = decoded.iter().map(|(writer, _)| *writer).collect();
-        assert_eq!(order, vec![w(1), w(3)]);
+    fn decoding_accepts_only_the_canonical_form() {
+        let decode = |pairs: Vec<(AgentId, u64)>| {
+            let bytes = postcard::to_allocvec(&pairs).unwrap();
+            postcard::from_bytes::<VersionVector>(&bytes)
+        };
+        // (pairs on the wire, accepted)
+        let cases = [
+            (vec![], true),
+            (vec![(w(1), 2), (w(3), 5)], true),
+            (vec![(w(3), 5), (w(1), 2)], false),
+            (vec![(w(1), 2), (w(1), 5)], false),
+            (vec![(w(1), 2), (w(2), 0)], false),
+        ];
+        for (pairs, accepted) in cases {
+            assert_eq!(decode(pairs.clone()).is_ok(), accepted, "{pairs:?}");
+        }
+        let canonical: VersionVector = [(w(3), 5), (w(1), 2), (w(3), 1), (w(2), 0)]
+            .into_iter()
+            .collect();
+        let bytes = postcard::to_allocvec(&canonical).unwrap();
+        assert_eq!(postcard::from_bytes::<VersionVector>(&bytes).unwrap(), canonical);
+        let order: Vec<_> = canonical.iter().map(|(writer, c)| (*writer, *c)).collect();
+        assert_eq!(order, vec![(w(1), 2), (w(3), 5)]);
+    }
+
+    #[test]
+    fn a_descending_vector_of_a_whole_frame_is_refused_in_one_pass() {
+        // The attack of the hardening issue: ~31k pairs in descending order, which the
+        // old decoder repaired by insertion (quadratic, seconds per frame).
+        let pairs: Vec<(AgentId, u64)> = (0..31_000u32)
+            .rev()
+            .map(|n| {
+                let mut bytes = [0u8; 32];
+                bytes[..4].copy_from_slice(&n.to_be_bytes());
+                (AgentId::from_bytes(bytes), 1)
+            })
+            .collect();
+        let bytes = postcard::to_allocvec(&pairs).unwrap();
+        assert!(bytes.len() < 1 << 20);
+        assert!(postcard::from_bytes::<VersionVector>(&bytes).is_err());
     }
 
     #[test]
