@@ -370,25 +370,53 @@ impl VersionedState {
             }
         }
         self.check_capacity(admitted.iter().map(|(item, _)| item))?;
-        for (item, signed_bytes) in &admitted {
-            verify(verifier, &item.entry, signed_bytes)?;
+        // The ranges that advance our version, and their proofs (found by map lookup:
+        // one pass over the entries, not one per range).
+        let by_version: HashMap<(AgentId, u64), usize> = admitted
+            .iter()
+            .enumerate()
+            .map(|(at, (item, _))| ((item.entry.writer, item.entry.counter), at))
+            .collect();
+        let advancing: Vec<(AgentId, u64, usize)> = ranges
+            .values()
+            .filter(|range| {
+                let mine = self.version.get(&range.writer);
+                mine >= range.after && mine < range.through
+            })
+            .filter_map(|range| {
+                let at = by_version.get(&(range.writer, range.through))?;
+                Some((range.writer, range.through, *at))
+            })
+            .collect();
+        let mut is_proof = vec![false; admitted.len()];
+        for (_, _, at) in &advancing {
+            is_proof[*at] = true;
+        }
+        // Verify only what would change our state: an entry we hold already, or one
+        // that loses to what we hold, changes nothing (and is dropped, unapplied), so a
+        // peer replaying signed entries costs us no signature checks.
+        let keep: Vec<bool> = admitted
+            .iter()
+            .zip(&is_proof)
+            .map(|((item, _), proof)| *proof || self.would_win(item))
+            .collect();
+        for ((item, signed_bytes), keep) in admitted.iter().zip(&keep) {
+            if *keep {
+                verify(verifier, &item.entry, signed_bytes)?;
+            }
         }
 
         let mut report = MergeReport::default();
-        for range in ranges.values() {
-            let mine = self.version.get(&range.writer);
-            if mine >= range.after && mine < range.through {
-                let proof = admitted.iter().find(|(item, _)| {
-                    item.entry.writer == range.writer && item.entry.counter == range.through
-                });
-                if let Some((proof, _)) = proof {
-                    self.version.observe(range.writer, range.through);
-                    self.proofs.insert(range.writer, proof.clone());
-                    report.advanced_writers += 1;
-                }
-            }
+        for (writer, through, at) in advancing {
+            self.version.observe(writer, through);
+            self.proofs.insert(writer, admitted[at].0.clone());
+            report.advanced_writers += 1;
         }
-        report.updated_keys = self.apply_all(admitted.into_iter().map(|(item, _)| item));
+        let winners = admitted
+            .into_iter()
+            .zip(keep)
+            .filter_map(|((item, _), keep)| keep.then_some(item));
+        report.updated_keys = self.apply_all(winners);
         Ok(report)
     }
 
@@ -407,11 +435,16 @@ impl VersionedState {
             .map(|entry| self.admit(entry))
             .collect::<Result<Vec<_>, _>>()?;
         self.check_capacity(admitted.iter().map(|(item, _)| item))?;
-        for (item, signed_bytes) in &admitted {
-            verify(verifier, &item.entry, signed_bytes)?;
-        }
+        // As in `merge`: only entries that would win are verified and applied.
+        let winners: Vec<Stored> = admitted
+            .into_iter()
+            .filter(|(item, _)| self.would_win(item))
+            .map(|(item, signed_bytes)| {
+                verify(verifier, &item.entry, &signed_bytes).map(|()| item)
+            })
+            .collect::<Result<_, _>>()?;
         Ok(MergeReport {
-            updated_keys: self.apply_all(admitted.into_iter().map(|(item, _)| item)),
+            updated_keys: self.apply_all(winners.into_iter()),
             advanced_writers: 0,
         })
     }
@@ -520,6 +553,15 @@ impl VersionedState {
             Stored::new(entry.clone(), &signed_bytes, self.merkle.depth()),
             signed_bytes,
         ))
+    }
+
+    /// True if `item` would replace the winner of its key (or its key is new). An entry
+    /// identical to the winner, or one that loses to it, would change nothing.
+    fn would_win(&self, item: &Stored) -> bool {
+        self.buckets
+            .get(&item.bucket)
+            .and_then(|bucket| bucket.get(&*item.key))
+            .is_none_or(|register| item.marker() > register.marker)
     }
 
     fn check_capacity<'a>(
