@@ -62,6 +62,8 @@ pub struct GossipStats {
     pub diffs_started: u64,
     /// Merkle anti-entropy sessions finished.
     pub diffs_completed: u64,
+    /// Anti-entropy entries ignored because they came outside a diff session.
+    pub entries_ignored: u64,
 }
 
 /// A snapshot of where the layer stands.
@@ -303,7 +305,8 @@ impl GossipLayer {
                 buckets,
             } => self.on_diff_answer(ctx, from, session, nodes, buckets),
             GossipMessage::EntriesWanted { keys } => {
-                if keys.len() > self.config.max_diff_keys {
+                // Only a peer whose diff question we answered may ask, once.
+                if keys.len() > self.config.max_diff_keys || !self.diffs.take_wanted(&from) {
                     return;
                 }
                 let entries = self.bounded_entries(&keys);
@@ -523,6 +526,7 @@ impl GossipLayer {
                 if !entries.is_empty() {
                     self.send(ctx, peer, &GossipMessage::Entries { entries });
                 }
+                self.diffs.asked_for_entries(peer, self.round);
                 self.send(ctx, peer, &GossipMessage::EntriesWanted { keys });
             }
         }
@@ -544,6 +548,7 @@ impl GossipLayer {
         }
         let nodes = self.state.merkle_nodes(&nodes);
         let buckets = self.state.bucket_digests(&buckets);
+        self.diffs.answered_question(from, self.round);
         let answer = GossipMessage::DiffAnswer {
             session,
             nodes,
@@ -582,7 +587,10 @@ impl GossipLayer {
         from: AgentId,
         entries: &[SignedEntry],
     ) {
-        if entries.len() > self.config.max_diff_keys {
+        // Anti-entropy entries travel only inside a diff session (and once): unsolicited
+        // ones are ignored, uncharged (a late answer is not misbehaviour).
+        if entries.len() > self.config.max_diff_keys || !self.diffs.take_entries(&from) {
+            self.stats.entries_ignored += 1;
             return;
         }
         match self.state.merge_entries(entries, ctx.verifier()) {
@@ -609,17 +617,19 @@ impl GossipLayer {
         }
     }
 
-    /// Entries for `keys`, up to the delta byte budget.
+    /// Entries for `keys` (each once), up to the delta byte budget: the budget is
+    /// applied while walking the keys, so only what is sent is ever copied.
     fn bounded_entries(&self, keys: &[String]) -> Vec<SignedEntry> {
         let mut budget = self.config.max_delta_bytes;
         let mut entries = Vec::new();
-        for entry in self.state.entries_for(keys) {
+        let unique: std::collections::BTreeSet<&String> = keys.iter().collect();
+        for entry in unique.into_iter().filter_map(|key| self.state.entry(key)) {
             let size = entry.key.len() + entry.value.as_ref().map_or(0, Vec::len) + 120;
             if size > budget && !entries.is_empty() {
                 break;
             }
             budget = budget.saturating_sub(size);
-            entries.push(entry);
+            entries.push(entry.clone());
         }
         entries
     }

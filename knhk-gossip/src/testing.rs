@@ -71,6 +71,20 @@ pub fn push_frame(
     )
 }
 
+/// A signed anti-entropy `Entries` frame carrying `entries`, sent by `signer` at `now`
+/// with `nonce` in the default scope (for tests that send entries outside a session).
+pub fn entries_frame(
+    signer: &impl EnvelopeSigner,
+    now: UnixMillis,
+    nonce: u64,
+    entries: Vec<SignedEntry>,
+) -> Vec<u8> {
+    let message = GossipMessage::Entries { entries };
+    // Serializing this message into a Vec cannot fail.
+    let payload = postcard::to_allocvec(&message).unwrap_or_default();
+    Envelope::seal(signer, EnvelopeHeader::new(message.kind(), now, nonce), &payload)
+}
+
 /// Shape of a [`Cluster`].
 #[derive(Clone, Debug)]
 pub struct ClusterConfig {

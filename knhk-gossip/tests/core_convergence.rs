@@ -353,3 +353,28 @@ fn a_second_layer_runs_beside_gossip_in_the_cluster() {
         assert_eq!(cluster.endpoint(i).stats().frames_unrouted, 0);
     }
 }
+
+/// Hardening finding 3: `Entries` used to be merged from anyone at any time, so a member
+/// could replay pre-signed entries and make a node verify them without limit. Now they
+/// are accepted only inside a diff session, once.
+#[test]
+fn anti_entropy_entries_outside_a_session_are_ignored() {
+    let mallory = NodeKey::from_seed([91; 32]);
+    let mut cluster = Cluster::new(ClusterConfig {
+        nodes: 3,
+        seed: 17,
+        extra_members: vec![mallory.agent_id()],
+        ..ClusterConfig::default()
+    });
+    let writer = NodeKey::from_seed([92; 32]);
+    let mut source = knhk_crdt::VersionedState::new(knhk_crdt::StateConfig::default());
+    source.put(&writer, "smuggled", b"x".to_vec()).unwrap();
+    let entries = vec![source.entry("smuggled").unwrap().clone()];
+    let now = cluster.now();
+    let frame = knhk_gossip::testing::entries_frame(&mallory, now, now.0 << 20, entries);
+    cluster.inject(mallory.agent_id(), 0, frame);
+    cluster.run_until(50, |_| false);
+    assert_eq!(cluster.gossip(0).get("smuggled"), None);
+    assert_eq!(cluster.gossip(0).stats().entries_ignored, 1);
+    assert_eq!(cluster.endpoint(0).stats().charged, 0, "ignored, not charged");
+}

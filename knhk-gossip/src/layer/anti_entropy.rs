@@ -14,11 +14,25 @@ pub(crate) struct DiffSession {
     pub(crate) started_round: u64,
 }
 
+/// What a peer in a diff with us may still send: anti-entropy entries travel only
+/// inside a session, so nobody can make us verify entries, or build an entries reply,
+/// outside one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Permit {
+    /// The round the permit was last granted in (it expires with the session timeout).
+    round: u64,
+    /// One `Entries` message.
+    entries: bool,
+    /// One `EntriesWanted` message.
+    wanted: bool,
+}
+
 /// Sessions by peer, bounded; unanswered ones time out.
 #[derive(Debug, Default)]
 pub(crate) struct DiffSessions {
     sessions: HashMap<AgentId, DiffSession>,
     next_id: u64,
+    permits: HashMap<AgentId, Permit>,
 }
 
 impl DiffSessions {
@@ -48,15 +62,55 @@ impl DiffSessions {
         self.sessions.remove(peer)
     }
 
-    /// Drops sessions started more than `timeout` rounds before `round`.
+    /// Drops sessions and permits older than `timeout` rounds at `round`.
     pub(crate) fn expire(&mut self, round: u64, timeout: u64) {
         self.sessions
             .retain(|_, session| round.saturating_sub(session.started_round) <= timeout);
+        self.permits
+            .retain(|_, permit| round.saturating_sub(permit.round) <= timeout);
     }
 
-    /// Sessions in flight.
+    /// We answered `peer`'s diff question in `round`: it may send us its entries for the
+    /// keys it finds differing, and ask for ours, once each.
+    pub(crate) fn answered_question(&mut self, peer: AgentId, round: u64) {
+        self.permits.insert(
+            peer,
+            Permit {
+                round,
+                entries: true,
+                wanted: true,
+            },
+        );
+    }
+
+    /// We asked `peer` for entries in `round`: it may send them, once.
+    pub(crate) fn asked_for_entries(&mut self, peer: AgentId, round: u64) {
+        let permit = self.permits.entry(peer).or_insert(Permit {
+            round,
+            entries: false,
+            wanted: false,
+        });
+        permit.round = round;
+        permit.entries = true;
+    }
+
+    /// Takes `peer`'s permit to send `Entries`; false if it has none.
+    pub(crate) fn take_entries(&mut self, peer: &AgentId) -> bool {
+        self.permits
+            .get_mut(peer)
+            .is_some_and(|permit| std::mem::take(&mut permit.entries))
+    }
+
+    /// Takes `peer`'s permit to send `EntriesWanted`; false if it has none.
+    pub(crate) fn take_wanted(&mut self, peer: &AgentId) -> bool {
+        self.permits
+            .get_mut(peer)
+            .is_some_and(|permit| std::mem::take(&mut permit.wanted))
+    }
+
+    /// Sessions in flight and permits held.
     pub(crate) fn len(&self) -> usize {
-        self.sessions.len()
+        self.sessions.len() + self.permits.len()
     }
 }
 
@@ -101,6 +155,23 @@ mod tests {
                 "peer {peer} id {answered}"
             );
         }
+    }
+
+    #[test]
+    fn entries_are_accepted_only_inside_a_session_and_once() {
+        let mut sessions = DiffSessions::default();
+        // (what happened, then: may peer 1 send Entries?, may it send EntriesWanted?)
+        assert!(!sessions.take_entries(&id(1)), "no session: no entries");
+        assert!(!sessions.take_wanted(&id(1)), "no session: no request");
+        sessions.answered_question(id(1), 3);
+        assert!(sessions.take_wanted(&id(1)));
+        assert!(!sessions.take_wanted(&id(1)), "once");
+        assert!(sessions.take_entries(&id(1)));
+        assert!(!sessions.take_entries(&id(1)), "once");
+        sessions.asked_for_entries(id(2), 4);
+        assert!(!sessions.take_wanted(&id(2)), "asking them grants no request of theirs");
+        sessions.expire(20, 10);
+        assert!(!sessions.take_entries(&id(2)), "expired");
     }
 
     #[test]
