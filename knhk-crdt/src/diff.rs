@@ -111,9 +111,13 @@ impl MerkleDiff {
         Ok(self.descend_from(&differing))
     }
 
-    /// Feeds the peer's answer to [`DiffStep::AskBuckets`]; finishes the diff.
+    /// Feeds the peer's answer to [`DiffStep::AskBuckets`]; finishes the diff with the
+    /// keys that differ in the buckets answered. An answer may cover only some of the
+    /// buckets asked (a peer bounds its reply to what fits a frame); the rest are found
+    /// by a later diff, which no longer descends into the buckets that now agree.
     ///
-    /// Errors: [`CrdtError::DiffMismatch`] if the answer is not exactly the buckets asked.
+    /// Errors: [`CrdtError::DiffMismatch`] if the answer is empty while buckets were
+    /// asked, names a bucket not asked or one twice, or puts a key in the wrong bucket.
     pub fn on_buckets(
         &mut self,
         local: &VersionedState,
@@ -125,7 +129,10 @@ impl MerkleDiff {
             ));
         };
         let answered: BTreeSet<u32> = answer.iter().map(|b| b.bucket).collect();
-        if &answered != asked || answered.len() != answer.len() {
+        let partial_but_sound = answered.is_subset(asked)
+            && answered.len() == answer.len()
+            && (!answered.is_empty() || asked.is_empty());
+        if !partial_but_sound {
             return Err(CrdtError::DiffMismatch(
                 "answer names other buckets than asked".into(),
             ));

@@ -486,14 +486,33 @@ impl VersionedState {
     /// The (key, digest) pairs of the given buckets, in key order. Duplicate buckets are
     /// answered once.
     pub fn bucket_digests(&self, buckets: &[u32]) -> Vec<crate::BucketDigests> {
+        self.bucket_digests_bounded(buckets, usize::MAX)
+    }
+
+    /// As [`VersionedState::bucket_digests`], stopping before the answer would exceed
+    /// `max_bytes` (keys plus 32-byte digests; the first bucket is always answered):
+    /// a question about every bucket of a large state gets a first chunk, not a reply
+    /// too large to send. Costs O(what is answered).
+    pub fn bucket_digests_bounded(
+        &self,
+        buckets: &[u32],
+        max_bytes: usize,
+    ) -> Vec<crate::BucketDigests> {
         let unique: BTreeSet<u32> = buckets.iter().copied().collect();
-        unique
-            .into_iter()
-            .map(|bucket| crate::BucketDigests {
+        let mut budget = max_bytes;
+        let mut answer = Vec::new();
+        for bucket in unique {
+            let entries = self.buckets.get(&bucket);
+            let size: usize = 8 + entries.map_or(0, |entries| {
+                entries.keys().map(|key| key.len() + 40).sum::<usize>()
+            });
+            if size > budget && !answer.is_empty() {
+                break;
+            }
+            budget = budget.saturating_sub(size);
+            answer.push(crate::BucketDigests {
                 bucket,
-                keys: self
-                    .buckets
-                    .get(&bucket)
+                keys: entries
                     .map(|entries| {
                         entries
                             .iter()
@@ -501,8 +520,9 @@ impl VersionedState {
                             .collect()
                     })
                     .unwrap_or_default(),
-            })
-            .collect()
+            });
+        }
+        answer
     }
 
     /// Approximate heap bytes held, for memory accounting.

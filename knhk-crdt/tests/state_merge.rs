@@ -500,3 +500,45 @@ fn entries_held_already_or_losing_cost_no_signature_check() {
     assert_eq!(counting.checks, 51);
     assert_eq!(replica.get("k7"), Some(&b"newer"[..]));
 }
+
+/// Hardening finding 6: a question about every bucket of a large state used to build
+/// one reply far over a frame (then dropped), so the diff never finished. Answers are
+/// now chunked to a byte budget, and repeated diffs converge chunk by chunk.
+#[test]
+fn chunked_bucket_answers_converge_over_several_diffs() {
+    use knhk_crdt::{DiffStep, MerkleDiff};
+    let config = StateConfig {
+        merkle_depth: 6,
+        ..StateConfig::default()
+    };
+    let (alice, bob) = (key(1), key(2));
+    let (mut a, mut b) = (VersionedState::new(config.clone()), VersionedState::new(config));
+    for n in 0..600 {
+        a.put(&alice, &format!("a{n}"), vec![1]).unwrap();
+        b.put(&bob, &format!("b{n}"), vec![2]).unwrap();
+    }
+    let budget = 4_096;
+    let everything: Vec<u32> = (0..64).collect();
+    let first_chunk = b.bucket_digests_bounded(&everything, budget);
+    assert!(!first_chunk.is_empty() && first_chunk.len() < 64, "{}", first_chunk.len());
+    let mut sessions = 0;
+    while a.merkle_root() != b.merkle_root() {
+        sessions += 1;
+        assert!(sessions < 100, "no progress");
+        let (mut diff, mut step) = MerkleDiff::start(&mut a, b.merkle_root());
+        let keys = loop {
+            step = match step {
+                DiffStep::AskNodes(nodes) => diff.on_nodes(&mut a, &b.merkle_nodes(&nodes)).unwrap(),
+                DiffStep::AskBuckets(buckets) => diff
+                    .on_buckets(&a, &b.bucket_digests_bounded(&buckets, budget))
+                    .unwrap(),
+                DiffStep::Done(keys) => break keys,
+            };
+        };
+        let (ours, theirs) = (a.entries_for(&keys), b.entries_for(&keys));
+        a.merge_entries(&theirs, &mut verifier()).unwrap();
+        b.merge_entries(&ours, &mut verifier()).unwrap();
+    }
+    assert!(sessions > 1, "the budget forced several chunks");
+    assert_eq!(a.len(), 1_200);
+}

@@ -6,6 +6,7 @@ mod convergence;
 mod news;
 mod pulls;
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use knhk_crdt::{
@@ -64,6 +65,8 @@ pub struct GossipStats {
     pub diffs_completed: u64,
     /// Anti-entropy entries ignored because they came outside a diff session.
     pub entries_ignored: u64,
+    /// Pulls answered without their catch-up delta because the peer had one recently.
+    pub catch_up_deferred: u64,
 }
 
 /// A snapshot of where the layer stands.
@@ -120,7 +123,16 @@ pub struct GossipLayer {
     news: RecentNews,
     stats: GossipStats,
     sample: Vec<AgentId>,
+    /// When each peer last got a catch-up delta from us (one per
+    /// [`CATCH_UP_EVERY_ROUNDS`]): a cheap pull must not buy an expensive reply at will.
+    catch_up_served: HashMap<AgentId, u64>,
 }
+
+/// A pull whose version lacks more than this many of our versions asks for a catch-up
+/// delta (up to `max_delta_bytes`, the costly reply).
+const CATCH_UP_VERSIONS: u64 = 256;
+/// Rounds between two catch-up deltas to one peer.
+const CATCH_UP_EVERY_ROUNDS: u64 = 10;
 
 impl GossipLayer {
     /// A layer with an empty state.
@@ -136,6 +148,7 @@ impl GossipLayer {
             news: RecentNews::default(),
             stats: GossipStats::default(),
             sample: Vec::new(),
+            catch_up_served: HashMap::new(),
         }
     }
 
@@ -325,6 +338,12 @@ impl GossipLayer {
     ) {
         let root = self.state.merkle_root();
         let delta = match &version {
+            Some(theirs) if !self.may_serve(from, theirs) => {
+                // A catch-up delta to this peer was sent recently: answer with our
+                // version only; it asks again later.
+                self.stats.catch_up_deferred += 1;
+                None
+            }
             Some(theirs) => {
                 let delta = self
                     .state
@@ -347,6 +366,31 @@ impl GossipLayer {
                 version: reply_version,
             },
         );
+    }
+
+    /// True unless `theirs` asks for a catch-up delta and `peer` had one within the last
+    /// [`CATCH_UP_EVERY_ROUNDS`] (then false). Records the catch-up it allows. Costs
+    /// O(writers in `theirs` + ours).
+    fn may_serve(&mut self, peer: AgentId, theirs: &VersionVector) -> bool {
+        let missing: u64 = self
+            .state
+            .version()
+            .iter()
+            .map(|(writer, ours)| ours.saturating_sub(theirs.get(writer)))
+            .sum();
+        if missing <= CATCH_UP_VERSIONS {
+            return true;
+        }
+        let round = self.round;
+        if let Some(&last) = self.catch_up_served.get(&peer)
+            && round.saturating_sub(last) < CATCH_UP_EVERY_ROUNDS
+        {
+            return false;
+        }
+        self.catch_up_served
+            .retain(|_, last| round.saturating_sub(*last) < CATCH_UP_EVERY_ROUNDS);
+        self.catch_up_served.insert(peer, round);
+        true
     }
 
     fn on_pull_reply<V: SignatureVerifier>(
@@ -547,7 +591,10 @@ impl GossipLayer {
             return;
         }
         let nodes = self.state.merkle_nodes(&nodes);
-        let buckets = self.state.bucket_digests(&buckets);
+        // A question about many buckets of a large state gets the first chunk that fits.
+        let buckets = self
+            .state
+            .bucket_digests_bounded(&buckets, self.config.max_delta_bytes);
         self.diffs.answered_question(from, self.round);
         let answer = GossipMessage::DiffAnswer {
             session,
@@ -700,5 +747,6 @@ impl<V: SignatureVerifier + 'static> Layer<V> for GossipLayer {
             + self.diffs.len() * 256
             + self.news.len()
             + self.sample.capacity() * 32
+            + self.catch_up_served.capacity() * 48
     }
 }

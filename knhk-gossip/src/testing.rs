@@ -85,6 +85,21 @@ pub fn entries_frame(
     Envelope::seal(signer, EnvelopeHeader::new(message.kind(), now, nonce), &payload)
 }
 
+/// A signed gossip `Pull` frame with `root` and `version`, sent by `signer` at `now`
+/// with `nonce` in the default scope (for tests of what a pull may cost its receiver).
+pub fn pull_frame(
+    signer: &impl EnvelopeSigner,
+    now: UnixMillis,
+    nonce: u64,
+    root: Hash,
+    version: Option<knhk_types::VersionVector>,
+) -> Vec<u8> {
+    let message = GossipMessage::Pull { root, version };
+    // Serializing this message into a Vec cannot fail.
+    let payload = postcard::to_allocvec(&message).unwrap_or_default();
+    Envelope::seal(signer, EnvelopeHeader::new(message.kind(), now, nonce), &payload)
+}
+
 /// Shape of a [`Cluster`].
 #[derive(Clone, Debug)]
 pub struct ClusterConfig {

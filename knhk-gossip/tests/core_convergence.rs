@@ -378,3 +378,35 @@ fn anti_entropy_entries_outside_a_session_are_ignored() {
     assert_eq!(cluster.gossip(0).stats().entries_ignored, 1);
     assert_eq!(cluster.endpoint(0).stats().charged, 0, "ignored, not charged");
 }
+
+/// Hardening finding 6: a 141-byte pull with an empty version bought a full catch-up
+/// delta (tens of ms and hundreds of KB on a large state) every time. One catch-up per
+/// peer per ten rounds now; more pulls get our version only.
+#[test]
+fn a_peer_gets_one_catch_up_delta_per_ten_rounds() {
+    let mallory = NodeKey::from_seed([93; 32]);
+    let mut cluster = Cluster::new(ClusterConfig {
+        nodes: 2,
+        seed: 19,
+        extra_members: vec![mallory.agent_id()],
+        ..ClusterConfig::default()
+    });
+    for n in 0..300 {
+        cluster.put(0, &format!("k{n}"), vec![1; 16]).unwrap();
+    }
+    cluster.run_until_converged(10_000).unwrap();
+    let now = cluster.now();
+    for nonce in 0..5 {
+        let frame = knhk_gossip::testing::pull_frame(
+            &mallory,
+            now,
+            (now.0 << 20) + nonce,
+            [0; 32],
+            Some(knhk_types::VersionVector::new()),
+        );
+        cluster.inject(mallory.agent_id(), 0, frame);
+    }
+    cluster.run_until(5, |_| false);
+    assert_eq!(cluster.gossip(0).stats().catch_up_deferred, 4);
+    assert_eq!(cluster.endpoint(0).stats().charged, 0);
+}
