@@ -9,8 +9,8 @@
 //! sees events and timers (for telemetry) without the driver naming them.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
-use std::sync::Arc;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -28,11 +28,20 @@ use crate::error::EndpointError;
 /// counted in [`DriverStats::sends_dropped`].
 pub const MAX_SENDS_IN_FLIGHT: usize = 1_024;
 
+/// Sends in flight to any one peer, at most: a peer that never takes its frames (or
+/// never grants a stream) stalls only its own sends, never the node's whole budget.
+/// Beyond this, frames to it are dropped and counted in
+/// [`DriverStats::sends_dropped_per_peer`].
+pub const MAX_SENDS_PER_PEER: usize = 32;
+
 /// Counters kept by the driver itself (not by the endpoint or any layer).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DriverStats {
     /// Frames dropped because [`MAX_SENDS_IN_FLIGHT`] sends were already in flight.
     pub sends_dropped: u64,
+    /// Frames dropped because [`MAX_SENDS_PER_PEER`] sends to their peer were already
+    /// in flight.
+    pub sends_dropped_per_peer: u64,
     /// Sends the transport reported as failed (unreachable peer, refused handshake…).
     pub sends_failed: u64,
 }
@@ -182,6 +191,8 @@ pub struct Runtime<S, V, T, O> {
     timers: BinaryHeap<Reverse<(Instant, u64, Timer)>>,
     timer_sequence: u64,
     sends: Arc<Semaphore>,
+    /// Sends in flight per peer (a peer leaves the map when its last send ends).
+    per_peer: Arc<Mutex<HashMap<AgentId, usize>>>,
     stats: DriverStats,
     failures: Arc<std::sync::atomic::AtomicU64>,
 }
@@ -211,6 +222,7 @@ where
             timers: BinaryHeap::new(),
             timer_sequence: 0,
             sends: Arc::new(Semaphore::new(MAX_SENDS_IN_FLIGHT)),
+            per_peer: Arc::default(),
             stats: DriverStats::default(),
             failures: Arc::default(),
         };
@@ -326,12 +338,29 @@ where
             self.stats.sends_dropped += 1;
             return;
         };
+        {
+            let mut per_peer = self.per_peer.lock().unwrap_or_else(PoisonError::into_inner);
+            let in_flight = per_peer.entry(to).or_insert(0);
+            if *in_flight >= MAX_SENDS_PER_PEER {
+                self.stats.sends_dropped_per_peer += 1;
+                return;
+            }
+            *in_flight += 1;
+        }
         let transport = self.transport.clone();
         let failures = self.failures.clone();
+        let per_peer = self.per_peer.clone();
         tokio::spawn(async move {
             if let Err(error) = transport.send(to, Bytes::from(frame)).await {
                 failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 log_send_error(to, &error);
+            }
+            let mut per_peer = per_peer.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(in_flight) = per_peer.get_mut(&to) {
+                *in_flight = in_flight.saturating_sub(1);
+                if *in_flight == 0 {
+                    per_peer.remove(&to);
+                }
             }
             drop(permit);
         });

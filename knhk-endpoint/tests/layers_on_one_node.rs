@@ -263,3 +263,41 @@ fn garbage_in_a_routed_kind_is_charged_to_the_sender() {
     assert_eq!(node.stats().charged, 1);
     assert!(node.reputation(&sender, VIRTUAL_START) < 1_000);
 }
+
+/// Hardening finding 5: 1,024 sends in flight were shared by every peer, so one peer
+/// that never takes its frames could hold them all and cut the node off from everyone.
+#[tokio::test]
+async fn a_peer_that_never_reads_stalls_only_its_own_sends() {
+    let keys = keys(3);
+    let members = members(&keys);
+    let network = MemoryNetwork::new(MemoryConfig {
+        inbound_queue: 4,
+        ..MemoryConfig::default()
+    });
+    // Node 0 pings node 1 or node 2 every millisecond; node 1 joined but never reads.
+    let _deaf = network.join(keys[1].agent_id()).unwrap();
+    let mut pinger = endpoint(&keys[0], &members, 7);
+    // Two probes (scopes 0 and 1) double the rate.
+    let probe = pinger.add_layer(Scope::DEFAULT, PingLayer::new(Duration::from_millis(1))).unwrap();
+    pinger.add_layer(Scope(1), PingLayer::new(Duration::from_millis(1))).unwrap();
+    let pinger = Runtime::spawn(pinger, network.join(keys[0].agent_id()).unwrap(), NoObserver);
+    let mut answering = endpoint(&keys[2], &members, 8);
+    for scope in [Scope::DEFAULT, Scope(1)] {
+        answering.add_layer(scope, PingLayer::new(Duration::from_secs(3_600))).unwrap();
+    }
+    let answering = Runtime::spawn(answering, network.join(keys[2].agent_id()).unwrap(), NoObserver);
+    let measure = move |node: &mut knhk_endpoint::runtime::Driven<'_, NodeKey, knhk_security::Ed25519Verifier>| {
+        let trips = node.endpoint.layer(probe).map_or(0, |p| p.stats().pongs_matched);
+        (trips, node.driver)
+    };
+    // Long enough for the old shared budget to fill with frames for the deaf peer.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let (before, _) = pinger.call(measure).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (after, driver) = pinger.call(measure).await.unwrap();
+    assert!(after > before + 20, "pongs kept coming from the answering peer: {before} → {after}, {driver:?}");
+    assert!(driver.sends_dropped_per_peer > 0, "{driver:?}");
+    assert_eq!(driver.sends_dropped, 0, "the node-wide budget never ran out: {driver:?}");
+    pinger.shutdown().await.unwrap();
+    answering.shutdown().await.unwrap();
+}

@@ -79,6 +79,9 @@ pub struct QuicConfig {
     pub keep_alive_interval: Duration,
     /// Deadline for one `send`, including any dial. Default 10 s.
     pub send_timeout: Duration,
+    /// Deadline for the peer to grant a new stream on an open connection. A peer that
+    /// never grants one must not hold a send for the whole `send_timeout`. Default 1 s.
+    pub stream_open_timeout: Duration,
     /// Deadline for one `request`, including any dial. Default 10 s.
     pub request_timeout: Duration,
     /// Concurrent inbound unidirectional streams per connection (sends beyond it wait).
@@ -102,6 +105,7 @@ impl Default for QuicConfig {
             idle_timeout: Duration::from_secs(30),
             keep_alive_interval: Duration::from_secs(10),
             send_timeout: Duration::from_secs(10),
+            stream_open_timeout: Duration::from_secs(1),
             request_timeout: Duration::from_secs(10),
             max_concurrent_uni_streams: 256,
             max_concurrent_bidi_streams: 64,
@@ -227,10 +231,14 @@ impl Transport for QuicTransport {
             Counters::bump(&shared.counters.frames_rejected_too_large);
         })?;
         let after = shared.config.send_timeout;
+        let open_within = shared.config.stream_open_timeout;
         let attempt = shared.with_connection(to, |conn| {
             let frame = frame.clone();
             async move {
-                let mut stream = conn.open_uni().await.map_err(|e| e.to_string())?;
+                let mut stream = tokio::time::timeout(open_within, conn.open_uni())
+                    .await
+                    .map_err(|_| "the peer granted no stream in time".to_string())?
+                    .map_err(|e| e.to_string())?;
                 stream.write_all(&frame).await.map_err(|e| e.to_string())?;
                 stream.finish().map_err(|e| e.to_string())
             }
@@ -250,10 +258,14 @@ impl Transport for QuicTransport {
         let max = shared.config.max_frame_bytes;
         check_frame_len(frame.len(), max)?;
         let after = shared.config.request_timeout;
+        let open_within = shared.config.stream_open_timeout;
         let attempt = async {
             let (mut send, mut recv) = shared
                 .with_connection(to, |conn| async move {
-                    conn.open_bi().await.map_err(|e| e.to_string())
+                    tokio::time::timeout(open_within, conn.open_bi())
+                        .await
+                        .map_err(|_| "the peer granted no stream in time".to_string())?
+                        .map_err(|e| e.to_string())
                 })
                 .await?;
             let lost = |reason: String| TransportError::ConnectionLost { peer: to, reason };
