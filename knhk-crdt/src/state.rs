@@ -439,9 +439,7 @@ impl VersionedState {
         let winners: Vec<Stored> = admitted
             .into_iter()
             .filter(|(item, _)| self.would_win(item))
-            .map(|(item, signed_bytes)| {
-                verify(verifier, &item.entry, &signed_bytes).map(|()| item)
-            })
+            .map(|(item, signed_bytes)| verify(verifier, &item.entry, &signed_bytes).map(|()| item))
             .collect::<Result<_, _>>()?;
         Ok(MergeReport {
             updated_keys: self.apply_all(winners.into_iter()),

@@ -482,9 +482,19 @@ fn entries_held_already_or_losing_cost_no_signature_check() {
     replica.merge(&everything, &mut counting).unwrap();
     assert_eq!(counting.checks, 50, "each new entry checked once");
     // The same delta again, and the same entries loose: nothing new, nothing checked.
-    assert!(replica.merge(&everything, &mut counting).unwrap().is_empty());
+    assert!(
+        replica
+            .merge(&everything, &mut counting)
+            .unwrap()
+            .is_empty()
+    );
     let entries = everything.entries.clone();
-    assert!(replica.merge_entries(&entries, &mut counting).unwrap().is_empty());
+    assert!(
+        replica
+            .merge_entries(&entries, &mut counting)
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(counting.checks, 50);
     // An overwritten entry loses to its successor: not checked, not applied, even with
     // a signature that would not verify.
@@ -496,7 +506,12 @@ fn entries_held_already_or_losing_cost_no_signature_check() {
     let mut forged_loser = old;
     forged_loser.signature = knhk_types::Signature([9; 64]);
     forged_loser.lamport = 0;
-    assert!(replica.merge_entries(&[forged_loser], &mut counting).unwrap().is_empty());
+    assert!(
+        replica
+            .merge_entries(&[forged_loser], &mut counting)
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(counting.checks, 51);
     assert_eq!(replica.get("k7"), Some(&b"newer"[..]));
 }
@@ -512,7 +527,10 @@ fn chunked_bucket_answers_converge_over_several_diffs() {
         ..StateConfig::default()
     };
     let (alice, bob) = (key(1), key(2));
-    let (mut a, mut b) = (VersionedState::new(config.clone()), VersionedState::new(config));
+    let (mut a, mut b) = (
+        VersionedState::new(config.clone()),
+        VersionedState::new(config),
+    );
     for n in 0..600 {
         a.put(&alice, &format!("a{n}"), vec![1]).unwrap();
         b.put(&bob, &format!("b{n}"), vec![2]).unwrap();
@@ -520,7 +538,11 @@ fn chunked_bucket_answers_converge_over_several_diffs() {
     let budget = 4_096;
     let everything: Vec<u32> = (0..64).collect();
     let first_chunk = b.bucket_digests_bounded(&everything, budget);
-    assert!(!first_chunk.is_empty() && first_chunk.len() < 64, "{}", first_chunk.len());
+    assert!(
+        !first_chunk.is_empty() && first_chunk.len() < 64,
+        "{}",
+        first_chunk.len()
+    );
     let mut sessions = 0;
     while a.merkle_root() != b.merkle_root() {
         sessions += 1;
@@ -528,7 +550,9 @@ fn chunked_bucket_answers_converge_over_several_diffs() {
         let (mut diff, mut step) = MerkleDiff::start(&mut a, b.merkle_root());
         let keys = loop {
             step = match step {
-                DiffStep::AskNodes(nodes) => diff.on_nodes(&mut a, &b.merkle_nodes(&nodes)).unwrap(),
+                DiffStep::AskNodes(nodes) => {
+                    diff.on_nodes(&mut a, &b.merkle_nodes(&nodes)).unwrap()
+                }
                 DiffStep::AskBuckets(buckets) => diff
                     .on_buckets(&a, &b.bucket_digests_bounded(&buckets, budget))
                     .unwrap(),

@@ -278,16 +278,37 @@ async fn a_peer_that_never_reads_stalls_only_its_own_sends() {
     let _deaf = network.join(keys[1].agent_id()).unwrap();
     let mut pinger = endpoint(&keys[0], &members, 7);
     // Two probes (scopes 0 and 1) double the rate.
-    let probe = pinger.add_layer(Scope::DEFAULT, PingLayer::new(Duration::from_millis(1))).unwrap();
-    pinger.add_layer(Scope(1), PingLayer::new(Duration::from_millis(1))).unwrap();
-    let pinger = Runtime::spawn(pinger, network.join(keys[0].agent_id()).unwrap(), NoObserver);
+    let probe = pinger
+        .add_layer(Scope::DEFAULT, PingLayer::new(Duration::from_millis(1)))
+        .unwrap();
+    pinger
+        .add_layer(Scope(1), PingLayer::new(Duration::from_millis(1)))
+        .unwrap();
+    let pinger = Runtime::spawn(
+        pinger,
+        network.join(keys[0].agent_id()).unwrap(),
+        NoObserver,
+    );
     let mut answering = endpoint(&keys[2], &members, 8);
     for scope in [Scope::DEFAULT, Scope(1)] {
-        answering.add_layer(scope, PingLayer::new(Duration::from_secs(3_600))).unwrap();
+        answering
+            .add_layer(scope, PingLayer::new(Duration::from_secs(3_600)))
+            .unwrap();
     }
-    let answering = Runtime::spawn(answering, network.join(keys[2].agent_id()).unwrap(), NoObserver);
-    let measure = move |node: &mut knhk_endpoint::runtime::Driven<'_, NodeKey, knhk_security::Ed25519Verifier>| {
-        let trips = node.endpoint.layer(probe).map_or(0, |p| p.stats().pongs_matched);
+    let answering = Runtime::spawn(
+        answering,
+        network.join(keys[2].agent_id()).unwrap(),
+        NoObserver,
+    );
+    let measure = move |node: &mut knhk_endpoint::runtime::Driven<
+        '_,
+        NodeKey,
+        knhk_security::Ed25519Verifier,
+    >| {
+        let trips = node
+            .endpoint
+            .layer(probe)
+            .map_or(0, |p| p.stats().pongs_matched);
         (trips, node.driver)
     };
     // Long enough for the old shared budget to fill with frames for the deaf peer.
@@ -295,9 +316,15 @@ async fn a_peer_that_never_reads_stalls_only_its_own_sends() {
     let (before, _) = pinger.call(measure).await.unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (after, driver) = pinger.call(measure).await.unwrap();
-    assert!(after > before + 20, "pongs kept coming from the answering peer: {before} → {after}, {driver:?}");
+    assert!(
+        after > before + 20,
+        "pongs kept coming from the answering peer: {before} → {after}, {driver:?}"
+    );
     assert!(driver.sends_dropped_per_peer > 0, "{driver:?}");
-    assert_eq!(driver.sends_dropped, 0, "the node-wide budget never ran out: {driver:?}");
+    assert_eq!(
+        driver.sends_dropped, 0,
+        "the node-wide budget never ran out: {driver:?}"
+    );
     pinger.shutdown().await.unwrap();
     answering.shutdown().await.unwrap();
 }

@@ -82,7 +82,11 @@ pub fn entries_frame(
     let message = GossipMessage::Entries { entries };
     // Serializing this message into a Vec cannot fail.
     let payload = postcard::to_allocvec(&message).unwrap_or_default();
-    Envelope::seal(signer, EnvelopeHeader::new(message.kind(), now, nonce), &payload)
+    Envelope::seal(
+        signer,
+        EnvelopeHeader::new(message.kind(), now, nonce),
+        &payload,
+    )
 }
 
 /// A signed gossip `Pull` frame with `root` and `version`, sent by `signer` at `now`
@@ -97,7 +101,11 @@ pub fn pull_frame(
     let message = GossipMessage::Pull { root, version };
     // Serializing this message into a Vec cannot fail.
     let payload = postcard::to_allocvec(&message).unwrap_or_default();
-    Envelope::seal(signer, EnvelopeHeader::new(message.kind(), now, nonce), &payload)
+    Envelope::seal(
+        signer,
+        EnvelopeHeader::new(message.kind(), now, nonce),
+        &payload,
+    )
 }
 
 /// Shape of a [`Cluster`].

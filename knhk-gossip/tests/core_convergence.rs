@@ -376,7 +376,11 @@ fn anti_entropy_entries_outside_a_session_are_ignored() {
     cluster.run_until(50, |_| false);
     assert_eq!(cluster.gossip(0).get("smuggled"), None);
     assert_eq!(cluster.gossip(0).stats().entries_ignored, 1);
-    assert_eq!(cluster.endpoint(0).stats().charged, 0, "ignored, not charged");
+    assert_eq!(
+        cluster.endpoint(0).stats().charged,
+        0,
+        "ignored, not charged"
+    );
 }
 
 /// Hardening finding 6: a 141-byte pull with an empty version bought a full catch-up

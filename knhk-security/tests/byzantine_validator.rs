@@ -467,7 +467,13 @@ fn frames_that_went_stale_in_our_own_queue_are_refused_but_never_charged() {
     // forty stale penalties would be far below the ban threshold.
     for nonce in 1..=40 {
         let bytes = frame(&honest, NOW, nonce);
-        let refused = validator.validate_received(at(45_000), NOW, honest.agent_id(), &bytes, &AllowAllSenders);
+        let refused = validator.validate_received(
+            at(45_000),
+            NOW,
+            honest.agent_id(),
+            &bytes,
+            &AllowAllSenders,
+        );
         assert_eq!(reason(refused), RejectReason::StaleTimestamp);
     }
     let stats = validator.stats();
@@ -477,7 +483,13 @@ fn frames_that_went_stale_in_our_own_queue_are_refused_but_never_charged() {
     assert!(!validator.is_banned(&honest.agent_id(), at(45_000)));
     // A frame that was already stale when it arrived is the sender's doing: charged.
     let late = frame(&honest, at(-40_000), 99);
-    let refused = validator.validate_received(at(45_000), at(1_000), honest.agent_id(), &late, &AllowAllSenders);
+    let refused = validator.validate_received(
+        at(45_000),
+        at(1_000),
+        honest.agent_id(),
+        &late,
+        &AllowAllSenders,
+    );
     assert_eq!(reason(refused), RejectReason::StaleTimestamp);
     assert!(validator.reputation(&honest.agent_id(), at(45_000)) < 1_000);
     assert_eq!(validator.stats().stale_after_queueing, 40);

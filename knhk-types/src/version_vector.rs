@@ -94,7 +94,11 @@ impl VersionVector {
 
     /// Pointwise maximum with `other` (the join of the two). Linear in both sizes.
     pub fn merge(&mut self, other: &VersionVector) {
-        if other.0.iter().all(|(writer, counter)| self.get(writer) >= *counter) {
+        if other
+            .0
+            .iter()
+            .all(|(writer, counter)| self.get(writer) >= *counter)
+        {
             return;
         }
         let (ours, theirs) = (&self.0, &other.0);
@@ -225,7 +229,10 @@ mod tests {
             .into_iter()
             .collect();
         let bytes = postcard::to_allocvec(&canonical).unwrap();
-        assert_eq!(postcard::from_bytes::<VersionVector>(&bytes).unwrap(), canonical);
+        assert_eq!(
+            postcard::from_bytes::<VersionVector>(&bytes).unwrap(),
+            canonical
+        );
         let order: Vec<_> = canonical.iter().map(|(writer, c)| (*writer, *c)).collect();
         assert_eq!(order, vec![(w(1), 2), (w(3), 5)]);
     }

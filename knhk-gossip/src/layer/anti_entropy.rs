@@ -169,7 +169,10 @@ mod tests {
         assert!(sessions.take_entries(&id(1)));
         assert!(!sessions.take_entries(&id(1)), "once");
         sessions.asked_for_entries(id(2), 4);
-        assert!(!sessions.take_wanted(&id(2)), "asking them grants no request of theirs");
+        assert!(
+            !sessions.take_wanted(&id(2)),
+            "asking them grants no request of theirs"
+        );
         sessions.expire(20, 10);
         assert!(!sessions.take_entries(&id(2)), "expired");
     }
