@@ -49,6 +49,13 @@ pub struct StateConfig {
     pub max_entries: usize,
     /// The Merkle tree has `2^merkle_depth` buckets (at most 24). Default 12 (4,096).
     pub merkle_depth: u8,
+    /// Once the state has been told the time ([`VersionedState::observe_time`]),
+    /// entries whose Lamport time runs more than this many milliseconds ahead of our
+    /// clock are refused, and local writes take Lamport times of at least the clock (a
+    /// hybrid logical clock). A writer can then own a key with a far-future Lamport time
+    /// for at most this long, not for ever. Default 60 s (twice the gate's default
+    /// clock-skew window).
+    pub max_lamport_lead_ms: u64,
 }
 
 impl Default for StateConfig {
@@ -58,6 +65,7 @@ impl Default for StateConfig {
             max_value_bytes: 64 * 1024,
             max_entries: 1_000_000,
             merkle_depth: 12,
+            max_lamport_lead_ms: 60_000,
         }
     }
 }
@@ -95,6 +103,8 @@ pub struct VersionedState {
     version: VersionVector,
     proofs: BTreeMap<AgentId, Stored>,
     lamport: u64,
+    /// The latest wall-clock time we were told, in ms (0: never told).
+    clock_ms: u64,
     buckets: HashMap<u32, BTreeMap<Arc<str>, Register>>,
     /// (counter, key) of every winning entry, per writer. A set of pairs rather than a
     /// map from counter, because an equivocating writer can use one counter for two keys.
@@ -112,11 +122,20 @@ impl VersionedState {
             version: VersionVector::new(),
             proofs: BTreeMap::new(),
             lamport: 0,
+            clock_ms: 0,
             buckets: HashMap::new(),
             by_writer: BTreeMap::new(),
             len: 0,
             merkle,
         }
+    }
+
+    /// Tells the state the time (never moves it back): local writes then take Lamport
+    /// times of at least `now` in ms, and merges refuse entries more than
+    /// `max_lamport_lead_ms` ahead of it. A state never told the time keeps plain
+    /// Lamport counters and no bound.
+    pub fn observe_time(&mut self, now: knhk_types::UnixMillis) {
+        self.clock_ms = self.clock_ms.max(now.0);
     }
 
     /// What this state has seen.
@@ -210,8 +229,9 @@ impl VersionedState {
             .checked_add(1)
             .ok_or(CrdtError::CounterExhausted(writer))?;
         // Saturates rather than fails: a Byzantine writer that publishes a huge Lamport
-        // time must not make every later local write impossible (see ARCHITECTURE.md).
-        let lamport = self.lamport.saturating_add(1);
+        // time must not make every later local write impossible. At least the clock, so
+        // honest Lamport times track wall-clock time and far-future ones stand out.
+        let lamport = self.lamport.saturating_add(1).max(self.clock_ms);
         let entry = SignedEntry {
             key: key.to_owned(),
             value,
@@ -566,6 +586,17 @@ impl VersionedState {
     /// bytes too, so the signature check does not rebuild them.
     fn admit(&self, entry: &SignedEntry) -> Result<(Stored, Vec<u8>), CrdtError> {
         self.check_limits(entry)?;
+        let ceiling = self
+            .clock_ms
+            .saturating_add(self.config.max_lamport_lead_ms);
+        if self.clock_ms > 0 && entry.lamport > ceiling {
+            return Err(CrdtError::LamportAhead {
+                writer: entry.writer,
+                counter: entry.counter,
+                lamport: entry.lamport,
+                max: ceiling,
+            });
+        }
         let signed_bytes = entry.signed_bytes();
         Ok((
             Stored::new(entry.clone(), &signed_bytes, self.merkle.depth()),

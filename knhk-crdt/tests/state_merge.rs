@@ -566,3 +566,54 @@ fn chunked_bucket_answers_converge_over_several_diffs() {
     assert!(sessions > 1, "the budget forced several chunks");
     assert_eq!(a.len(), 1_200);
 }
+
+/// Hardening finding 7: an entry signed with Lamport time u64::MAX took its key for
+/// ever (every later write lost to it). A state that knows the time refuses Lamport
+/// times more than `max_lamport_lead_ms` ahead, and its own writes track the clock, so a
+/// squatter owns a key for at most that long.
+#[test]
+fn far_future_lamport_times_are_refused_and_squatting_is_bounded() {
+    use knhk_types::UnixMillis;
+    let (mallory, alice) = (key(6), key(1));
+    let now = UnixMillis::VIRTUAL_START;
+    let lead = StateConfig::default().max_lamport_lead_ms;
+    let mut a = state();
+    a.observe_time(now);
+    let forever =
+        knhk_crdt::SignedEntry::sign(&mallory, "k".into(), Some(b"mine".to_vec()), 1, u64::MAX);
+    assert!(matches!(
+        a.merge_entries(&[forever], &mut verifier()),
+        Err(CrdtError::LamportAhead { .. })
+    ));
+    assert!(
+        !CrdtError::LamportAhead {
+            writer: mallory.agent_id(),
+            counter: 1,
+            lamport: 0,
+            max: 0
+        }
+        .proves_misbehaviour()
+    );
+    // The most a squatter gets: a Lamport time at the edge of the lead. A replica that
+    // holds it writes past it at once; one that has not seen it yet writes with its
+    // clock, which passes the edge within the lead.
+    let edge = knhk_crdt::SignedEntry::sign(
+        &mallory,
+        "k".into(),
+        Some(b"mine".to_vec()),
+        1,
+        now.0 + lead,
+    );
+    a.merge_entries(&[edge.clone()], &mut verifier()).unwrap();
+    a.put(&alice, "k", b"alice".to_vec()).unwrap();
+    assert_eq!(a.get("k"), Some(&b"alice"[..]));
+    let mut b = state();
+    b.observe_time(UnixMillis(now.0 + lead + 1));
+    b.put(&key(2), "k", b"bob, later".to_vec()).unwrap();
+    b.merge_entries(&[edge], &mut verifier()).unwrap();
+    assert_eq!(
+        b.get("k"),
+        Some(&b"bob, later"[..]),
+        "the squatter's time has passed"
+    );
+}

@@ -172,6 +172,7 @@ impl GossipLayer {
         key: &str,
         value: Vec<u8>,
     ) -> Result<(), CrdtError> {
+        self.state.observe_time(ctx.now());
         let entry = self.state.put(&ctx.signer(), key, value)?;
         self.announce(ctx, entry);
         Ok(())
@@ -185,6 +186,7 @@ impl GossipLayer {
         ctx: &mut Context<'_, V>,
         key: &str,
     ) -> Result<(), CrdtError> {
+        self.state.observe_time(ctx.now());
         let entry = self.state.delete(&ctx.signer(), key)?;
         self.announce(ctx, entry);
         Ok(())
@@ -725,6 +727,7 @@ impl<V: SignatureVerifier + 'static> Layer<V> for GossipLayer {
         payload: &[u8],
     ) {
         self.stats.messages_received += 1;
+        self.state.observe_time(ctx.now());
         match postcard::from_bytes::<GossipMessage>(payload) {
             Ok(message) if message.kind() == kind => self.dispatch(ctx, from, message),
             _ => self.bad_payload(ctx, from),
