@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, criterion_group, criterion_main};
 use knhk_crdt::{Delta, SignedEntry, WriterRange};
 use knhk_endpoint::harness::VIRTUAL_START;
-use knhk_endpoint::{Endpoint, EndpointConfig, MemberList, StaticView};
+use knhk_endpoint::{Endpoint, EndpointConfig, LayerHandle, MemberList, StaticView};
 use knhk_gossip::{GossipConfig, GossipLayer};
 use knhk_security::{NodeKey, SignatureVerifier, ValidatorConfig};
 use knhk_types::{AgentId, EnvelopeRef, Scope, UnixMillis};
@@ -23,6 +23,7 @@ const POOL: usize = 10_000;
 
 struct Fixture {
     sender: AgentId,
+    writer: AgentId,
     frames: Vec<Vec<u8>>,
     entries: Vec<SignedEntry>,
     now: UnixMillis,
@@ -52,6 +53,7 @@ fn fixture(sender: &NodeKey, writer: &NodeKey, now: UnixMillis) -> Fixture {
     }
     Fixture {
         sender: sender.agent_id(),
+        writer: writer.agent_id(),
         frames,
         entries,
         now,
@@ -60,12 +62,12 @@ fn fixture(sender: &NodeKey, writer: &NodeKey, now: UnixMillis) -> Fixture {
 
 /// A node (eight members and the sender) running one gossip layer, whose cache holds
 /// every signature of the fixture.
-fn warm_node(fixture: &Fixture, forward_news: bool) -> Endpoint {
+fn warm_node(fixture: &Fixture, forward_news: bool) -> (Endpoint, LayerHandle<GossipLayer>) {
     let key = NodeKey::from_seed([9; 32]);
     let mut members: Vec<AgentId> = (10..17u8)
         .map(|n| NodeKey::from_seed([n; 32]).agent_id())
         .collect();
-    members.extend([key.agent_id(), fixture.sender]);
+    members.extend([key.agent_id(), fixture.sender, fixture.writer]);
     let view = StaticView::new(MemberList::new(members), key.agent_id());
     let config = EndpointConfig {
         seed: 5,
@@ -77,14 +79,15 @@ fn warm_node(fixture: &Fixture, forward_news: bool) -> Endpoint {
         ..EndpointConfig::default()
     };
     let mut node = Endpoint::new(key, view, config);
-    node.add_layer(
-        Scope::DEFAULT,
-        GossipLayer::new(GossipConfig {
-            forward_news,
-            ..GossipConfig::default()
-        }),
-    )
-    .unwrap();
+    let gossip = node
+        .add_layer(
+            Scope::DEFAULT,
+            GossipLayer::new(GossipConfig {
+                forward_news,
+                ..GossipConfig::default()
+            }),
+        )
+        .unwrap();
     node.start(fixture.now);
     assert!(node.peers().contains(&fixture.sender));
     let verifier = node.validator_mut().verifier_mut();
@@ -102,7 +105,7 @@ fn warm_node(fixture: &Fixture, forward_news: bool) -> Endpoint {
             .unwrap();
     }
     while node.poll_output().is_some() {}
-    node
+    (node, gossip)
 }
 
 fn inbound_push(c: &mut Criterion) {
@@ -114,7 +117,7 @@ fn inbound_push(c: &mut Criterion) {
         ("inbound_push_news_merge_only", false),
         ("inbound_push_news_forwarded_to_3", true),
     ] {
-        let mut core = warm_node(&fixture, forward_news);
+        let (mut core, mut gossip) = warm_node(&fixture, forward_news);
         let mut used = 0usize;
         group.bench_function(name, |b| {
             b.iter_custom(|iters| {
@@ -122,7 +125,7 @@ fn inbound_push(c: &mut Criterion) {
                 let mut done = 0u64;
                 while done < iters {
                     if used == POOL {
-                        core = warm_node(&fixture, forward_news);
+                        (core, gossip) = warm_node(&fixture, forward_news);
                         used = 0;
                     }
                     let batch = ((iters - done) as usize).min(POOL - used);
@@ -144,6 +147,7 @@ fn inbound_push(c: &mut Criterion) {
         assert_eq!(stats.frames_rejected, 0);
         assert_eq!(stats.charged, 0);
         assert_eq!(stats.frames_unrouted, 0);
+        assert!(core.layer(gossip).unwrap().stats().deltas_merged > 0);
     }
     group.finish();
 }

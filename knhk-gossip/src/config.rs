@@ -43,6 +43,10 @@ pub struct GossipConfig {
     pub forward_max_bytes: usize,
     /// Most keys exchanged in one anti-entropy entries message. Default 4,096.
     pub max_diff_keys: usize,
+    /// Accept data only from writers that are this node or in its peer view. Default
+    /// true: otherwise one member could fill our version vector with made-up writers
+    /// (each one key and a fresh signature) until our pulls no longer fit a frame.
+    pub members_only_writers: bool,
     /// Limits of the replicated state.
     pub state: StateConfig,
 }
@@ -69,6 +73,7 @@ impl GossipConfig {
             compress_above: 512,
             forward_max_bytes: 64 * 1024,
             max_diff_keys: 4_096,
+            members_only_writers: true,
             state: StateConfig::default(),
         }
     }

@@ -67,6 +67,8 @@ pub struct GossipStats {
     pub entries_ignored: u64,
     /// Pulls answered without their catch-up delta because the peer had one recently.
     pub catch_up_deferred: u64,
+    /// Deltas or entries refused because they named a writer outside the peer view.
+    pub foreign_writers_refused: u64,
 }
 
 /// A snapshot of where the layer stands.
@@ -452,6 +454,10 @@ impl GossipLayer {
                 return false;
             }
         };
+        let writers = delta.ranges.iter().map(|range| &range.writer);
+        if !self.writers_admitted(ctx, writers.chain(delta.entries.iter().map(|e| &e.writer))) {
+            return false;
+        }
         let report = match self.state.merge(&delta, ctx.verifier()) {
             Ok(report) => report,
             Err(error) => {
@@ -642,6 +648,9 @@ impl GossipLayer {
             self.stats.entries_ignored += 1;
             return;
         }
+        if !self.writers_admitted(ctx, entries.iter().map(|entry| &entry.writer)) {
+            return;
+        }
         match self.state.merge_entries(entries, ctx.verifier()) {
             Ok(report) => {
                 for key in report.updated_keys {
@@ -650,6 +659,26 @@ impl GossipLayer {
             }
             Err(error) => self.refused(ctx, from, &error),
         }
+    }
+
+    /// True if every writer is admitted: with [`GossipConfig::members_only_writers`],
+    /// only this node and the peers in its view may write, so nobody can inflate our
+    /// version vector with made-up writers until our pulls no longer fit a frame.
+    /// Otherwise refused and counted, not charged (views may differ between nodes).
+    fn writers_admitted<'a, V: SignatureVerifier>(
+        &mut self,
+        ctx: &Context<'_, V>,
+        mut writers: impl Iterator<Item = &'a AgentId>,
+    ) -> bool {
+        if !self.config.members_only_writers {
+            return true;
+        }
+        let me = ctx.id();
+        let admitted = writers.all(|writer| *writer == me || ctx.peers().contains(writer));
+        if !admitted {
+            self.stats.foreign_writers_refused += 1;
+        }
+        admitted
     }
 
     /// A merge refused `from`'s data. The sender is charged only when the data proves

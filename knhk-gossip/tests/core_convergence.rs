@@ -237,7 +237,8 @@ fn anti_entropy_repairs_what_version_vectors_cannot_see() {
     let mut cluster = Cluster::new(ClusterConfig {
         nodes: 10,
         seed: 21,
-        extra_members: vec![mallory.agent_id()],
+        // The writer is a member that is offline: only members may write.
+        extra_members: vec![mallory.agent_id(), NodeKey::from_seed([77; 32]).agent_id()],
         gossip: GossipConfig {
             forward_news: false,
             ..GossipConfig::default()
@@ -363,7 +364,8 @@ fn anti_entropy_entries_outside_a_session_are_ignored() {
     let mut cluster = Cluster::new(ClusterConfig {
         nodes: 3,
         seed: 17,
-        extra_members: vec![mallory.agent_id()],
+        // The writer is a member, so only the session rule can refuse its entries.
+        extra_members: vec![mallory.agent_id(), NodeKey::from_seed([92; 32]).agent_id()],
         ..ClusterConfig::default()
     });
     let writer = NodeKey::from_seed([92; 32]);
@@ -413,4 +415,51 @@ fn a_peer_gets_one_catch_up_delta_per_ten_rounds() {
     cluster.run_until(5, |_| false);
     assert_eq!(cluster.gossip(0).stats().catch_up_deferred, 4);
     assert_eq!(cluster.endpoint(0).stats().charged, 0);
+}
+
+/// Hardening finding 4: five ~930 KB pushes of entries from made-up writers took a
+/// victim to 35k writers, after which its pulls no longer fit a frame and it never
+/// caught up. Only members may write now.
+#[test]
+fn writers_outside_the_membership_are_refused() {
+    let mallory = NodeKey::from_seed([94; 32]);
+    let mut cluster = Cluster::new(ClusterConfig {
+        nodes: 3,
+        seed: 23,
+        extra_members: vec![mallory.agent_id()],
+        ..ClusterConfig::default()
+    });
+    let now = cluster.now();
+    let mut source = knhk_crdt::VersionedState::new(knhk_crdt::StateConfig::default());
+    for n in 0..200u8 {
+        let made_up = NodeKey::from_seed([
+            n, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23,
+            24, 25, 26, 27, 28, 29, 30, 31,
+        ]);
+        source.put(&made_up, &format!("w{n}"), vec![n]).unwrap();
+    }
+    let inflating = source.delta_since(&knhk_types::VersionVector::new());
+    cluster.inject(
+        mallory.agent_id(),
+        0,
+        push_frame(&mallory, now, now.0 << 20, &inflating),
+    );
+    cluster.run_until(50, |_| false);
+    assert_eq!(
+        cluster.gossip(0).state().version().len(),
+        0,
+        "no made-up writer admitted"
+    );
+    assert_eq!(cluster.gossip(0).stats().foreign_writers_refused, 1);
+    // Mallory's own writes are welcome: she is a member.
+    let mut hers = knhk_crdt::VersionedState::new(knhk_crdt::StateConfig::default());
+    hers.put(&mallory, "hers", b"ok".to_vec()).unwrap();
+    let delta = hers.delta_since(&knhk_types::VersionVector::new());
+    cluster.inject(
+        mallory.agent_id(),
+        0,
+        push_frame(&mallory, now, (now.0 << 20) + 1, &delta),
+    );
+    cluster.run_until(50, |_| false);
+    assert_eq!(cluster.gossip(0).get("hers"), Some(&b"ok"[..]));
 }
