@@ -604,7 +604,8 @@ fn far_future_lamport_times_are_refused_and_squatting_is_bounded() {
         1,
         now.0 + lead,
     );
-    a.merge_entries(&[edge.clone()], &mut verifier()).unwrap();
+    a.merge_entries(std::slice::from_ref(&edge), &mut verifier())
+        .unwrap();
     a.put(&alice, "k", b"alice".to_vec()).unwrap();
     assert_eq!(a.get("k"), Some(&b"alice"[..]));
     let mut b = state();

@@ -46,6 +46,14 @@ pub enum Event {
         /// Why.
         reason: RejectReason,
     },
+    /// The gate banned `peer` for `duration` (too many rejections and charges). A
+    /// driver tells its transport, so the banned peer's frames are not even read.
+    Banned {
+        /// The banned hop.
+        peer: AgentId,
+        /// For how long.
+        duration: Duration,
+    },
     /// An event of layer `layer` (its type is the layer's: see [`Event::downcast`]).
     Layer {
         /// Which layer emitted it.
@@ -325,6 +333,7 @@ impl<S: EnvelopeSigner, V: SignatureVerifier + 'static> Endpoint<S, V> {
     ) {
         self.note_time(now);
         self.outbox.stats.frames_received += 1;
+        let bans = self.validator.bans();
         let view = &self.view;
         let directory = |id: &AgentId| view.contains(id);
         let validated = self
@@ -338,6 +347,7 @@ impl<S: EnvelopeSigner, V: SignatureVerifier + 'static> Endpoint<S, V> {
                     from,
                     reason: rejection.reason,
                 }));
+                self.note_ban(bans, from);
                 return;
             }
         };
@@ -352,6 +362,19 @@ impl<S: EnvelopeSigner, V: SignatureVerifier + 'static> Endpoint<S, V> {
         };
         let (layer, mut ctx) = self.parts(now, index);
         layer.handle_message(&mut ctx, from, kind, envelope.payload);
+        // A layer's charge may have banned the sender.
+        self.note_ban(bans, from);
+    }
+
+    /// Emits [`Event::Banned`] if the gate banned `peer` since it counted `bans_before`
+    /// bans. Bans are never dropped from the queue: the transport must hear of them.
+    fn note_ban(&mut self, bans_before: u64, peer: AgentId) {
+        if self.validator.bans() > bans_before {
+            let duration = self.validator.config().reputation.ban_duration;
+            self.outbox
+                .outputs
+                .push_back(Output::Event(Event::Banned { peer, duration }));
+        }
     }
 
     /// Handles a timer set earlier by one of the layers. A timer naming no layer of

@@ -325,6 +325,11 @@ where
                     self.timers.push(Reverse((at, self.timer_sequence, timer)));
                 }
                 Output::Event(event) => {
+                    if let Event::Banned { peer, duration } = &event {
+                        // Cut the banned peer off at the transport: its frames are then
+                        // not even read.
+                        self.transport.block(*peer, *duration);
+                    }
                     self.with_node(now, |observer, node| observer.event(node, event));
                 }
             }

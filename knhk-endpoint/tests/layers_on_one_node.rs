@@ -43,7 +43,7 @@ fn rejections(events: &[Event]) -> Vec<RejectReason> {
         .iter()
         .filter_map(|event| match event {
             Event::Rejected { reason, .. } => Some(*reason),
-            Event::Layer { .. } => None,
+            Event::Banned { .. } | Event::Layer { .. } => None,
         })
         .collect()
 }

@@ -516,6 +516,9 @@ impl Observer<NodeKey, Ed25519Verifier> for MeshObserver {
             Err(Event::Rejected { from, reason }) => {
                 tracing::debug!(node = %node.endpoint.id().short(), from = %from.short(), reason = reason.as_str(), "rejected");
             }
+            Err(Event::Banned { peer, duration }) => {
+                tracing::info!(node = %node.endpoint.id().short(), peer = %peer.short(), ?duration, "banned");
+            }
             // Another layer's event: not the mesh's to report.
             Err(Event::Layer { .. }) => {}
         }

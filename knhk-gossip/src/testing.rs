@@ -284,7 +284,7 @@ impl Cluster {
             .iter()
             .filter_map(|event| match event {
                 Event::Rejected { from, reason } => Some((*from, *reason)),
-                Event::Layer { .. } => None,
+                Event::Banned { .. } | Event::Layer { .. } => None,
             })
             .collect()
     }

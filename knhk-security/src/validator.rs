@@ -402,6 +402,12 @@ impl<V: SignatureVerifier> ByzantineValidator<V> {
         self.charge(now, hop, reason);
     }
 
+    /// Bans imposed so far (cheap: read it before and after an input to see whether the
+    /// input banned someone).
+    pub fn bans(&self) -> u64 {
+        self.stats.bans
+    }
+
     /// The settings this gate runs with (the node's one owner of `max_frame_bytes`).
     pub fn config(&self) -> &ValidatorConfig {
         &self.config

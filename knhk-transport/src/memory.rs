@@ -151,6 +151,8 @@ impl MemoryTransport {
                 frame,
                 received_at: knhk_types::UnixMillis::from_system_time(std::time::SystemTime::now()),
                 responder,
+                #[cfg(feature = "quic")]
+                _budget: None,
             })
             .await
             .map_err(|_| unreachable(to))?;

@@ -17,6 +17,7 @@
 //! when a pooled connection turns out to be dead.
 
 mod identity;
+mod limits;
 mod verify;
 
 use std::net::SocketAddr;
@@ -43,6 +44,9 @@ use crate::transport::{
     Counters, Inbound, Inbox, Responder, ResponderInner, Transport, TransportStats, check_frame_len,
 };
 use identity::{ALPN, agent_id_from_certificate, self_signed_identity, server_name_for};
+pub(crate) use limits::FrameBudget as FrameBudgetHold;
+use limits::FrameBudget;
+use limits::InboundLimits;
 use verify::{AuthorizedClientVerifier, PinnedServerVerifier};
 
 /// Stream error code: the frame exceeded the receiver's maximum.
@@ -51,6 +55,12 @@ const FRAME_TOO_LARGE: VarInt = VarInt::from_u32(0x4b01);
 const NO_RESPONSE: VarInt = VarInt::from_u32(0x4b02);
 /// First frame an acceptor sends: proof that it accepted our certificate.
 const WELCOME: &[u8] = b"knhk-mesh welcome v1";
+/// Stream stop code: the receiver's byte budget had no room for the frame in time.
+const OVER_BUDGET: VarInt = VarInt::from_u32(0x4b03);
+/// Connection close code: the peer is serving a ban.
+const BLOCKED: u32 = 0x4b04;
+/// Connection close code: the peer already holds its most connections.
+const TOO_MANY_CONNECTIONS: u32 = 0x4b05;
 
 /// Who may open inbound connections.
 #[derive(Clone, Debug, Default)]
@@ -89,6 +99,20 @@ pub struct QuicConfig {
     pub max_concurrent_uni_streams: u32,
     /// Concurrent inbound bidirectional streams (requests) per connection. Default 64.
     pub max_concurrent_bidi_streams: u32,
+    /// Bytes held node-wide by inbound frames being read or waiting for
+    /// [`Transport::recv`]. Reads wait for budget (QUIC flow control holds the
+    /// senders) and a frame that cannot get it within `budget_wait` is dropped.
+    /// Default 64 MiB.
+    pub inbound_bytes: usize,
+    /// The part of `inbound_bytes` one peer may hold; it also caps each connection's
+    /// QUIC receive window. Default 8 MiB.
+    pub inbound_bytes_per_peer: usize,
+    /// How long a read waits for budget before its frame is dropped. Default 1 s.
+    pub budget_wait: Duration,
+    /// Inbound connections one peer may hold open at once. Default 4.
+    pub max_connections_per_peer: usize,
+    /// Inbound handshakes in progress at once; more are refused at once. Default 256.
+    pub max_pending_handshakes: usize,
     /// Frames queued for [`Transport::recv`] before the network is back-pressured.
     /// Default 4,096.
     pub inbound_queue: usize,
@@ -109,6 +133,11 @@ impl Default for QuicConfig {
             request_timeout: Duration::from_secs(10),
             max_concurrent_uni_streams: 256,
             max_concurrent_bidi_streams: 64,
+            inbound_bytes: 64 << 20,
+            inbound_bytes_per_peer: 8 << 20,
+            budget_wait: Duration::from_secs(1),
+            max_connections_per_peer: 4,
+            max_pending_handshakes: 256,
             inbound_queue: 4_096,
             inbound_policy: InboundPolicy::default(),
         }
@@ -139,6 +168,8 @@ struct Shared {
     /// Cloned into every connection task; taken out by `close`, so that `recv` reports
     /// `Closed` once those tasks end.
     inbound_tx: std::sync::Mutex<Option<mpsc::Sender<Inbound>>>,
+    /// What one peer may cost the receiving side.
+    limits: InboundLimits,
 }
 
 impl QuicTransport {
@@ -168,7 +199,15 @@ impl QuicTransport {
         let endpoint = quinn::Endpoint::server(server_config, config.bind_addr)
             .map_err(|e| TransportError::Setup(format!("binding {}: {e}", config.bind_addr)))?;
         let (inbound_tx, inbound_rx) = mpsc::channel(config.inbound_queue.max(1));
+        let limits = InboundLimits::new(
+            config.inbound_bytes,
+            config.inbound_bytes_per_peer,
+            config.max_connections_per_peer,
+            config.max_pending_handshakes,
+            config.budget_wait,
+        );
         let shared = Arc::new(Shared {
+            limits,
             local_id,
             endpoint,
             client_config,
@@ -269,9 +308,17 @@ impl Transport for QuicTransport {
                 })
                 .await?;
             let lost = |reason: String| TransportError::ConnectionLost { peer: to, reason };
-            send.write_all(&frame)
-                .await
-                .map_err(|e| lost(e.to_string()))?;
+            send.write_all(&frame).await.map_err(|e| match e {
+                // The receiver's stream window is one of its frames: it may refuse an
+                // oversized request while we are still writing it.
+                quinn::WriteError::Stopped(code) if code == FRAME_TOO_LARGE => {
+                    TransportError::FrameTooLarge {
+                        len: frame.len(),
+                        max,
+                    }
+                }
+                other => lost(other.to_string()),
+            })?;
             send.finish().map_err(|e| lost(e.to_string()))?;
             shared.counters.sent(frame.len());
             let response = recv.read_to_end(max).await.map_err(|e| match e {
@@ -316,9 +363,23 @@ impl Transport for QuicTransport {
         self.shared.pool.clear();
     }
 
+    fn block(&self, peer: AgentId, duration: Duration) {
+        for conn in self.shared.limits.block(peer, duration) {
+            conn.close(VarInt::from_u32(BLOCKED), b"banned");
+        }
+        if let Some(slot) = self.shared.pool.get(&peer).map(|slot| slot.clone())
+            && let Ok(mut pooled) = slot.try_lock()
+            && let Some(conn) = pooled.take()
+        {
+            conn.close(VarInt::from_u32(BLOCKED), b"banned");
+        }
+        tracing::info!(peer = %peer.short(), ?duration, "blocked after a ban");
+    }
+
     fn stats(&self) -> TransportStats {
         TransportStats {
             connections_open: self.pooled_connections() as u64,
+            bytes_buffered: self.shared.limits.bytes_held() as u64,
             ..self.shared.counters.snapshot()
         }
     }
@@ -396,6 +457,13 @@ impl Shared {
         // No address, no handshake: not a handshake failure.
         if self.registry.lookup(&peer).is_none() {
             return Err(TransportError::UnknownPeer(peer));
+        }
+        if self.limits.is_blocked(&peer) {
+            return Err(TransportError::Unreachable {
+                peer,
+                addr: None,
+                reason: "blocked after a ban".into(),
+            });
         }
         let span = tracing::info_span!(
             semconv::span::TRANSPORT_HANDSHAKE,
@@ -559,11 +627,22 @@ impl Drop for HandshakeOutcome {
 /// Accepts connections until the endpoint closes; each gets its own task.
 async fn accept_loop(shared: Arc<Shared>) {
     while let Some(incoming) = shared.endpoint.accept().await {
-        tokio::spawn(accept_one(shared.clone(), incoming));
+        // A bounded number of handshakes at once: beyond it, refuse at once rather
+        // than spawn without limit.
+        let Some(permit) = shared.limits.handshake() else {
+            Counters::bump(&shared.counters.handshakes_failed);
+            incoming.refuse();
+            continue;
+        };
+        tokio::spawn(accept_one(shared.clone(), incoming, permit));
     }
 }
 
-async fn accept_one(shared: Arc<Shared>, incoming: quinn::Incoming) {
+async fn accept_one(
+    shared: Arc<Shared>,
+    incoming: quinn::Incoming,
+    handshake: tokio::sync::OwnedSemaphorePermit,
+) {
     let remote = incoming.remote_address();
     let conn = match tokio::time::timeout(shared.config.connect_timeout, incoming).await {
         Ok(Ok(conn)) => conn,
@@ -586,18 +665,38 @@ async fn accept_one(shared: Arc<Shared>, incoming: quinn::Incoming) {
         conn.close(VarInt::from_u32(1), b"no ed25519 certificate");
         return;
     };
+    if shared.limits.is_blocked(&peer) {
+        conn.close(VarInt::from_u32(BLOCKED), b"banned");
+        return;
+    }
+    if !shared.limits.admit_connection(peer, &conn) {
+        Counters::bump(&shared.counters.handshakes_failed);
+        tracing::warn!(peer = %peer.short(), %remote, "refused: too many connections from this peer");
+        conn.close(
+            VarInt::from_u32(TOO_MANY_CONNECTIONS),
+            b"too many connections",
+        );
+        return;
+    }
     let welcomed = async {
         let mut stream = conn.open_uni().await.ok()?;
         stream.write_all(WELCOME).await.ok()?;
         stream.finish().ok()
     };
-    if welcomed.await.is_none() {
+    // The welcome is part of the handshake's deadline: a client that never grants the
+    // stream cannot hold a handshake slot.
+    let welcomed = tokio::time::timeout(shared.config.connect_timeout, welcomed).await;
+    drop(handshake);
+    if !matches!(welcomed, Ok(Some(()))) {
+        shared.limits.release_connection(peer, &conn);
+        conn.close(VarInt::from_u32(1), b"welcome not taken");
         return;
     }
     Counters::bump(&shared.counters.connections_accepted);
     tracing::debug!(peer = %peer.short(), %remote, "accepted");
     shared.adopt(peer, &conn);
-    serve_connection(shared.clone(), conn, peer).await;
+    serve_connection(shared.clone(), conn.clone(), peer).await;
+    shared.limits.release_connection(peer, &conn);
 }
 
 /// The identity proven by the peer's certificate in a finished handshake.
@@ -615,6 +714,10 @@ async fn serve_connection(shared: Arc<Shared>, conn: quinn::Connection, peer: Ag
         return;
     };
     loop {
+        if shared.limits.is_blocked(&peer) {
+            conn.close(VarInt::from_u32(BLOCKED), b"banned");
+            break;
+        }
         tokio::select! {
             stream = conn.accept_uni() => match stream {
                 Ok(recv) => { tokio::spawn(read_frame(shared.clone(), peer, recv, inbound.clone())); }
@@ -630,29 +733,54 @@ async fn serve_connection(shared: Arc<Shared>, conn: quinn::Connection, peer: Ag
 }
 
 /// Reads one stream to its end, refusing it if it grows past the maximum frame size.
+/// Every chunk is paid for from the peer's and the node's byte budgets before the next
+/// is read, so what inbound frames hold in memory is bounded whatever peers send; the
+/// budget stays with the frame until the application has taken it.
 async fn read_stream(
     shared: &Shared,
     peer: AgentId,
     recv: &mut quinn::RecvStream,
-) -> Option<Vec<u8>> {
+) -> Option<(Vec<u8>, FrameBudget)> {
     let max = shared.config.max_frame_bytes;
-    match recv.read_to_end(max).await {
-        Ok(frame) => {
-            shared.counters.received(frame.len());
-            Some(frame)
-        }
-        Err(ReadToEndError::TooLong) => {
-            Counters::bump(&shared.counters.frames_rejected_too_large);
-            tracing::warn!(peer = %peer.short(), max, "refused oversized frame");
-            let _ = recv.stop(FRAME_TOO_LARGE);
-            None
-        }
-        Err(error) => {
-            tracing::debug!(peer = %peer.short(), %error, "stream failed");
-            None
+    let mut frame = Vec::new();
+    let mut budget = InboundLimits::empty();
+    let _reading = shared.limits.reader(peer).await?;
+    loop {
+        match recv.read_chunk(READ_CHUNK, true).await {
+            Ok(Some(chunk)) => {
+                if frame.len() + chunk.bytes.len() > max {
+                    Counters::bump(&shared.counters.frames_rejected_too_large);
+                    tracing::warn!(peer = %peer.short(), max, "refused oversized frame");
+                    let _ = recv.stop(FRAME_TOO_LARGE);
+                    return None;
+                }
+                if shared
+                    .limits
+                    .reserve(peer, chunk.bytes.len(), &mut budget)
+                    .await
+                    .is_err()
+                {
+                    Counters::bump(&shared.counters.frames_over_budget);
+                    tracing::debug!(peer = %peer.short(), "frame dropped: inbound byte budget exhausted");
+                    let _ = recv.stop(OVER_BUDGET);
+                    return None;
+                }
+                frame.extend_from_slice(&chunk.bytes);
+            }
+            Ok(None) => {
+                shared.counters.received(frame.len());
+                return Some((frame, budget));
+            }
+            Err(error) => {
+                tracing::debug!(peer = %peer.short(), %error, "stream failed");
+                return None;
+            }
         }
     }
 }
+
+/// Largest piece of a stream read (and paid for) at once.
+const READ_CHUNK: usize = 64 * 1024;
 
 async fn read_frame(
     shared: Arc<Shared>,
@@ -660,13 +788,14 @@ async fn read_frame(
     mut recv: quinn::RecvStream,
     inbound: mpsc::Sender<Inbound>,
 ) {
-    if let Some(frame) = read_stream(&shared, peer, &mut recv).await {
+    if let Some((frame, budget)) = read_stream(&shared, peer, &mut recv).await {
         let _ = inbound
             .send(Inbound {
                 from: peer,
                 frame: Bytes::from(frame),
                 received_at: knhk_types::UnixMillis::from_system_time(std::time::SystemTime::now()),
                 responder: None,
+                _budget: Some(budget),
             })
             .await;
     }
@@ -679,7 +808,7 @@ async fn read_request(
     mut recv: quinn::RecvStream,
     inbound: mpsc::Sender<Inbound>,
 ) {
-    let Some(frame) = read_stream(&shared, peer, &mut recv).await else {
+    let Some((frame, budget)) = read_stream(&shared, peer, &mut recv).await else {
         let _ = send.reset(FRAME_TOO_LARGE);
         return;
     };
@@ -696,6 +825,7 @@ async fn read_request(
             frame: Bytes::from(frame),
             received_at: knhk_types::UnixMillis::from_system_time(std::time::SystemTime::now()),
             responder: Some(responder),
+            _budget: Some(budget),
         })
         .await;
 }
@@ -787,7 +917,15 @@ fn quic_configs(
         .max_idle_timeout(Some(idle))
         .keep_alive_interval(Some(config.keep_alive_interval))
         .max_concurrent_uni_streams(VarInt::from_u32(config.max_concurrent_uni_streams))
-        .max_concurrent_bidi_streams(VarInt::from_u32(config.max_concurrent_bidi_streams));
+        .max_concurrent_bidi_streams(VarInt::from_u32(config.max_concurrent_bidi_streams))
+        // What quinn buffers for one connection is bounded too: a connection's receive
+        // window is the peer's byte budget, a stream's is one frame.
+        .receive_window(
+            VarInt::from_u64(config.inbound_bytes_per_peer as u64).unwrap_or(VarInt::MAX),
+        )
+        .stream_receive_window(
+            VarInt::from_u64(config.max_frame_bytes as u64).unwrap_or(VarInt::MAX),
+        );
     let transport = Arc::new(transport);
 
     let server_crypto =

@@ -51,6 +51,13 @@ pub trait Transport: Send + Sync + 'static {
 
     /// Counters since this transport started.
     fn stats(&self) -> TransportStats;
+
+    /// Cuts `peer` off for `duration` (the node banned it): its connections are closed
+    /// and new ones refused, so a banned peer's frames are not even read. Default:
+    /// nothing (transports without connections).
+    fn block(&self, peer: AgentId, duration: std::time::Duration) {
+        let _ = (peer, duration);
+    }
 }
 
 /// One frame received from an authenticated peer.
@@ -66,6 +73,9 @@ pub struct Inbound {
     pub received_at: UnixMillis,
     /// Present if the sender awaits a response (it sent with [`Transport::request`]).
     pub responder: Option<Responder>,
+    /// The receive budget this frame holds until it is dropped (QUIC only).
+    #[cfg(feature = "quic")]
+    pub(crate) _budget: Option<crate::quic::FrameBudgetHold>,
 }
 
 /// Answers one request. Dropping it without responding tells the requester
@@ -144,6 +154,10 @@ pub struct TransportStats {
     pub bytes_received: u64,
     /// Frames refused for exceeding the maximum size, either direction.
     pub frames_rejected_too_large: u64,
+    /// Inbound frames dropped because the receive byte budget had no room in time.
+    pub frames_over_budget: u64,
+    /// Bytes held right now by inbound frames being read or waiting to be taken.
+    pub bytes_buffered: u64,
 }
 
 /// Lock-free counters behind [`TransportStats`].
@@ -158,6 +172,7 @@ pub(crate) struct Counters {
     pub bytes_sent: AtomicU64,
     pub bytes_received: AtomicU64,
     pub frames_rejected_too_large: AtomicU64,
+    pub frames_over_budget: AtomicU64,
 }
 
 impl Counters {
@@ -188,6 +203,8 @@ impl Counters {
             bytes_sent: get(&self.bytes_sent),
             bytes_received: get(&self.bytes_received),
             frames_rejected_too_large: get(&self.frames_rejected_too_large),
+            frames_over_budget: get(&self.frames_over_budget),
+            bytes_buffered: 0,
         }
     }
 }
