@@ -69,6 +69,9 @@ pub struct GossipStats {
     pub catch_up_deferred: u64,
     /// Deltas or entries refused because they named a writer outside the peer view.
     pub foreign_writers_refused: u64,
+    /// Anti-entropy questions left unanswered because the peer's reply budget for the
+    /// round was spent.
+    pub requests_over_budget: u64,
 }
 
 /// A snapshot of where the layer stands.
@@ -128,7 +131,15 @@ pub struct GossipLayer {
     /// When each peer last got a catch-up delta from us (one per
     /// [`CATCH_UP_EVERY_ROUNDS`]): a cheap pull must not buy an expensive reply at will.
     catch_up_served: HashMap<AgentId, u64>,
+    /// Bytes of answers to anti-entropy requests sent to each peer this round (cleared
+    /// every round): a cheap question buys at most [`REPLY_BUDGET_ROUNDS`] ×
+    /// `max_delta_bytes` of answers a round.
+    reply_bytes: HashMap<AgentId, usize>,
 }
+
+/// A peer's anti-entropy questions are answered with at most this many times
+/// `max_delta_bytes` a round (one diff's answers and one entries reply fit).
+const REPLY_BUDGET_ROUNDS: usize = 2;
 
 /// A pull whose version lacks more than this many of our versions asks for a catch-up
 /// delta (up to `max_delta_bytes`, the costly reply).
@@ -151,6 +162,7 @@ impl GossipLayer {
             stats: GossipStats::default(),
             sample: Vec::new(),
             catch_up_served: HashMap::new(),
+            reply_bytes: HashMap::new(),
         }
     }
 
@@ -252,6 +264,7 @@ impl GossipLayer {
         }
         self.round += 1;
         self.stats.rounds += 1;
+        self.reply_bytes.clear();
         let (round, timeout) = (self.round, self.config.diff_timeout_rounds);
         self.diffs.expire(round, timeout);
         self.news.expire(round);
@@ -326,8 +339,12 @@ impl GossipLayer {
                 if keys.len() > self.config.max_diff_keys || !self.diffs.take_wanted(&from) {
                     return;
                 }
-                let entries = self.bounded_entries(&keys);
-                self.send(ctx, from, &GossipMessage::Entries { entries });
+                let Some(room) = self.reply_room(from) else {
+                    return;
+                };
+                let entries = self.bounded_entries(&keys, room);
+                let sent = self.send(ctx, from, &GossipMessage::Entries { entries });
+                self.spend(from, sent);
             }
             GossipMessage::Entries { entries } => self.on_entries(ctx, from, &entries),
         }
@@ -574,7 +591,7 @@ impl GossipLayer {
                     return;
                 }
                 keys.truncate(self.config.max_diff_keys);
-                let entries = self.bounded_entries(&keys);
+                let entries = self.bounded_entries(&keys, self.config.max_delta_bytes);
                 if !entries.is_empty() {
                     self.send(ctx, peer, &GossipMessage::Entries { entries });
                 }
@@ -598,18 +615,20 @@ impl GossipLayer {
         if nodes.len() > limit || buckets.len() > limit {
             return;
         }
+        let Some(room) = self.reply_room(from) else {
+            return;
+        };
         let nodes = self.state.merkle_nodes(&nodes);
         // A question about many buckets of a large state gets the first chunk that fits.
-        let buckets = self
-            .state
-            .bucket_digests_bounded(&buckets, self.config.max_delta_bytes);
+        let buckets = self.state.bucket_digests_bounded(&buckets, room);
         self.diffs.answered_question(from, self.round);
         let answer = GossipMessage::DiffAnswer {
             session,
             nodes,
             buckets,
         };
-        self.send(ctx, from, &answer);
+        let sent = self.send(ctx, from, &answer);
+        self.spend(from, sent);
     }
 
     fn on_diff_answer<V: SignatureVerifier>(
@@ -695,10 +714,27 @@ impl GossipLayer {
         }
     }
 
-    /// Entries for `keys` (each once), up to the delta byte budget: the budget is
-    /// applied while walking the keys, so only what is sent is ever copied.
-    fn bounded_entries(&self, keys: &[String]) -> Vec<SignedEntry> {
-        let mut budget = self.config.max_delta_bytes;
+    /// Bytes `peer`'s questions may still be answered with this round (at most
+    /// `max_delta_bytes` at once), or `None` (counted) if its budget is spent.
+    fn reply_room(&mut self, peer: AgentId) -> Option<usize> {
+        let limit = REPLY_BUDGET_ROUNDS * self.config.max_delta_bytes;
+        let used = self.reply_bytes.get(&peer).copied().unwrap_or(0);
+        let room = limit.saturating_sub(used).min(self.config.max_delta_bytes);
+        if room == 0 {
+            self.stats.requests_over_budget += 1;
+            return None;
+        }
+        Some(room)
+    }
+
+    fn spend(&mut self, peer: AgentId, bytes: usize) {
+        *self.reply_bytes.entry(peer).or_default() += bytes;
+    }
+
+    /// Entries for `keys` (each once), up to `budget` bytes: the budget is applied while
+    /// walking the keys, so only what is sent is ever copied.
+    fn bounded_entries(&self, keys: &[String], budget: usize) -> Vec<SignedEntry> {
+        let mut budget = budget;
         let mut entries = Vec::new();
         let unique: std::collections::BTreeSet<&String> = keys.iter().collect();
         for entry in unique.into_iter().filter_map(|key| self.state.entry(key)) {
@@ -717,17 +753,19 @@ impl GossipLayer {
         ctx.charge(from, RejectReason::BadPayload);
     }
 
+    /// Sends `message` to `to`; returns its payload size.
     fn send<V: SignatureVerifier>(
         &mut self,
         ctx: &mut Context<'_, V>,
         to: AgentId,
         message: &GossipMessage,
-    ) {
+    ) -> usize {
         // Serializing our own message into a Vec cannot fail.
         let payload = postcard::to_allocvec(message).unwrap_or_default();
         if ctx.send(to, message.kind(), &payload) {
             self.stats.messages_sent += 1;
         }
+        payload.len()
     }
 }
 
@@ -780,5 +818,6 @@ impl<V: SignatureVerifier + 'static> Layer<V> for GossipLayer {
             + self.news.len()
             + self.sample.capacity() * 32
             + self.catch_up_served.capacity() * 48
+            + self.reply_bytes.capacity() * 48
     }
 }

@@ -108,6 +108,25 @@ pub fn pull_frame(
     )
 }
 
+/// A signed Merkle-diff question for `buckets` (session `session`), sent by `signer`
+/// at `now` with `nonce` (for tests of what questions may cost their receiver).
+pub fn diff_ask_frame(
+    signer: &impl EnvelopeSigner,
+    now: UnixMillis,
+    nonce: u64,
+    session: u64,
+    buckets: Vec<u32>,
+) -> Vec<u8> {
+    let message = GossipMessage::DiffAsk {
+        session,
+        nodes: Vec::new(),
+        buckets,
+    };
+    // Serializing this message into a Vec cannot fail.
+    let payload = postcard::to_allocvec(&message).unwrap_or_default();
+    Envelope::seal(signer, EnvelopeHeader::new(message.kind(), now, nonce), &payload)
+}
+
 /// Shape of a [`Cluster`].
 #[derive(Clone, Debug)]
 pub struct ClusterConfig {

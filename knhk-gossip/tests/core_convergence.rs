@@ -463,3 +463,41 @@ fn writers_outside_the_membership_are_refused() {
     cluster.run_until(50, |_| false);
     assert_eq!(cluster.gossip(0).get("hers"), Some(&b"ok"[..]));
 }
+
+/// Hardening finding 6: a small `DiffAsk` for every bucket of a large state cost the
+/// receiver hundreds of ms and a reply over a frame, as often as the rate limit let the
+/// asker send one. Answers are chunked and a peer's answers are bounded per round.
+#[test]
+fn anti_entropy_questions_buy_a_bounded_amount_of_answers_per_round() {
+    let mallory = NodeKey::from_seed([95; 32]);
+    let gossip = GossipConfig {
+        max_delta_bytes: 16 * 1024,
+        ..GossipConfig::default()
+    };
+    let mut cluster = Cluster::new(ClusterConfig {
+        nodes: 2,
+        seed: 29,
+        extra_members: vec![mallory.agent_id()],
+        gossip,
+        ..ClusterConfig::default()
+    });
+    for n in 0..2_000 {
+        cluster.put(0, &format!("key/{n}"), vec![1; 8]).unwrap();
+    }
+    cluster.run_until_converged(20_000).unwrap();
+    let now = cluster.now();
+    let every_bucket: Vec<u32> = (0..4_096).collect();
+    for nonce in 0..10 {
+        let ask = knhk_gossip::testing::diff_ask_frame(&mallory, now, (now.0 << 20) + nonce, nonce, every_bucket.clone());
+        cluster.inject(mallory.agent_id(), 0, ask);
+    }
+    let sent_before = cluster.endpoint(0).stats().bytes_sent;
+    cluster.run_until(5, |_| false);
+    let sent = cluster.endpoint(0).stats().bytes_sent - sent_before;
+    // The whole answer is about 100 KB; ten of them were 1 MB. Now the round's answers
+    // to one peer stay within 2 × 16 KiB, plus one small bucket (and an envelope) for
+    // each question past the budget's edge.
+    assert!(sent < 48 * 1024, "answered {sent} bytes to one peer in one round");
+    assert_eq!(cluster.endpoint(0).stats().oversized_dropped, 0, "no answer built over a frame");
+    assert_eq!(cluster.endpoint(0).stats().charged, 0);
+}
