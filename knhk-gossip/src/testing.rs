@@ -124,7 +124,11 @@ pub fn diff_ask_frame(
     };
     // Serializing this message into a Vec cannot fail.
     let payload = postcard::to_allocvec(&message).unwrap_or_default();
-    Envelope::seal(signer, EnvelopeHeader::new(message.kind(), now, nonce), &payload)
+    Envelope::seal(
+        signer,
+        EnvelopeHeader::new(message.kind(), now, nonce),
+        &payload,
+    )
 }
 
 /// Shape of a [`Cluster`].

@@ -488,7 +488,13 @@ fn anti_entropy_questions_buy_a_bounded_amount_of_answers_per_round() {
     let now = cluster.now();
     let every_bucket: Vec<u32> = (0..4_096).collect();
     for nonce in 0..10 {
-        let ask = knhk_gossip::testing::diff_ask_frame(&mallory, now, (now.0 << 20) + nonce, nonce, every_bucket.clone());
+        let ask = knhk_gossip::testing::diff_ask_frame(
+            &mallory,
+            now,
+            (now.0 << 20) + nonce,
+            nonce,
+            every_bucket.clone(),
+        );
         cluster.inject(mallory.agent_id(), 0, ask);
     }
     let sent_before = cluster.endpoint(0).stats().bytes_sent;
@@ -497,7 +503,14 @@ fn anti_entropy_questions_buy_a_bounded_amount_of_answers_per_round() {
     // The whole answer is about 100 KB; ten of them were 1 MB. Now the round's answers
     // to one peer stay within 2 × 16 KiB, plus one small bucket (and an envelope) for
     // each question past the budget's edge.
-    assert!(sent < 48 * 1024, "answered {sent} bytes to one peer in one round");
-    assert_eq!(cluster.endpoint(0).stats().oversized_dropped, 0, "no answer built over a frame");
+    assert!(
+        sent < 48 * 1024,
+        "answered {sent} bytes to one peer in one round"
+    );
+    assert_eq!(
+        cluster.endpoint(0).stats().oversized_dropped,
+        0,
+        "no answer built over a frame"
+    );
     assert_eq!(cluster.endpoint(0).stats().charged, 0);
 }
