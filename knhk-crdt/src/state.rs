@@ -604,6 +604,31 @@ impl VersionedState {
         ))
     }
 
+    /// How many signature checks merging `entries` would cost at most: entries that
+    /// would change the state (new keys, or beating the winner). Entries held already or
+    /// losing cost none. For per-peer verification budgets, before any work.
+    /// O(entries · log keys); computes no digest.
+    pub fn verifications_needed<'a>(
+        &self,
+        entries: impl IntoIterator<Item = &'a SignedEntry>,
+    ) -> usize {
+        entries
+            .into_iter()
+            .filter(|entry| {
+                let bucket = bucket_of(&entry.key, self.merkle.depth());
+                self.buckets
+                    .get(&bucket)
+                    .and_then(|entries| entries.get(entry.key.as_str()))
+                    .is_none_or(|register| {
+                        let winner = &register.val.entry;
+                        (entry.lamport, entry.writer, entry.counter)
+                            >= (winner.lamport, winner.writer, winner.counter)
+                            && (entry.signature != winner.signature || entry.value != winner.value)
+                    })
+            })
+            .count()
+    }
+
     /// True if `item` would replace the winner of its key (or its key is new). An entry
     /// identical to the winner, or one that loses to it, would change nothing.
     fn would_win(&self, item: &Stored) -> bool {

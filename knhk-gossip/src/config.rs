@@ -47,6 +47,12 @@ pub struct GossipConfig {
     /// true: otherwise one member could fill our version vector with made-up writers
     /// (each one key and a fresh signature) until our pulls no longer fit a frame.
     pub members_only_writers: bool,
+    /// Signature checks one peer's data may cost per round; data beyond it is dropped
+    /// and comes again later. Default 8,192 (a full catch-up delta needs about 4,000).
+    pub max_verifications_per_peer_round: usize,
+    /// Pulls and answers whose version vector names more writers than this are
+    /// ignored. Default 32,768 (more than a 1 MiB frame can carry).
+    pub max_version_writers: usize,
     /// Limits of the replicated state.
     pub state: StateConfig,
 }
@@ -74,6 +80,8 @@ impl GossipConfig {
             forward_max_bytes: 64 * 1024,
             max_diff_keys: 4_096,
             members_only_writers: true,
+            max_verifications_per_peer_round: 8_192,
+            max_version_writers: 32_768,
             state: StateConfig::default(),
         }
     }

@@ -72,6 +72,12 @@ pub struct GossipStats {
     /// Anti-entropy questions left unanswered because the peer's reply budget for the
     /// round was spent.
     pub requests_over_budget: u64,
+    /// Deltas or entries dropped because their peer's signature-check budget for the
+    /// round was spent.
+    pub verifications_deferred: u64,
+    /// Pulls or answers ignored because their version vector named more writers than
+    /// `max_version_writers`.
+    pub versions_too_large: u64,
 }
 
 /// A snapshot of where the layer stands.
@@ -135,6 +141,8 @@ pub struct GossipLayer {
     /// every round): a cheap question buys at most [`REPLY_BUDGET_ROUNDS`] ×
     /// `max_delta_bytes` of answers a round.
     reply_bytes: HashMap<AgentId, usize>,
+    /// Signature checks each peer's data has cost us this round (cleared every round).
+    verifications: HashMap<AgentId, usize>,
 }
 
 /// A peer's anti-entropy questions are answered with at most this many times
@@ -163,6 +171,7 @@ impl GossipLayer {
             sample: Vec::new(),
             catch_up_served: HashMap::new(),
             reply_bytes: HashMap::new(),
+            verifications: HashMap::new(),
         }
     }
 
@@ -265,6 +274,7 @@ impl GossipLayer {
         self.round += 1;
         self.stats.rounds += 1;
         self.reply_bytes.clear();
+        self.verifications.clear();
         let (round, timeout) = (self.round, self.config.diff_timeout_rounds);
         self.diffs.expire(round, timeout);
         self.news.expire(round);
@@ -315,6 +325,18 @@ impl GossipLayer {
         message: GossipMessage,
     ) {
         match message {
+            GossipMessage::Pull {
+                version: Some(version),
+                ..
+            }
+            | GossipMessage::PullReply {
+                version: Some(version),
+                ..
+            } if version.len() > self.config.max_version_writers => {
+                // More writers than we ever keep: not worth the work (frames cap this
+                // near 31k anyway; writers are members).
+                self.stats.versions_too_large += 1;
+            }
             GossipMessage::Pull { root, version } => self.on_pull(ctx, from, root, version),
             GossipMessage::PullReply {
                 root,
@@ -473,6 +495,9 @@ impl GossipLayer {
         };
         let writers = delta.ranges.iter().map(|range| &range.writer);
         if !self.writers_admitted(ctx, writers.chain(delta.entries.iter().map(|e| &e.writer))) {
+            return false;
+        }
+        if !self.may_verify(from, &delta.entries) {
             return false;
         }
         let report = match self.state.merge(&delta, ctx.verifier()) {
@@ -670,6 +695,9 @@ impl GossipLayer {
         if !self.writers_admitted(ctx, entries.iter().map(|entry| &entry.writer)) {
             return;
         }
+        if !self.may_verify(from, entries) {
+            return;
+        }
         match self.state.merge_entries(entries, ctx.verifier()) {
             Ok(report) => {
                 for key in report.updated_keys {
@@ -698,6 +726,20 @@ impl GossipLayer {
             self.stats.foreign_writers_refused += 1;
         }
         admitted
+    }
+
+    /// True if `peer`'s data may cost the signature checks merging `entries` needs: at
+    /// most [`GossipConfig::max_verifications_per_peer_round`] a round per peer. Over
+    /// it, the data is dropped (counted, not charged: gossip brings it again).
+    fn may_verify(&mut self, peer: AgentId, entries: &[SignedEntry]) -> bool {
+        let needed = self.state.verifications_needed(entries);
+        let used = self.verifications.entry(peer).or_default();
+        if *used + needed > self.config.max_verifications_per_peer_round {
+            self.stats.verifications_deferred += 1;
+            return false;
+        }
+        *used += needed;
+        true
     }
 
     /// A merge refused `from`'s data. The sender is charged only when the data proves
@@ -819,5 +861,6 @@ impl<V: SignatureVerifier + 'static> Layer<V> for GossipLayer {
             + self.sample.capacity() * 32
             + self.catch_up_served.capacity() * 48
             + self.reply_bytes.capacity() * 48
+            + self.verifications.capacity() * 48
     }
 }

@@ -514,3 +514,50 @@ fn anti_entropy_questions_buy_a_bounded_amount_of_answers_per_round() {
     );
     assert_eq!(cluster.endpoint(0).stats().charged, 0);
 }
+
+/// Hardening finding 3: a member's data may cost at most a set number of signature
+/// checks a round; more is dropped (and comes again later), not charged.
+#[test]
+fn one_peer_buys_a_bounded_number_of_signature_checks_per_round() {
+    let mallory = NodeKey::from_seed([96; 32]);
+    let mut cluster = Cluster::new(ClusterConfig {
+        nodes: 2,
+        seed: 37,
+        extra_members: vec![mallory.agent_id()],
+        gossip: GossipConfig {
+            max_verifications_per_peer_round: 100,
+            ..GossipConfig::default()
+        },
+        ..ClusterConfig::default()
+    });
+    let mut hers = knhk_crdt::VersionedState::new(knhk_crdt::StateConfig::default());
+    for n in 0..300 {
+        hers.put(&mallory, &format!("m{n}"), vec![3]).unwrap();
+    }
+    let big = hers.delta_since(&knhk_types::VersionVector::new());
+    let now = cluster.now();
+    cluster.inject(
+        mallory.agent_id(),
+        0,
+        push_frame(&mallory, now, now.0 << 20, &big),
+    );
+    cluster.run_until(5, |_| false);
+    assert_eq!(cluster.gossip(0).get("m0"), None);
+    assert_eq!(cluster.gossip(0).stats().verifications_deferred, 1);
+    assert_eq!(cluster.endpoint(0).stats().charged, 0);
+    // Within the budget, it merges.
+    let mut small_source = knhk_crdt::VersionedState::new(knhk_crdt::StateConfig::default());
+    for n in 0..50 {
+        small_source
+            .put(&mallory, &format!("m{n}"), vec![3])
+            .unwrap();
+    }
+    let small = small_source.delta_since(&knhk_types::VersionVector::new());
+    cluster.inject(
+        mallory.agent_id(),
+        0,
+        push_frame(&mallory, now, (now.0 << 20) + 1, &small),
+    );
+    cluster.run_until(5, |_| false);
+    assert_eq!(cluster.gossip(0).get("m0"), Some(&[3][..]));
+}
