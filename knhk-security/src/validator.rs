@@ -111,6 +111,9 @@ impl RejectReason {
     }
 }
 
+/// Each further this-many bytes of a frame cost one more rate token.
+const TOKEN_BYTES: usize = 64 * 1024;
+
 /// Why the pipeline refused a frame, and whether the hop is to blame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Refusal {
@@ -154,7 +157,9 @@ pub struct ValidatorConfig {
     pub max_clock_skew: Duration,
     /// Most (sender, nonce) pairs remembered for replay detection. Default 1,000,000.
     pub replay_capacity: usize,
-    /// Sustained messages per second accepted from one sender. Default 1,000.
+    /// Sustained messages per second accepted from one sender. Default 1,000. A frame
+    /// costs one token plus one per 64 KiB, so bytes are limited too (about 64 MB/s of
+    /// large frames per sender).
     pub rate_per_second: u32,
     /// Messages one sender may send in a burst above its rate. Default 2,000.
     pub rate_burst: u32,
@@ -382,7 +387,11 @@ impl<V: SignatureVerifier> ByzantineValidator<V> {
                 &envelope.signature,
             )
             .map_err(|_| RejectReason::BadSignature)?;
-        if !self.senders.take_token(hop, now)? {
+        // A frame costs one token, plus one per 64 KiB: a sender's bytes are rate
+        // limited too, so large frames (whose payloads the layers decode) cannot come
+        // at the frame rate.
+        let tokens = 1 + (frame.len() / TOKEN_BYTES) as u64;
+        if !self.senders.take_tokens(hop, tokens, now)? {
             return Err(RejectReason::RateLimited.into());
         }
         if !self

@@ -494,3 +494,37 @@ fn frames_that_went_stale_in_our_own_queue_are_refused_but_never_charged() {
     assert!(validator.reputation(&honest.agent_id(), at(45_000)) < 1_000);
     assert_eq!(validator.stats().stale_after_queueing, 40);
 }
+
+/// Hardening finding 1: the gate limited frames, not bytes, so a member could send
+/// 1,000 frames of 1 MiB a second for the layers to decode. Large frames cost more.
+#[test]
+fn large_frames_cost_more_rate_tokens() {
+    let config = ValidatorConfig {
+        rate_per_second: 100,
+        rate_burst: 100,
+        ..ValidatorConfig::default()
+    };
+    let mut validator = ByzantineValidator::new(config);
+    let sender = key(7);
+    let big = |nonce: u64| {
+        Envelope::sign(
+            &sender,
+            EnvelopeHeader::new(MessageKind::GossipPush, NOW, nonce),
+            vec![0; 640 * 1024],
+        )
+        .encode()
+    };
+    // Each 640 KiB frame costs 11 tokens: nine fit a burst of 100.
+    let accepted = (1..=20)
+        .filter(|nonce| {
+            validator
+                .validate(NOW, sender.agent_id(), &big(*nonce), &AllowAllSenders)
+                .is_ok()
+        })
+        .count();
+    assert_eq!(accepted, 9);
+    assert_eq!(
+        validator.stats().rejected_for(RejectReason::RateLimited),
+        11
+    );
+}

@@ -44,5 +44,30 @@ fn envelope(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, envelope);
+/// A version vector the size of a whole frame (30,000 writers), decoded: the canonical
+/// (ascending) form is accepted, a descending one refused, both in one pass (the
+/// hardening issue's quadratic decode took seconds on the descending one).
+fn version_vector_decode(c: &mut Criterion) {
+    let pairs: Vec<(knhk_types::AgentId, u64)> = (0..30_000u32)
+        .map(|n| {
+            let mut id = [0u8; 32];
+            id[..4].copy_from_slice(&n.to_be_bytes());
+            (knhk_types::AgentId::from_bytes(id), 1)
+        })
+        .collect();
+    let ascending = postcard::to_allocvec(&pairs).unwrap();
+    let descending = postcard::to_allocvec(&pairs.iter().rev().collect::<Vec<_>>()).unwrap();
+    let mut group = c.benchmark_group("version_vector_30k_writers");
+    group.bench_function("decode_ascending_accepted", |b| {
+        b.iter(|| postcard::from_bytes::<knhk_types::VersionVector>(black_box(&ascending)).unwrap())
+    });
+    group.bench_function("decode_descending_refused", |b| {
+        b.iter(|| {
+            postcard::from_bytes::<knhk_types::VersionVector>(black_box(&descending)).is_err()
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, envelope, version_vector_decode);
 criterion_main!(benches);

@@ -218,20 +218,22 @@ impl SenderBook {
         self.states.insert(sender, state);
     }
 
-    /// Takes one token from `sender`'s bucket: `Ok(false)` if empty,
+    /// Takes `tokens` tokens from `sender`'s bucket: `Ok(false)` if it holds fewer,
     /// `Err(Overloaded)` if the sender cannot be tracked.
-    pub(super) fn take_token(
+    pub(super) fn take_tokens(
         &mut self,
         sender: AgentId,
+        tokens: u64,
         now: UnixMillis,
     ) -> Result<bool, RejectReason> {
         let mut state = self
             .state_for(sender, now)
             .ok_or(RejectReason::Overloaded)?;
         self.refill(&mut state, now);
-        let allowed = state.tokens_milli >= 1_000;
+        let cost = tokens.saturating_mul(1_000);
+        let allowed = state.tokens_milli >= cost;
         if allowed {
-            state.tokens_milli -= 1_000;
+            state.tokens_milli -= cost;
         }
         self.states.insert(sender, state);
         Ok(allowed)
@@ -357,7 +359,8 @@ mod tests {
         assert_eq!(book.score(&who, t0), 990);
         // Frequent token takes in between must not eat the recovery.
         for step in 1..=100u64 {
-            book.take_token(who, UnixMillis(t0.0 + step * 100)).unwrap();
+            book.take_tokens(who, 1, UnixMillis(t0.0 + step * 100))
+                .unwrap();
         }
         assert_eq!(book.score(&who, UnixMillis(t0.0 + 10_000)), 1_000);
         assert!(!book.penalize(who, RejectReason::Replay, UnixMillis(t0.0 + 10_000)));
