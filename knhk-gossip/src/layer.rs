@@ -346,6 +346,17 @@ impl GossipLayer {
             GossipMessage::Push { delta } => {
                 self.absorb(ctx, from, &delta);
             }
+            // Honest questions list each node, bucket or key once, in ascending order
+            // (they come from sorted sets): anything else is provably not an honest
+            // question (a repeat would buy the same answer twice), and is charged.
+            GossipMessage::DiffAsk { nodes, buckets, .. }
+                if !strictly_ascending(&nodes) || !strictly_ascending(&buckets) =>
+            {
+                self.bad_payload(ctx, from);
+            }
+            GossipMessage::EntriesWanted { keys } if !strictly_ascending(&keys) => {
+                self.bad_payload(ctx, from);
+            }
             GossipMessage::DiffAsk {
                 session,
                 nodes,
@@ -809,6 +820,11 @@ impl GossipLayer {
         }
         payload.len()
     }
+}
+
+/// True if `items` are strictly ascending (so also free of repeats). O(n).
+fn strictly_ascending<T: Ord>(items: &[T]) -> bool {
+    items.windows(2).all(|pair| pair[0] < pair[1])
 }
 
 impl<V: SignatureVerifier + 'static> Layer<V> for GossipLayer {

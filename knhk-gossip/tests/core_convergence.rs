@@ -561,3 +561,35 @@ fn one_peer_buys_a_bounded_number_of_signature_checks_per_round() {
     cluster.run_until(5, |_| false);
     assert_eq!(cluster.gossip(0).get("m0"), Some(&[3][..]));
 }
+
+/// Hardening finding 6: requests that no honest node sends (repeats, out of order) are
+/// provably abusive and charged; honest questions are sorted sets.
+#[test]
+fn questions_with_repeats_are_charged() {
+    let mallory = NodeKey::from_seed([97; 32]);
+    let mut cluster = Cluster::new(ClusterConfig {
+        nodes: 2,
+        seed: 41,
+        extra_members: vec![mallory.agent_id()],
+        ..ClusterConfig::default()
+    });
+    let now = cluster.now();
+    let repeated =
+        knhk_gossip::testing::diff_ask_frame(&mallory, now, now.0 << 20, 1, vec![5; 4_000]);
+    cluster.inject(mallory.agent_id(), 0, repeated);
+    let sorted =
+        knhk_gossip::testing::diff_ask_frame(&mallory, now, (now.0 << 20) + 1, 2, vec![1, 2, 3]);
+    cluster.inject(mallory.agent_id(), 0, sorted);
+    cluster.run_until(5, |_| false);
+    assert_eq!(
+        cluster.endpoint(0).stats().charged,
+        1,
+        "only the repeating question"
+    );
+    assert!(
+        cluster
+            .endpoint(0)
+            .reputation(&mallory.agent_id(), cluster.now())
+            < 1_000
+    );
+}
