@@ -84,19 +84,6 @@ pub enum CrdtError {
         /// The maximum.
         max: usize,
     },
-    /// An entry's Lamport time runs further ahead of our clock than
-    /// `max_lamport_lead_ms` allows (a far-future time would own its key for ever).
-    #[error("entry {writer:?}#{counter} has Lamport time {lamport}, beyond {max}")]
-    LamportAhead {
-        /// The entry's writer.
-        writer: AgentId,
-        /// The entry's counter.
-        counter: u64,
-        /// Its Lamport time.
-        lamport: u64,
-        /// The most we accept now.
-        max: u64,
-    },
     /// A Merkle diff step got an answer for nodes or buckets it did not ask about.
     #[error("merkle diff answer does not match the question: {0}")]
     DiffMismatch(String),
@@ -120,9 +107,7 @@ impl CrdtError {
             | Self::ValueTooLarge { .. }
             | Self::Full { .. }
             | Self::CounterExhausted(_)
-            | Self::DeltaTooLarge { .. }
-            // A writer's clock may be wrong, and the relay that forwarded it innocent.
-            | Self::LamportAhead { .. } => false,
+            | Self::DeltaTooLarge { .. } => false,
         }
     }
 }
@@ -140,15 +125,6 @@ mod tests {
             (CrdtError::Full { max: 1 }, false),
             (CrdtError::CounterExhausted(writer), false),
             (CrdtError::DeltaTooLarge { len: 2, max: 1 }, false),
-            (
-                CrdtError::LamportAhead {
-                    writer,
-                    counter: 1,
-                    lamport: 9,
-                    max: 1,
-                },
-                false,
-            ),
             (
                 CrdtError::Backwards {
                     writer,

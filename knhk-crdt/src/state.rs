@@ -51,7 +51,7 @@ pub struct StateConfig {
     pub merkle_depth: u8,
     /// Once the state has been told the time ([`VersionedState::observe_time`]),
     /// entries whose Lamport time runs more than this many milliseconds ahead of our
-    /// clock are refused, and local writes take Lamport times of at least the clock (a
+    /// clock are set aside unapplied (until our clock catches up), and local writes take Lamport times of at least the clock (a
     /// hybrid logical clock). A writer can then own a key with a far-future Lamport time
     /// for at most this long, not for ever. Default 60 s (twice the gate's default
     /// clock-skew window).
@@ -77,6 +77,10 @@ pub struct MergeReport {
     pub updated_keys: Vec<String>,
     /// Writers whose version advanced.
     pub advanced_writers: usize,
+    /// Entries set aside, unapplied, because their Lamport time runs more than
+    /// `max_lamport_lead_ms` ahead of our clock (they are taken when our clock catches
+    /// up; a range whose proof is among them is not advanced).
+    pub deferred_entries: usize,
 }
 
 impl MergeReport {
@@ -131,7 +135,7 @@ impl VersionedState {
     }
 
     /// Tells the state the time (never moves it back): local writes then take Lamport
-    /// times of at least `now` in ms, and merges refuse entries more than
+    /// times of at least `now` in ms, and merges set aside entries more than
     /// `max_lamport_lead_ms` ahead of it. A state never told the time keeps plain
     /// Lamport counters and no bound.
     pub fn observe_time(&mut self, now: knhk_types::UnixMillis) {
@@ -405,7 +409,9 @@ impl VersionedState {
             })
             .filter_map(|range| {
                 let at = by_version.get(&(range.writer, range.through))?;
-                Some((range.writer, range.through, *at))
+                // A proof from too far in the future cannot advance us yet.
+                let proof = &admitted[*at].0.entry;
+                (!self.too_far_ahead(proof)).then_some((range.writer, range.through, *at))
             })
             .collect();
         let mut is_proof = vec![false; admitted.len()];
@@ -415,10 +421,18 @@ impl VersionedState {
         // Verify only what would change our state: an entry we hold already, or one
         // that loses to what we hold, changes nothing (and is dropped, unapplied), so a
         // peer replaying signed entries costs us no signature checks.
+        // Entries from too far in the future are set aside, not refused: one of them
+        // must not make a whole delta fail (relays whose clocks run ahead forward it).
+        let deferred = admitted
+            .iter()
+            .filter(|(item, _)| self.too_far_ahead(&item.entry))
+            .count();
         let keep: Vec<bool> = admitted
             .iter()
             .zip(&is_proof)
-            .map(|((item, _), proof)| *proof || self.would_win(item))
+            .map(|((item, _), proof)| {
+                !self.too_far_ahead(&item.entry) && (*proof || self.would_win(item))
+            })
             .collect();
         for ((item, signed_bytes), keep) in admitted.iter().zip(&keep) {
             if *keep {
@@ -426,7 +440,10 @@ impl VersionedState {
             }
         }
 
-        let mut report = MergeReport::default();
+        let mut report = MergeReport {
+            deferred_entries: deferred,
+            ..MergeReport::default()
+        };
         for (writer, through, at) in advancing {
             self.version.observe(writer, through);
             self.proofs.insert(writer, admitted[at].0.clone());
@@ -455,15 +472,21 @@ impl VersionedState {
             .map(|entry| self.admit(entry))
             .collect::<Result<Vec<_>, _>>()?;
         self.check_capacity(admitted.iter().map(|(item, _)| item))?;
-        // As in `merge`: only entries that would win are verified and applied.
+        // As in `merge`: only entries that would win are verified and applied, and
+        // entries from too far in the future are set aside.
+        let deferred = admitted
+            .iter()
+            .filter(|(item, _)| self.too_far_ahead(&item.entry))
+            .count();
         let winners: Vec<Stored> = admitted
             .into_iter()
-            .filter(|(item, _)| self.would_win(item))
+            .filter(|(item, _)| !self.too_far_ahead(&item.entry) && self.would_win(item))
             .map(|(item, signed_bytes)| verify(verifier, &item.entry, &signed_bytes).map(|()| item))
             .collect::<Result<_, _>>()?;
         Ok(MergeReport {
             updated_keys: self.apply_all(winners.into_iter()),
             advanced_writers: 0,
+            deferred_entries: deferred,
         })
     }
 
@@ -586,17 +609,6 @@ impl VersionedState {
     /// bytes too, so the signature check does not rebuild them.
     fn admit(&self, entry: &SignedEntry) -> Result<(Stored, Vec<u8>), CrdtError> {
         self.check_limits(entry)?;
-        let ceiling = self
-            .clock_ms
-            .saturating_add(self.config.max_lamport_lead_ms);
-        if self.clock_ms > 0 && entry.lamport > ceiling {
-            return Err(CrdtError::LamportAhead {
-                writer: entry.writer,
-                counter: entry.counter,
-                lamport: entry.lamport,
-                max: ceiling,
-            });
-        }
         let signed_bytes = entry.signed_bytes();
         Ok((
             Stored::new(entry.clone(), &signed_bytes, self.merkle.depth()),
@@ -627,6 +639,16 @@ impl VersionedState {
                     })
             })
             .count()
+    }
+
+    /// True if `entry`'s Lamport time runs more than `max_lamport_lead_ms` ahead of the
+    /// clock we were told (never, before we were told one).
+    fn too_far_ahead(&self, entry: &SignedEntry) -> bool {
+        self.clock_ms > 0
+            && entry.lamport
+                > self
+                    .clock_ms
+                    .saturating_add(self.config.max_lamport_lead_ms)
     }
 
     /// True if `item` would replace the winner of its key (or its key is new). An entry

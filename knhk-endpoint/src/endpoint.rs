@@ -362,12 +362,12 @@ impl<S: EnvelopeSigner, V: SignatureVerifier + 'static> Endpoint<S, V> {
         };
         let (layer, mut ctx) = self.parts(now, index);
         layer.handle_message(&mut ctx, from, kind, envelope.payload);
-        // A layer's charge may have banned the sender.
-        self.note_ban(bans, from);
     }
 
-    /// Emits [`Event::Banned`] if the gate banned `peer` since it counted `bans_before`
-    /// bans. Bans are never dropped from the queue: the transport must hear of them.
+    /// Emits [`Event::Banned`] if the gate banned `peer` (the hop it just refused) since
+    /// it counted `bans_before` bans; a layer's charges emit their own through
+    /// [`Context::charge`]. Bans are never dropped from the queue: the transport must
+    /// hear of them.
     fn note_ban(&mut self, bans_before: u64, peer: AgentId) {
         if self.validator.bans() > bans_before {
             let duration = self.validator.config().reputation.ban_duration;

@@ -248,9 +248,17 @@ impl<V: SignatureVerifier> Context<'_, V> {
     /// ban it; an [`Event::Rejected`] tells the application. Never charge a peer for
     /// something an honest peer could send (a limit of ours, a late answer).
     pub fn charge(&mut self, peer: AgentId, reason: RejectReason) {
+        let bans = self.validator.bans();
         self.validator.report(self.now, peer, reason);
         self.outbox.stats.charged += 1;
         self.outbox
             .push(Output::Event(Event::Rejected { from: peer, reason }));
+        if self.validator.bans() > bans {
+            // The transport must hear of every ban: never dropped from the queue.
+            let duration = self.validator.config().reputation.ban_duration;
+            self.outbox
+                .outputs
+                .push_back(Output::Event(Event::Banned { peer, duration }));
+        }
     }
 }

@@ -47,9 +47,11 @@ pub struct GossipConfig {
     /// true: otherwise one member could fill our version vector with made-up writers
     /// (each one key and a fresh signature) until our pulls no longer fit a frame.
     pub members_only_writers: bool,
-    /// Signature checks one peer's data may cost per round; data beyond it is dropped
-    /// and comes again later. Default 8,192 (a full catch-up delta needs about 4,000).
-    pub max_verifications_per_peer_round: usize,
+    /// Signature checks one peer's data may cost per second (about 50 µs each cold);
+    /// data beyond it is dropped and comes again later. Default 4,096: at most about
+    /// 0.2 s of CPU a second per peer, and a full catch-up delta (about 4,000 entries)
+    /// still fits.
+    pub max_verifications_per_peer_second: usize,
     /// Pulls and answers whose version vector names more writers than this are
     /// ignored. Default 32,768 (more than a 1 MiB frame can carry).
     pub max_version_writers: usize,
@@ -80,7 +82,7 @@ impl GossipConfig {
             forward_max_bytes: 64 * 1024,
             max_diff_keys: 4_096,
             members_only_writers: true,
-            max_verifications_per_peer_round: 8_192,
+            max_verifications_per_peer_second: 4_096,
             max_version_writers: 32_768,
             state: StateConfig::default(),
         }

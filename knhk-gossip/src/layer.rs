@@ -141,7 +141,8 @@ pub struct GossipLayer {
     /// every round): a cheap question buys at most [`REPLY_BUDGET_ROUNDS`] ×
     /// `max_delta_bytes` of answers a round.
     reply_bytes: HashMap<AgentId, usize>,
-    /// Signature checks each peer's data has cost us this round (cleared every round).
+    /// Signature checks each peer's data has cost us in this second's rounds (cleared
+    /// once a second of rounds has passed).
     verifications: HashMap<AgentId, usize>,
 }
 
@@ -185,8 +186,9 @@ impl GossipLayer {
         &self.config
     }
 
-    /// Writes `value` under `key` locally, signed by this node, and sends it to `fanout`
-    /// peers at once (whether or not news forwarding is on: a write is ours to spread).
+    /// Writes `value` under `key` locally, signed by this node, and (when
+    /// `forward_news` is on, the default) sends it to `fanout` peers at once; with
+    /// forwarding off, the rounds spread it (textbook push-pull).
     ///
     /// Errors: [`CrdtError`] size and capacity limits; nothing is sent then.
     pub fn put<V: SignatureVerifier>(
@@ -274,7 +276,10 @@ impl GossipLayer {
         self.round += 1;
         self.stats.rounds += 1;
         self.reply_bytes.clear();
-        self.verifications.clear();
+        let rounds_per_second = (1_000 / self.interval_ms()).max(1);
+        if self.round.is_multiple_of(rounds_per_second) {
+            self.verifications.clear();
+        }
         let (round, timeout) = (self.round, self.config.diff_timeout_rounds);
         self.diffs.expire(round, timeout);
         self.news.expire(round);
@@ -350,7 +355,9 @@ impl GossipLayer {
             // (they come from sorted sets): anything else is provably not an honest
             // question (a repeat would buy the same answer twice), and is charged.
             GossipMessage::DiffAsk { nodes, buckets, .. }
-                if !strictly_ascending(&nodes) || !strictly_ascending(&buckets) =>
+                if !strictly_ascending(&nodes)
+                    || !strictly_ascending(&buckets)
+                    || (nodes.is_empty() && buckets.is_empty()) =>
             {
                 self.bad_payload(ctx, from);
             }
@@ -398,12 +405,18 @@ impl GossipLayer {
                 self.stats.catch_up_deferred += 1;
                 None
             }
-            Some(theirs) => {
-                let delta = self
-                    .state
-                    .delta_since_bounded(theirs, self.config.max_delta_bytes);
-                (!delta.is_empty()).then(|| delta.encode(self.config.compress_above))
-            }
+            Some(theirs) => match self.reply_room(from) {
+                // Every answer's delta pays from the peer's reply budget, not only
+                // catch-ups: many pulls just under the catch-up line buy no more.
+                Some(room) => {
+                    let delta = self.state.delta_since_bounded(theirs, room);
+                    let encoded =
+                        (!delta.is_empty()).then(|| delta.encode(self.config.compress_above));
+                    self.spend(from, encoded.as_ref().map_or(0, Vec::len));
+                    encoded
+                }
+                None => None,
+            },
             // A settled puller with another root most likely lacks our latest news:
             // send it now rather than after a follow-up pull (a duplicate merges to
             // nothing).
@@ -431,7 +444,8 @@ impl GossipLayer {
             .version()
             .iter()
             .map(|(writer, ours)| ours.saturating_sub(theirs.get(writer)))
-            .sum();
+            // Counters are the writers' to choose: saturate, never wrap.
+            .fold(0, u64::saturating_add);
         if missing <= CATCH_UP_VERSIONS {
             return true;
         }
@@ -508,7 +522,8 @@ impl GossipLayer {
         if !self.writers_admitted(ctx, writers.chain(delta.entries.iter().map(|e| &e.writer))) {
             return false;
         }
-        if !self.may_verify(from, &delta.entries) {
+        // Range proofs may be checked too: count one per range.
+        if !self.may_verify(from, &delta.entries, delta.ranges.len()) {
             return false;
         }
         let report = match self.state.merge(&delta, ctx.verifier()) {
@@ -706,7 +721,7 @@ impl GossipLayer {
         if !self.writers_admitted(ctx, entries.iter().map(|entry| &entry.writer)) {
             return;
         }
-        if !self.may_verify(from, entries) {
+        if !self.may_verify(from, entries, 0) {
             return;
         }
         match self.state.merge_entries(entries, ctx.verifier()) {
@@ -739,13 +754,14 @@ impl GossipLayer {
         admitted
     }
 
-    /// True if `peer`'s data may cost the signature checks merging `entries` needs: at
-    /// most [`GossipConfig::max_verifications_per_peer_round`] a round per peer. Over
-    /// it, the data is dropped (counted, not charged: gossip brings it again).
-    fn may_verify(&mut self, peer: AgentId, entries: &[SignedEntry]) -> bool {
-        let needed = self.state.verifications_needed(entries);
+    /// True if `peer`'s data may cost the signature checks merging `entries` (and up
+    /// to `proofs` range proofs) needs: at most
+    /// [`GossipConfig::max_verifications_per_peer_second`] a second per peer. Over it,
+    /// the data is dropped (counted, not charged: gossip brings it again).
+    fn may_verify(&mut self, peer: AgentId, entries: &[SignedEntry], proofs: usize) -> bool {
+        let needed = self.state.verifications_needed(entries) + proofs;
         let used = self.verifications.entry(peer).or_default();
-        if *used + needed > self.config.max_verifications_per_peer_round {
+        if *used + needed > self.config.max_verifications_per_peer_second {
             self.stats.verifications_deferred += 1;
             return false;
         }

@@ -516,7 +516,7 @@ fn anti_entropy_questions_buy_a_bounded_amount_of_answers_per_round() {
 }
 
 /// Hardening finding 3: a member's data may cost at most a set number of signature
-/// checks a round; more is dropped (and comes again later), not charged.
+/// checks a second; more is dropped (and comes again later), not charged.
 #[test]
 fn one_peer_buys_a_bounded_number_of_signature_checks_per_round() {
     let mallory = NodeKey::from_seed([96; 32]);
@@ -525,7 +525,7 @@ fn one_peer_buys_a_bounded_number_of_signature_checks_per_round() {
         seed: 37,
         extra_members: vec![mallory.agent_id()],
         gossip: GossipConfig {
-            max_verifications_per_peer_round: 100,
+            max_verifications_per_peer_second: 100,
             ..GossipConfig::default()
         },
         ..ClusterConfig::default()

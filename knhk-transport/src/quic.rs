@@ -317,6 +317,9 @@ impl Transport for QuicTransport {
                         max,
                     }
                 }
+                quinn::WriteError::Stopped(code) if code == OVER_BUDGET => {
+                    lost("the peer's receive budget was full".into())
+                }
                 other => lost(other.to_string()),
             })?;
             send.finish().map_err(|e| lost(e.to_string()))?;
@@ -331,6 +334,9 @@ impl Transport for QuicTransport {
                 }
                 ReadToEndError::Read(ReadError::Reset(code)) if code == NO_RESPONSE => {
                     TransportError::NoResponse(to)
+                }
+                ReadToEndError::Read(ReadError::Reset(code)) if code == OVER_BUDGET => {
+                    lost("the peer's receive budget was full".into())
                 }
                 other => lost(other.to_string()),
             })?;
@@ -732,6 +738,27 @@ async fn serve_connection(shared: Arc<Shared>, conn: quinn::Connection, peer: Ag
     shared.forget(peer, &conn);
 }
 
+/// Why a stream's frame was not read.
+enum Unread {
+    /// Larger than the maximum frame size (the stream was stopped with
+    /// `FRAME_TOO_LARGE`).
+    TooLarge,
+    /// The byte budget had no room in time (stopped with `OVER_BUDGET`).
+    OverBudget,
+    /// The stream or connection failed.
+    Failed,
+}
+
+impl Unread {
+    fn reset_code(&self) -> VarInt {
+        match self {
+            Self::TooLarge => FRAME_TOO_LARGE,
+            Self::OverBudget => OVER_BUDGET,
+            Self::Failed => NO_RESPONSE,
+        }
+    }
+}
+
 /// Reads one stream to its end, refusing it if it grows past the maximum frame size.
 /// Every chunk is paid for from the peer's and the node's byte budgets before the next
 /// is read, so what inbound frames hold in memory is bounded whatever peers send; the
@@ -740,11 +767,13 @@ async fn read_stream(
     shared: &Shared,
     peer: AgentId,
     recv: &mut quinn::RecvStream,
-) -> Option<(Vec<u8>, FrameBudget)> {
+) -> Result<(Vec<u8>, FrameBudget), Unread> {
     let max = shared.config.max_frame_bytes;
     let mut frame = Vec::new();
     let mut budget = InboundLimits::empty();
-    let _reading = shared.limits.reader(peer).await?;
+    // One share for the whole read: every permit of this frame comes from it.
+    let share = shared.limits.share(peer);
+    let _reading = share.reader().await.ok_or(Unread::Failed)?;
     loop {
         match recv.read_chunk(READ_CHUNK, true).await {
             Ok(Some(chunk)) => {
@@ -752,28 +781,28 @@ async fn read_stream(
                     Counters::bump(&shared.counters.frames_rejected_too_large);
                     tracing::warn!(peer = %peer.short(), max, "refused oversized frame");
                     let _ = recv.stop(FRAME_TOO_LARGE);
-                    return None;
+                    return Err(Unread::TooLarge);
                 }
                 if shared
                     .limits
-                    .reserve(peer, chunk.bytes.len(), &mut budget)
+                    .reserve(&share, chunk.bytes.len(), &mut budget)
                     .await
                     .is_err()
                 {
                     Counters::bump(&shared.counters.frames_over_budget);
                     tracing::debug!(peer = %peer.short(), "frame dropped: inbound byte budget exhausted");
                     let _ = recv.stop(OVER_BUDGET);
-                    return None;
+                    return Err(Unread::OverBudget);
                 }
                 frame.extend_from_slice(&chunk.bytes);
             }
             Ok(None) => {
                 shared.counters.received(frame.len());
-                return Some((frame, budget));
+                return Ok((frame, budget));
             }
             Err(error) => {
                 tracing::debug!(peer = %peer.short(), %error, "stream failed");
-                return None;
+                return Err(Unread::Failed);
             }
         }
     }
@@ -788,12 +817,14 @@ async fn read_frame(
     mut recv: quinn::RecvStream,
     inbound: mpsc::Sender<Inbound>,
 ) {
-    if let Some((frame, budget)) = read_stream(&shared, peer, &mut recv).await {
+    // Arrival is when the stream came in: waiting for our own budget is our backlog.
+    let received_at = knhk_types::UnixMillis::from_system_time(std::time::SystemTime::now());
+    if let Ok((frame, budget)) = read_stream(&shared, peer, &mut recv).await {
         let _ = inbound
             .send(Inbound {
                 from: peer,
                 frame: Bytes::from(frame),
-                received_at: knhk_types::UnixMillis::from_system_time(std::time::SystemTime::now()),
+                received_at,
                 responder: None,
                 _budget: Some(budget),
             })
@@ -808,9 +839,13 @@ async fn read_request(
     mut recv: quinn::RecvStream,
     inbound: mpsc::Sender<Inbound>,
 ) {
-    let Some((frame, budget)) = read_stream(&shared, peer, &mut recv).await else {
-        let _ = send.reset(FRAME_TOO_LARGE);
-        return;
+    let received_at = knhk_types::UnixMillis::from_system_time(std::time::SystemTime::now());
+    let (frame, budget) = match read_stream(&shared, peer, &mut recv).await {
+        Ok(read) => read,
+        Err(unread) => {
+            let _ = send.reset(unread.reset_code());
+            return;
+        }
     };
     let responder = Responder {
         inner: ResponderInner::Quic(QuicResponder {
@@ -823,7 +858,7 @@ async fn read_request(
         .send(Inbound {
             from: peer,
             frame: Bytes::from(frame),
-            received_at: knhk_types::UnixMillis::from_system_time(std::time::SystemTime::now()),
+            received_at,
             responder: Some(responder),
             _budget: Some(budget),
         })
@@ -905,6 +940,10 @@ fn quic_configs(
     client_tls.alpn_protocols = vec![ALPN.to_vec()];
 
     let mut transport = quinn::TransportConfig::default();
+    // What quinn may buffer unread for one peer, over all its connections (the inbound
+    // ones and ours), is the peer's byte budget.
+    let connection_window =
+        (config.inbound_bytes_per_peer / (config.max_connections_per_peer + 1)).max(64 * 1024);
     let idle =
         quinn::IdleTimeout::try_from(config.idle_timeout).map_err(|e| setup("idle timeout", &e))?;
     if config.keep_alive_interval >= config.idle_timeout {
@@ -918,13 +957,11 @@ fn quic_configs(
         .keep_alive_interval(Some(config.keep_alive_interval))
         .max_concurrent_uni_streams(VarInt::from_u32(config.max_concurrent_uni_streams))
         .max_concurrent_bidi_streams(VarInt::from_u32(config.max_concurrent_bidi_streams))
-        // What quinn buffers for one connection is bounded too: a connection's receive
-        // window is the peer's byte budget, a stream's is one frame.
-        .receive_window(
-            VarInt::from_u64(config.inbound_bytes_per_peer as u64).unwrap_or(VarInt::MAX),
-        )
+        // What quinn buffers unread for one connection is bounded too: the windows.
+        .receive_window(VarInt::from_u64(connection_window as u64).unwrap_or(VarInt::MAX))
         .stream_receive_window(
-            VarInt::from_u64(config.max_frame_bytes as u64).unwrap_or(VarInt::MAX),
+            VarInt::from_u64(config.max_frame_bytes.min(connection_window) as u64)
+                .unwrap_or(VarInt::MAX),
         );
     let transport = Arc::new(transport);
 

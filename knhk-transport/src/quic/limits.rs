@@ -44,12 +44,30 @@ pub(crate) struct InboundLimits {
     wait: Duration,
 }
 
-/// One peer's share: bytes, and streams being read at once.
+/// One peer's share: bytes, and streams being read at once. A stream takes one clone
+/// for its whole read, so every permit of a frame comes from the same semaphores even
+/// if the table forgets the peer meanwhile.
 #[derive(Clone, Debug)]
-struct PeerBudget {
+pub(crate) struct PeerBudget {
     bytes: Arc<Semaphore>,
     readers: Arc<Semaphore>,
 }
+
+impl PeerBudget {
+    /// A slot to read one stream of this peer (waits while [`READERS_PER_PEER`] are
+    /// being read; QUIC flow control holds the rest).
+    pub(crate) async fn reader(&self) -> Option<OwnedSemaphorePermit> {
+        self.readers.clone().acquire_owned().await.ok()
+    }
+
+    /// True if no stream or frame holds any part of it.
+    fn idle(&self) -> bool {
+        Arc::strong_count(&self.bytes) == 1 && Arc::strong_count(&self.readers) == 1
+    }
+}
+
+/// Peers remembered in the budget table before idle ones are forgotten.
+const PEERS_BEFORE_SWEEP: usize = 1_024;
 
 /// Streams of one peer read at once. Each stream pays chunk by chunk; with at most this
 /// many partly read, their frames always fit the peer's budget and complete, instead
@@ -94,14 +112,14 @@ impl InboundLimits {
     /// most the configured time (QUIC flow control holds the sender meanwhile).
     pub(crate) async fn reserve(
         &self,
-        peer: AgentId,
+        share: &PeerBudget,
         bytes: usize,
         budget: &mut FrameBudget,
     ) -> Result<(), OverBudget> {
         let Ok(bytes) = u32::try_from(bytes) else {
             return Err(OverBudget);
         };
-        let peer_bytes = self.peer(peer).bytes;
+        let peer_bytes = share.bytes.clone();
         let reserve = async {
             let peer = peer_bytes.acquire_many_owned(bytes).await.ok()?;
             let node = self
@@ -121,7 +139,13 @@ impl InboundLimits {
         }
     }
 
-    fn peer(&self, peer: AgentId) -> PeerBudget {
+    /// `peer`'s share of the budget, for one stream's whole read. The table forgets
+    /// idle peers once it holds [`PEERS_BEFORE_SWEEP`], so keys that come and go (an
+    /// open mesh) cannot grow it without bound.
+    pub(crate) fn share(&self, peer: AgentId) -> PeerBudget {
+        if self.peer_bytes.len() >= PEERS_BEFORE_SWEEP {
+            self.peer_bytes.retain(|_, share| !share.idle());
+        }
         self.peer_bytes
             .entry(peer)
             .or_insert_with(|| PeerBudget {
@@ -129,12 +153,6 @@ impl InboundLimits {
                 readers: Arc::new(Semaphore::new(READERS_PER_PEER)),
             })
             .clone()
-    }
-
-    /// A slot to read one stream of `peer` (waits while [`READERS_PER_PEER`] are being
-    /// read; QUIC flow control holds the rest). `None` once the transport is closing.
-    pub(crate) async fn reader(&self, peer: AgentId) -> Option<OwnedSemaphorePermit> {
-        self.peer(peer).readers.acquire_owned().await.ok()
     }
 
     /// Bytes held by frames being read or waiting to be taken, node-wide.
@@ -202,18 +220,30 @@ mod tests {
     async fn one_peer_cannot_hold_more_than_its_share() {
         let limits = InboundLimits::new(1_000, 300, 2, 4, Duration::from_millis(20));
         let mut first = InboundLimits::empty();
-        limits.reserve(peer(1), 300, &mut first).await.unwrap();
+        limits
+            .reserve(&limits.share(peer(1)), 300, &mut first)
+            .await
+            .unwrap();
         let mut more = InboundLimits::empty();
         assert!(
-            limits.reserve(peer(1), 1, &mut more).await.is_err(),
+            limits
+                .reserve(&limits.share(peer(1)), 1, &mut more)
+                .await
+                .is_err(),
             "peer 1 is at its cap"
         );
         let mut other = InboundLimits::empty();
-        limits.reserve(peer(2), 300, &mut other).await.unwrap();
+        limits
+            .reserve(&limits.share(peer(2)), 300, &mut other)
+            .await
+            .unwrap();
         assert_eq!(limits.bytes_held(), 600);
         drop(first);
         assert_eq!(limits.bytes_held(), 300, "a taken frame frees its bytes");
-        limits.reserve(peer(1), 300, &mut more).await.unwrap();
+        limits
+            .reserve(&limits.share(peer(1)), 300, &mut more)
+            .await
+            .unwrap();
     }
 
     #[tokio::test]
@@ -221,9 +251,40 @@ mod tests {
         let limits = InboundLimits::new(500, 300, 2, 4, Duration::from_millis(20));
         let mut a = InboundLimits::empty();
         let mut b = InboundLimits::empty();
-        limits.reserve(peer(1), 300, &mut a).await.unwrap();
-        assert!(limits.reserve(peer(2), 300, &mut b).await.is_err());
+        limits
+            .reserve(&limits.share(peer(1)), 300, &mut a)
+            .await
+            .unwrap();
+        assert!(
+            limits
+                .reserve(&limits.share(peer(2)), 300, &mut b)
+                .await
+                .is_err()
+        );
         assert!(limits.bytes_held() <= 500);
+    }
+
+    #[tokio::test]
+    async fn idle_peers_are_forgotten_and_busy_ones_kept() {
+        let limits = InboundLimits::new(1 << 30, 1_000, 1, 1, Duration::from_millis(20));
+        let busy = limits.share(peer(0));
+        let mut held = InboundLimits::empty();
+        limits.reserve(&busy, 10, &mut held).await.unwrap();
+        for n in 0..2_000u32 {
+            let mut id = [1u8; 32];
+            id[..4].copy_from_slice(&n.to_be_bytes());
+            let _ = limits.share(AgentId::from_bytes(id));
+        }
+        assert!(
+            limits.peer_bytes.len() <= PEERS_BEFORE_SWEEP + 1,
+            "{}",
+            limits.peer_bytes.len()
+        );
+        assert!(
+            limits.peer_bytes.contains_key(&peer(0)),
+            "a peer holding budget is kept"
+        );
+        drop(held);
     }
 
     #[test]
