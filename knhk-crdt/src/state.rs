@@ -362,7 +362,9 @@ impl VersionedState {
                 });
             }
         }
-        let mut seen: BTreeMap<(AgentId, u64), Hash> = BTreeMap::new();
+        // (writer, counter) → (digest, position in `admitted`): finds equivocations, and
+        // later each range's proof without another pass.
+        let mut seen: BTreeMap<(AgentId, u64), (Hash, usize)> = BTreeMap::new();
         let mut admitted = Vec::with_capacity(delta.entries.len());
         for entry in &delta.entries {
             let inside = ranges
@@ -375,7 +377,9 @@ impl VersionedState {
                 });
             }
             let (item, signed_bytes) = self.admit(entry)?;
-            if let Some(previous) = seen.insert((entry.writer, entry.counter), item.digest)
+            let at = admitted.len();
+            if let Some((previous, _)) =
+                seen.insert((entry.writer, entry.counter), (item.digest, at))
                 && previous != item.digest
             {
                 return Err(CrdtError::Equivocation {
@@ -394,13 +398,8 @@ impl VersionedState {
             }
         }
         self.check_capacity(admitted.iter().map(|(item, _)| item))?;
-        // The ranges that advance our version, and their proofs (found by map lookup:
-        // one pass over the entries, not one per range).
-        let by_version: HashMap<(AgentId, u64), usize> = admitted
-            .iter()
-            .enumerate()
-            .map(|(at, (item, _))| ((item.entry.writer, item.entry.counter), at))
-            .collect();
+        // The ranges that advance our version, and their proofs (found by map lookup,
+        // not by a scan per range).
         let advancing: Vec<(AgentId, u64, usize)> = ranges
             .values()
             .filter(|range| {
@@ -408,7 +407,7 @@ impl VersionedState {
                 mine >= range.after && mine < range.through
             })
             .filter_map(|range| {
-                let at = by_version.get(&(range.writer, range.through))?;
+                let (_, at) = seen.get(&(range.writer, range.through))?;
                 // A proof from too far in the future cannot advance us yet.
                 let proof = &admitted[*at].0.entry;
                 (!self.too_far_ahead(proof)).then_some((range.writer, range.through, *at))
@@ -614,31 +613,6 @@ impl VersionedState {
             Stored::new(entry.clone(), &signed_bytes, self.merkle.depth()),
             signed_bytes,
         ))
-    }
-
-    /// How many signature checks merging `entries` would cost at most: entries that
-    /// would change the state (new keys, or beating the winner). Entries held already or
-    /// losing cost none. For per-peer verification budgets, before any work.
-    /// O(entries · log keys); computes no digest.
-    pub fn verifications_needed<'a>(
-        &self,
-        entries: impl IntoIterator<Item = &'a SignedEntry>,
-    ) -> usize {
-        entries
-            .into_iter()
-            .filter(|entry| {
-                let bucket = bucket_of(&entry.key, self.merkle.depth());
-                self.buckets
-                    .get(&bucket)
-                    .and_then(|entries| entries.get(entry.key.as_str()))
-                    .is_none_or(|register| {
-                        let winner = &register.val.entry;
-                        (entry.lamport, entry.writer, entry.counter)
-                            >= (winner.lamport, winner.writer, winner.counter)
-                            && (entry.signature != winner.signature || entry.value != winner.value)
-                    })
-            })
-            .count()
     }
 
     /// True if `entry`'s Lamport time runs more than `max_lamport_lead_ms` ahead of the

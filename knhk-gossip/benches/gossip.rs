@@ -84,6 +84,9 @@ fn warm_node(fixture: &Fixture, forward_news: bool) -> (Endpoint, LayerHandle<Go
             Scope::DEFAULT,
             GossipLayer::new(GossipConfig {
                 forward_news,
+                // One sender sends 10,000 deltas without a round passing: lift the
+                // per-peer signature budget, which would (rightly) defer most of them.
+                max_verifications_per_peer_second: usize::MAX,
                 ..GossipConfig::default()
             }),
         )
@@ -147,7 +150,16 @@ fn inbound_push(c: &mut Criterion) {
         assert_eq!(stats.frames_rejected, 0);
         assert_eq!(stats.charged, 0);
         assert_eq!(stats.frames_unrouted, 0);
-        assert!(core.layer(gossip).unwrap().stats().deltas_merged > 0);
+        // (A bench filtered out by name never ran: nothing to check.)
+        let merged = core.layer(gossip).unwrap().stats();
+        assert!(
+            stats.frames_received == 0 || merged.deltas_merged > 0,
+            "{merged:?} {stats:?}"
+        );
+        assert_eq!(
+            merged.verifications_deferred, 0,
+            "the bench measures merges, not the budget"
+        );
     }
     group.finish();
 }

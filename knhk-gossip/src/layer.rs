@@ -522,11 +522,13 @@ impl GossipLayer {
         if !self.writers_admitted(ctx, writers.chain(delta.entries.iter().map(|e| &e.writer))) {
             return false;
         }
-        // Range proofs may be checked too: count one per range.
-        if !self.may_verify(from, &delta.entries, delta.ranges.len()) {
+        if !self.may_verify(from) {
             return false;
         }
-        let report = match self.state.merge(&delta, ctx.verifier()) {
+        let checks_before = curve_checks(ctx);
+        let merged = self.state.merge(&delta, ctx.verifier());
+        self.spend_verifications(from, curve_checks(ctx) - checks_before);
+        let report = match merged {
             Ok(report) => report,
             Err(error) => {
                 self.refused(ctx, from, &error);
@@ -721,10 +723,13 @@ impl GossipLayer {
         if !self.writers_admitted(ctx, entries.iter().map(|entry| &entry.writer)) {
             return;
         }
-        if !self.may_verify(from, entries, 0) {
+        if !self.may_verify(from) {
             return;
         }
-        match self.state.merge_entries(entries, ctx.verifier()) {
+        let checks_before = curve_checks(ctx);
+        let merged = self.state.merge_entries(entries, ctx.verifier());
+        self.spend_verifications(from, curve_checks(ctx) - checks_before);
+        match merged {
             Ok(report) => {
                 for key in report.updated_keys {
                     ctx.emit(GossipEvent::Updated { key });
@@ -754,19 +759,26 @@ impl GossipLayer {
         admitted
     }
 
-    /// True if `peer`'s data may cost the signature checks merging `entries` (and up
-    /// to `proofs` range proofs) needs: at most
-    /// [`GossipConfig::max_verifications_per_peer_second`] a second per peer. Over it,
-    /// the data is dropped (counted, not charged: gossip brings it again).
-    fn may_verify(&mut self, peer: AgentId, entries: &[SignedEntry], proofs: usize) -> bool {
-        let needed = self.state.verifications_needed(entries) + proofs;
-        let used = self.verifications.entry(peer).or_default();
-        if *used + needed > self.config.max_verifications_per_peer_second {
+    /// True unless `peer`'s data has already cost the signature checks it may this
+    /// second ([`GossipConfig::max_verifications_per_peer_second`]); then the data is
+    /// dropped (counted, not charged: gossip brings it again). The checks a merge
+    /// really made are charged after it ([`GossipLayer::spend_verifications`]), so a
+    /// peer overshoots by one message at most (at most `max_delta_bytes` of entries),
+    /// and the common case costs no extra work per entry.
+    fn may_verify(&mut self, peer: AgentId) -> bool {
+        let used = self.verifications.get(&peer).copied().unwrap_or(0);
+        if used >= self.config.max_verifications_per_peer_second {
             self.stats.verifications_deferred += 1;
             return false;
         }
-        *used += needed;
         true
+    }
+
+    fn spend_verifications(&mut self, peer: AgentId, checks: u64) {
+        if checks > 0 {
+            let used = self.verifications.entry(peer).or_default();
+            *used = used.saturating_add(usize::try_from(checks).unwrap_or(usize::MAX));
+        }
     }
 
     /// A merge refused `from`'s data. The sender is charged only when the data proves
@@ -836,6 +848,12 @@ impl GossipLayer {
         }
         payload.len()
     }
+}
+
+/// Curve operations the node's verifier has made (cache hits are free).
+fn curve_checks<V: SignatureVerifier>(ctx: &mut Context<'_, V>) -> u64 {
+    let stats = ctx.verifier().stats();
+    stats.single_verifications + stats.batch_verified + stats.failures
 }
 
 /// True if `items` are strictly ascending (so also free of repeats). O(n).
