@@ -400,11 +400,18 @@ impl VersionedState {
         self.check_capacity(admitted.iter().map(|(item, _)| item))?;
         // The ranges that advance our version, and their proofs (found by map lookup,
         // not by a scan per range).
+        // A writer with entries set aside (too far ahead) does not advance: claiming
+        // their versions would keep deltas from ever bringing them.
+        let postponed: BTreeSet<AgentId> = admitted
+            .iter()
+            .filter(|(item, _)| self.too_far_ahead(&item.entry))
+            .map(|(item, _)| item.entry.writer)
+            .collect();
         let advancing: Vec<(AgentId, u64, usize)> = ranges
             .values()
             .filter(|range| {
                 let mine = self.version.get(&range.writer);
-                mine >= range.after && mine < range.through
+                mine >= range.after && mine < range.through && !postponed.contains(&range.writer)
             })
             .filter_map(|range| {
                 let (_, at) = seen.get(&(range.writer, range.through))?;

@@ -47,10 +47,10 @@ pub struct GossipConfig {
     /// true: otherwise one member could fill our version vector with made-up writers
     /// (each one key and a fresh signature) until our pulls no longer fit a frame.
     pub members_only_writers: bool,
-    /// Signature checks one peer's data may cost per second (about 50 µs each cold);
-    /// data beyond it is dropped and comes again later. Default 4,096: at most about
-    /// 0.2 s of CPU a second per peer, and a full catch-up delta (about 4,000 entries)
-    /// still fits.
+    /// Signature checks one peer's data may cost per second (about 50 µs each cold,
+    /// free from the cache); data beyond it is dropped and comes again later. Default
+    /// 16,384: room for a busy honest writer and several catch-up deltas a second, and
+    /// each check is of a new entry the peer (a member) must have signed itself.
     pub max_verifications_per_peer_second: usize,
     /// Pulls and answers whose version vector names more writers than this are
     /// ignored. Default 32,768 (more than a 1 MiB frame can carry).
@@ -82,7 +82,7 @@ impl GossipConfig {
             forward_max_bytes: 64 * 1024,
             max_diff_keys: 4_096,
             members_only_writers: true,
-            max_verifications_per_peer_second: 4_096,
+            max_verifications_per_peer_second: 16_384,
             max_version_writers: 32_768,
             state: StateConfig::default(),
         }

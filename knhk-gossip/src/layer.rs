@@ -398,30 +398,43 @@ impl GossipLayer {
         version: Option<VersionVector>,
     ) {
         let root = self.state.merkle_root();
-        let delta = match &version {
-            Some(theirs) if !self.may_serve(from, theirs) => {
-                // A catch-up delta to this peer was sent recently: answer with our
-                // version only; it asks again later.
-                self.stats.catch_up_deferred += 1;
-                None
-            }
-            Some(theirs) => match self.reply_room(from) {
-                // Every answer's delta pays from the peer's reply budget, not only
-                // catch-ups: many pulls just under the catch-up line buy no more.
-                Some(room) => {
+        // Every answer's delta pays from the peer's reply budget, not only catch-ups:
+        // many pulls just under the catch-up line buy no more.
+        let room = self.reply_room(from);
+        let delta = match (&version, room) {
+            (Some(theirs), Some(room)) => {
+                let catch_up = self.is_catch_up(theirs);
+                if catch_up && self.caught_up_recently(from) {
+                    // A catch-up delta to this peer was sent recently: answer with our
+                    // version only; it asks again later.
+                    self.stats.catch_up_deferred += 1;
+                    None
+                } else {
                     let delta = self.state.delta_since_bounded(theirs, room);
                     let encoded =
                         (!delta.is_empty()).then(|| delta.encode(self.config.compress_above));
-                    self.spend(from, encoded.as_ref().map_or(0, Vec::len));
+                    if let Some(bytes) = &encoded {
+                        self.spend(from, bytes.len());
+                        if catch_up {
+                            self.record_catch_up(from);
+                        }
+                    }
                     encoded
                 }
-                None => None,
-            },
+            }
             // A settled puller with another root most likely lacks our latest news:
             // send it now rather than after a follow-up pull (a duplicate merges to
-            // nothing).
-            None if their_root != root => self.news.get().map(<[u8]>::to_vec),
-            None => None,
+            // nothing), if it fits the peer's budget.
+            (None, Some(room)) if their_root != root => {
+                let news = self
+                    .news
+                    .get()
+                    .filter(|news| news.len() <= room)
+                    .map(<[u8]>::to_vec);
+                self.spend(from, news.as_ref().map_or(0, Vec::len));
+                news
+            }
+            _ => None,
         };
         let reply_version = (their_root != root).then(|| self.state.version().clone());
         self.send(
@@ -435,10 +448,9 @@ impl GossipLayer {
         );
     }
 
-    /// True unless `theirs` asks for a catch-up delta and `peer` had one within the last
-    /// [`CATCH_UP_EVERY_ROUNDS`] (then false). Records the catch-up it allows. Costs
-    /// O(writers in `theirs` + ours).
-    fn may_serve(&mut self, peer: AgentId, theirs: &VersionVector) -> bool {
+    /// True if `theirs` lacks more than [`CATCH_UP_VERSIONS`] of our versions: the
+    /// answer would be a catch-up delta (the costly reply). O(our writers).
+    fn is_catch_up(&self, theirs: &VersionVector) -> bool {
         let missing: u64 = self
             .state
             .version()
@@ -446,19 +458,22 @@ impl GossipLayer {
             .map(|(writer, ours)| ours.saturating_sub(theirs.get(writer)))
             // Counters are the writers' to choose: saturate, never wrap.
             .fold(0, u64::saturating_add);
-        if missing <= CATCH_UP_VERSIONS {
-            return true;
-        }
+        missing > CATCH_UP_VERSIONS
+    }
+
+    /// True if `peer` had a catch-up delta within the last [`CATCH_UP_EVERY_ROUNDS`].
+    fn caught_up_recently(&self, peer: AgentId) -> bool {
+        self.catch_up_served
+            .get(&peer)
+            .is_some_and(|last| self.round.saturating_sub(*last) < CATCH_UP_EVERY_ROUNDS)
+    }
+
+    /// Remembers that `peer` got a catch-up delta this round (forgetting old ones).
+    fn record_catch_up(&mut self, peer: AgentId) {
         let round = self.round;
-        if let Some(&last) = self.catch_up_served.get(&peer)
-            && round.saturating_sub(last) < CATCH_UP_EVERY_ROUNDS
-        {
-            return false;
-        }
         self.catch_up_served
             .retain(|_, last| round.saturating_sub(*last) < CATCH_UP_EVERY_ROUNDS);
         self.catch_up_served.insert(peer, round);
-        true
     }
 
     fn on_pull_reply<V: SignatureVerifier>(
@@ -527,7 +542,7 @@ impl GossipLayer {
         }
         let checks_before = curve_checks(ctx);
         let merged = self.state.merge(&delta, ctx.verifier());
-        self.spend_verifications(from, curve_checks(ctx) - checks_before);
+        self.spend_verifications(from, curve_checks(ctx).saturating_sub(checks_before));
         let report = match merged {
             Ok(report) => report,
             Err(error) => {
@@ -728,7 +743,7 @@ impl GossipLayer {
         }
         let checks_before = curve_checks(ctx);
         let merged = self.state.merge_entries(entries, ctx.verifier());
-        self.spend_verifications(from, curve_checks(ctx) - checks_before);
+        self.spend_verifications(from, curve_checks(ctx).saturating_sub(checks_before));
         match merged {
             Ok(report) => {
                 for key in report.updated_keys {
@@ -850,7 +865,9 @@ impl GossipLayer {
     }
 }
 
-/// Curve operations the node's verifier has made (cache hits are free).
+/// Curve operations the node's verifier has made (cache hits are free). The signature
+/// budget relies on these counters: both shipped verifiers keep them; a verifier whose
+/// `stats` stays at zero is never charged.
 fn curve_checks<V: SignatureVerifier>(ctx: &mut Context<'_, V>) -> u64 {
     let stats = ctx.verifier().stats();
     stats.single_verifications + stats.batch_verified + stats.failures

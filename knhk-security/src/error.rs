@@ -36,10 +36,10 @@ pub enum KeyError {
         /// The key path.
         path: PathBuf,
     },
-    /// The directory holding the key is writable by group or others (without the
-    /// sticky bit), so they could replace or remove the key.
+    /// The directory holding the key is writable by every user (without the sticky
+    /// bit), so anyone could replace or remove the key.
     #[error(
-        "refusing key file {path}: its directory is writable by group or others; run `chmod go-w` on it"
+        "refusing key file {path}: its directory is writable by every user; run `chmod o-w` on it"
     )]
     InsecureDirectory {
         /// The key file.

@@ -57,7 +57,7 @@ impl NodeKey {
     /// directory (never following a planted link), synced, then renamed over `path`.
     ///
     /// Errors: [`KeyError::Symlink`] if `path` is a symbolic link (it is never replaced),
-    /// [`KeyError::InsecureDirectory`] if the directory is writable by group or others,
+    /// [`KeyError::InsecureDirectory`] if the directory is writable by every user,
     /// [`KeyError::Io`] if the directory is not writable.
     pub fn save(&self, path: &Path) -> Result<(), KeyError> {
         self.write_file(path, true)
@@ -68,7 +68,7 @@ impl NodeKey {
     /// The file is opened once, without following a symbolic link, and every check is
     /// made on the open handle (no race between checking a path and reading it): it
     /// must be a regular file owned by this process's user, not readable or writable by
-    /// group or others, at most 16 KiB, in a directory only its owner may write.
+    /// group or others, at most 16 KiB, in a directory not writable by every user.
     ///
     /// Errors: [`KeyError::Symlink`], [`KeyError::WrongOwner`],
     /// [`KeyError::InsecurePermissions`], [`KeyError::TooLarge`],
@@ -262,8 +262,9 @@ fn check_private(_path: &Path, _file: &std::fs::File) -> Result<(), KeyError> {
     Ok(())
 }
 
-/// The key's directory must not be writable by group or others unless it is sticky
-/// (as /tmp): otherwise they could remove the key and have a new identity made.
+/// The key's directory must not be writable by every user unless it is sticky (as
+/// /tmp): otherwise anyone could remove the key and have a new identity made.
+/// Group-writable service directories (0770) are allowed: the group is trusted.
 #[cfg(unix)]
 fn check_directory(path: &Path) -> Result<(), KeyError> {
     use std::os::unix::fs::MetadataExt;
@@ -271,8 +272,8 @@ fn check_directory(path: &Path) -> Result<(), KeyError> {
         // A missing directory fails at open or create with its own error.
         return Ok(());
     };
-    let (shared_writable, sticky) = (meta.mode() & 0o022 != 0, meta.mode() & 0o1000 != 0);
-    if shared_writable && !sticky {
+    let (world_writable, sticky) = (meta.mode() & 0o002 != 0, meta.mode() & 0o1000 != 0);
+    if world_writable && !sticky {
         return Err(KeyError::InsecureDirectory {
             path: path.to_owned(),
         });

@@ -775,7 +775,17 @@ async fn read_stream(
     let share = shared.limits.share(peer);
     let _reading = share.reader().await.ok_or(Unread::Failed)?;
     loop {
-        match recv.read_chunk(READ_CHUNK, true).await {
+        // A stream that stops moving (its data starved of connection window by other
+        // streams, or a peer that stops sending) gives its reader slot back.
+        let Ok(chunk) =
+            tokio::time::timeout(shared.config.budget_wait, recv.read_chunk(READ_CHUNK, true))
+                .await
+        else {
+            Counters::bump(&shared.counters.frames_over_budget);
+            let _ = recv.stop(OVER_BUDGET);
+            return Err(Unread::OverBudget);
+        };
+        match chunk {
             Ok(Some(chunk)) => {
                 if frame.len() + chunk.bytes.len() > max {
                     Counters::bump(&shared.counters.frames_rejected_too_large);
@@ -942,8 +952,9 @@ fn quic_configs(
     let mut transport = quinn::TransportConfig::default();
     // What quinn may buffer unread for one peer, over all its connections (the inbound
     // ones and ours), is the peer's byte budget.
-    let connection_window =
-        (config.inbound_bytes_per_peer / (config.max_connections_per_peer + 1)).max(64 * 1024);
+    let connection_window = (config.inbound_bytes_per_peer
+        / config.max_connections_per_peer.saturating_add(1))
+    .max(64 * 1024);
     let idle =
         quinn::IdleTimeout::try_from(config.idle_timeout).map_err(|e| setup("idle timeout", &e))?;
     if config.keep_alive_interval >= config.idle_timeout {

@@ -72,7 +72,7 @@ const PEERS_BEFORE_SWEEP: usize = 1_024;
 /// Streams of one peer read at once. Each stream pays chunk by chunk; with at most this
 /// many partly read, their frames always fit the peer's budget and complete, instead
 /// of many partial frames starving each other.
-const READERS_PER_PEER: usize = 4;
+const READERS_PER_PEER: usize = 8;
 
 /// A reservation could not be made in time: the frame is dropped (gossip repairs it).
 #[derive(Debug)]
