@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use knhk_crdt::Delta;
+mod common;
+use common::wait_converged;
 use knhk_gossip::{Mesh, MeshConfig};
 use knhk_security::NodeKey;
 use knhk_transport::{PeerRegistry, QuicConfig, QuicTransport, RegistryConfig, Transport};
@@ -34,23 +36,6 @@ async fn meshes(count: usize, seed_base: u8) -> Vec<Mesh> {
     meshes
 }
 
-/// Polls until every mesh holds `value` under `key` and all roots agree.
-async fn wait_converged(meshes: &[Mesh], key: &str, value: &[u8]) {
-    for _ in 0..1_000 {
-        let mut roots = Vec::new();
-        let mut all_have_it = true;
-        for mesh in meshes {
-            all_have_it &= mesh.get(key).await.unwrap().as_deref() == Some(value);
-            roots.push(mesh.status().await.unwrap().gossip.root);
-        }
-        if all_have_it && roots.windows(2).all(|pair| pair[0] == pair[1]) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("no convergence within 20 s");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_nodes_converge_over_quic_with_mutual_tls() {
     let meshes = meshes(10, 10).await;
@@ -59,7 +44,7 @@ async fn ten_nodes_converge_over_quic_with_mutual_tls() {
         .put("config/leader", b"node-0".to_vec())
         .await
         .unwrap();
-    wait_converged(&meshes, "config/leader", b"node-0").await;
+    wait_converged(&meshes, "config/leader", b"node-0", 20).await;
     let update = tokio::time::timeout(Duration::from_secs(5), updates.next())
         .await
         .unwrap()
@@ -146,7 +131,7 @@ async fn a_byzantine_node_is_rejected_over_quic_and_nine_honest_nodes_converge()
     }
 
     honest[0].put("honest", b"value".to_vec()).await.unwrap();
-    wait_converged(&honest, "honest", b"value").await;
+    wait_converged(&honest, "honest", b"value", 20).await;
     for mesh in &honest {
         assert_eq!(
             mesh.get("forged").await.unwrap(),

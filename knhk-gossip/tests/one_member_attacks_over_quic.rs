@@ -8,6 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+mod common;
+use common::wait_converged;
 use knhk_gossip::testing::{diff_ask_frame, entries_frame, pull_frame, push_frame};
 use knhk_gossip::{Mesh, MeshConfig};
 use knhk_security::NodeKey;
@@ -26,22 +28,6 @@ fn resident_bytes() -> u64 {
             line.split_whitespace().nth(1)?.parse::<u64>().ok()
         })
         .map_or(0, |kb| kb * 1_024)
-}
-
-async fn wait_converged(meshes: &[Mesh], key: &str, value: &[u8]) {
-    for _ in 0..1_500 {
-        let mut roots = Vec::new();
-        let mut all_have_it = true;
-        for mesh in meshes {
-            all_have_it &= mesh.get(key).await.unwrap().as_deref() == Some(value);
-            roots.push(mesh.status().await.unwrap().gossip.root);
-        }
-        if all_have_it && roots.windows(2).all(|pair| pair[0] == pair[1]) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("no convergence within 30 s");
 }
 
 /// A state of `n` entries of made-up writers (for version-vector inflation).
@@ -105,7 +91,7 @@ async fn one_member_running_every_attack_cannot_stop_honest_convergence() {
             .unwrap();
     }
     meshes[0].put("ready", b"yes".to_vec()).await.unwrap();
-    wait_converged(&meshes, "ready", b"yes").await;
+    wait_converged(&meshes, "ready", b"yes", 30).await;
 
     // Mallory is a member of every node.
     let mallory = NodeKey::from_seed([119; 32]);
@@ -194,7 +180,7 @@ async fn one_member_running_every_attack_cannot_stop_honest_convergence() {
             .put(&key, b"honest".to_vec())
             .await
             .unwrap();
-        wait_converged(&meshes, &key, b"honest").await;
+        wait_converged(&meshes, &key, b"honest", 30).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     attack.await.unwrap();
@@ -202,7 +188,7 @@ async fn one_member_running_every_attack_cannot_stop_honest_convergence() {
         .put("after-attack", b"honest".to_vec())
         .await
         .unwrap();
-    wait_converged(&meshes, "after-attack", b"honest").await;
+    wait_converged(&meshes, "after-attack", b"honest", 30).await;
 
     let status = meshes[0].status().await.unwrap();
     println!(
