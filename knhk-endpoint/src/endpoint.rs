@@ -6,9 +6,10 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use knhk_security::{
-    ByzantineValidator, Ed25519Verifier, NodeKey, RejectReason, SignatureVerifier, ValidatorConfig,
+    ByzantineValidator, Ed25519Verifier, NodeKey, ReceivedFrame, RejectReason, Rejection,
+    SignatureVerifier, ValidatorConfig,
 };
-use knhk_types::{AgentId, EnvelopeSigner, MessageKind, Scope, UnixMillis};
+use knhk_types::{AgentId, EnvelopeRef, EnvelopeSigner, MessageKind, Scope, UnixMillis};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
@@ -333,12 +334,50 @@ impl<S: EnvelopeSigner, V: SignatureVerifier + 'static> Endpoint<S, V> {
     ) {
         self.note_time(now);
         self.outbox.stats.frames_received += 1;
-        let bans = self.validator.bans();
         let view = &self.view;
         let directory = |id: &AgentId| view.contains(id);
         let validated = self
             .validator
             .validate_received(now, received_at, from, frame, &directory);
+        self.deliver(now, from, validated);
+    }
+
+    /// Handles a burst of frames that were waiting together (a driver drains its inbound
+    /// queue): they pass the gate as one [`ByzantineValidator::validate_burst`], so the
+    /// hop signatures no cache answers cost one ed25519 batch, then each goes to its layer
+    /// in order. Decides what the frames one at a time through
+    /// [`Endpoint::handle_frame_received`] would (tested), except that a hop a *layer*
+    /// bans while handling one frame has its later frames of the burst dropped before
+    /// their layer sees them (counted as rejected, [`RejectReason::Banned`]).
+    pub fn handle_frames_received(&mut self, now: UnixMillis, frames: &[ReceivedFrame<'_>]) {
+        self.note_time(now);
+        self.outbox.stats.frames_received += frames.len() as u64;
+        let view = &self.view;
+        let directory = |id: &AgentId| view.contains(id);
+        let verdicts = self.validator.validate_burst(now, frames, &directory);
+        for (frame, validated) in frames.iter().zip(verdicts) {
+            let validated = match validated {
+                // A layer may have banned the hop while handling an earlier frame.
+                Ok(_) if self.validator.is_banned(&frame.hop, now) => Err(Rejection {
+                    reason: RejectReason::Banned,
+                    hop: frame.hop,
+                    banned: false,
+                }),
+                other => other,
+            };
+            self.deliver(now, frame.hop, validated);
+        }
+    }
+
+    /// After the gate: a refusal becomes an [`Event::Rejected`] (and an
+    /// [`Event::Banned`] if it banned the hop); an accepted envelope goes to the layer
+    /// owning its (kind, scope), or is dropped and counted if none does.
+    fn deliver(
+        &mut self,
+        now: UnixMillis,
+        from: AgentId,
+        validated: Result<EnvelopeRef<'_>, Rejection>,
+    ) {
         let envelope = match validated {
             Ok(envelope) => envelope,
             Err(rejection) => {
@@ -347,7 +386,9 @@ impl<S: EnvelopeSigner, V: SignatureVerifier + 'static> Endpoint<S, V> {
                     from,
                     reason: rejection.reason,
                 }));
-                self.note_ban(bans, from);
+                if rejection.banned {
+                    self.note_ban(from);
+                }
                 return;
             }
         };
@@ -364,17 +405,14 @@ impl<S: EnvelopeSigner, V: SignatureVerifier + 'static> Endpoint<S, V> {
         layer.handle_message(&mut ctx, from, kind, envelope.payload);
     }
 
-    /// Emits [`Event::Banned`] if the gate banned `peer` (the hop it just refused) since
-    /// it counted `bans_before` bans; a layer's charges emit their own through
-    /// [`Context::charge`]. Bans are never dropped from the queue: the transport must
-    /// hear of them.
-    fn note_ban(&mut self, bans_before: u64, peer: AgentId) {
-        if self.validator.bans() > bans_before {
-            let duration = self.validator.config().reputation.ban_duration;
-            self.outbox
-                .outputs
-                .push_back(Output::Event(Event::Banned { peer, duration }));
-        }
+    /// Emits [`Event::Banned`] for `peer`, which the gate just banned; a layer's charges
+    /// emit their own through [`Context::charge`]. Bans are never dropped from the
+    /// queue: the transport must hear of them.
+    fn note_ban(&mut self, peer: AgentId) {
+        let duration = self.validator.config().reputation.ban_duration;
+        self.outbox
+            .outputs
+            .push_back(Output::Event(Event::Banned { peer, duration }));
     }
 
     /// Handles a timer set earlier by one of the layers. A timer naming no layer of

@@ -55,5 +55,6 @@ mod view;
 
 pub use endpoint::{Endpoint, EndpointConfig, EndpointStats, Event, Output, Timer};
 pub use error::EndpointError;
+pub use knhk_security::ReceivedFrame;
 pub use layer::{Context, Layer, LayerHandle, LayerId};
 pub use view::{MemberList, PeerView, StaticView};

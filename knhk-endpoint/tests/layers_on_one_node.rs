@@ -328,3 +328,93 @@ async fn a_peer_that_never_reads_stalls_only_its_own_sends() {
     pinger.shutdown().await.unwrap();
     answering.shutdown().await.unwrap();
 }
+
+/// Everything `node` put out, as (frames sent, rejection reasons, bans).
+fn drain(node: &mut Endpoint) -> (usize, Vec<RejectReason>, usize) {
+    let (mut sent, mut events) = (0, Vec::new());
+    while let Some(output) = node.poll_output() {
+        match output {
+            Output::Send { .. } => sent += 1,
+            Output::Event(event) => events.push(event),
+            Output::SetTimer { .. } => {}
+        }
+    }
+    let bans = events
+        .iter()
+        .filter(|event| matches!(event, Event::Banned { .. }))
+        .count();
+    (sent, rejections(&events), bans)
+}
+
+/// A burst through the endpoint decides what the same frames one at a time decide,
+/// including a ban a *layer* imposes midway (garbage pings are charged by the probe):
+/// the banned hop's later frames of the burst never reach the layer.
+#[test]
+fn a_burst_decides_what_single_frames_decide_even_when_a_layer_bans_midway() {
+    let keys = keys(3);
+    let members = members(&keys);
+    let now = VIRTUAL_START;
+    let ping = |key: &NodeKey, nonce: u64, payload: &[u8]| {
+        knhk_types::Envelope::seal(
+            key,
+            knhk_types::EnvelopeHeader::new(MessageKind::Ping, now, nonce),
+            payload,
+        )
+    };
+    let (attacker, honest) = (&keys[0], &keys[1]);
+    let mut frames: Vec<(AgentId, Vec<u8>)> = Vec::new();
+    for nonce in 1..=12u64 {
+        // Attacker: garbage for nonces 3..=8 (the probe charges each), honest pings
+        // otherwise; the honest peer pings throughout.
+        let payload: &[u8] = if (3..=8).contains(&nonce) {
+            b"not eight bytes"
+        } else {
+            &nonce.to_le_bytes()
+        };
+        frames.push((attacker.agent_id(), ping(attacker, nonce, payload)));
+        frames.push((honest.agent_id(), ping(honest, nonce, &nonce.to_le_bytes())));
+    }
+    frames.push(frames[1].clone()); // a replay of the honest peer's first ping
+
+    let node = || {
+        let mut node = endpoint(&keys[2], &members, 9);
+        node.add_layer(Scope::DEFAULT, PingLayer::new(Duration::from_secs(3_600)))
+            .unwrap();
+        node.start(now);
+        let _ = drain(&mut node);
+        node
+    };
+    let mut single = node();
+    for (from, frame) in &frames {
+        single.handle_frame(now, *from, frame);
+    }
+    let mut burst = node();
+    let received: Vec<knhk_endpoint::ReceivedFrame<'_>> = frames
+        .iter()
+        .map(|(hop, frame)| knhk_endpoint::ReceivedFrame {
+            hop: *hop,
+            received_at: now,
+            frame,
+        })
+        .collect();
+    burst.handle_frames_received(now, &received);
+
+    let (expected, got) = (drain(&mut single), drain(&mut burst));
+    assert_eq!(got, expected);
+    assert_eq!(
+        expected.2, 1,
+        "the probe's charges banned the attacker once"
+    );
+    assert!(expected.1.contains(&RejectReason::Banned));
+    assert!(expected.1.contains(&RejectReason::Replay));
+    assert_eq!(burst.stats(), single.stats());
+    assert!(burst.validator().is_banned(&attacker.agent_id(), now));
+    // The honest peer paid only for the replay (sent in its name), in both.
+    assert_eq!(
+        burst.reputation(&honest.agent_id(), now),
+        single.reputation(&honest.agent_id(), now)
+    );
+    assert!(!burst.validator().is_banned(&honest.agent_id(), now));
+    let verifier = burst.validator().stats().verifier;
+    assert!(verifier.batch_verified > 0, "{verifier:?}");
+}

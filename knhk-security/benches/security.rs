@@ -5,10 +5,10 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use knhk_security::{
-    AllowAllSenders, ByzantineValidator, Ed25519Verifier, NodeKey, Penalties, ReputationConfig,
-    SignatureVerifier, SignedMessage, ValidatorConfig,
+    AllowAllSenders, ByzantineValidator, Ed25519Verifier, NodeKey, Penalties, ReceivedFrame,
+    ReputationConfig, SignatureVerifier, SignedMessage, ValidatorConfig,
 };
 use knhk_types::{Envelope, EnvelopeHeader, EnvelopeSigner, MessageKind, UnixMillis};
 
@@ -157,5 +157,51 @@ fn verify(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, gate, verify);
+/// 64 new frames (8 senders, distinct nonces, no signature cached) through the gate:
+/// one at a time, and as one burst (hop signatures in one ed25519 batch).
+fn gate_burst(c: &mut Criterion) {
+    let keys: Vec<NodeKey> = (0..8u8).map(|n| NodeKey::from_seed([n + 1; 32])).collect();
+    let frames: Vec<(knhk_types::AgentId, Vec<u8>)> = (0..64u64)
+        .map(|n| {
+            let key = &keys[n as usize % keys.len()];
+            (key.agent_id(), frame(key, n + 1))
+        })
+        .collect();
+    let received: Vec<ReceivedFrame<'_>> = frames
+        .iter()
+        .map(|(hop, bytes)| ReceivedFrame {
+            hop: *hop,
+            received_at: NOW,
+            frame: bytes,
+        })
+        .collect();
+    let fresh = || ByzantineValidator::new(ValidatorConfig::default());
+    let mut group = c.benchmark_group("validator");
+    group.throughput(Throughput::Elements(64));
+    group.bench_function("new_frames_64_one_at_a_time", |b| {
+        b.iter_batched_ref(
+            fresh,
+            |gate| {
+                for (hop, bytes) in &frames {
+                    gate.validate(NOW, *hop, black_box(bytes), &AllowAllSenders)
+                        .unwrap();
+                }
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    group.bench_function("new_frames_64_as_a_burst", |b| {
+        b.iter_batched_ref(
+            fresh,
+            |gate| {
+                gate.validate_burst(NOW, black_box(&received), &AllowAllSenders)
+                    .len()
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, gate, gate_burst, verify);
 criterion_main!(benches);

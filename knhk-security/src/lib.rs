@@ -41,7 +41,7 @@ pub use cache::{CacheKey, VerifiedCache};
 pub use error::{KeyError, VerifyError};
 pub use key::NodeKey;
 pub use validator::{
-    AllowAllSenders, ByzantineValidator, Penalties, RejectReason, Rejection, ReputationConfig,
-    ReputationSummary, SenderDirectory, ValidatorConfig, ValidatorStats,
+    AllowAllSenders, ByzantineValidator, Penalties, ReceivedFrame, RejectReason, Rejection,
+    ReputationConfig, ReputationSummary, SenderDirectory, ValidatorConfig, ValidatorStats,
 };
 pub use verifier::{Ed25519Verifier, SignatureVerifier, SignedMessage, VerifierStats};

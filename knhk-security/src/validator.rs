@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use knhk_types::{AgentId, DEFAULT_MAX_FRAME_BYTES, EnvelopeRef, UnixMillis};
 
-use crate::verifier::{Ed25519Verifier, SignatureVerifier, VerifierStats};
+use crate::verifier::{Ed25519Verifier, SignatureVerifier, SignedMessage, VerifierStats};
 use replay::ReplayWindow;
 use reputation::SenderBook;
 pub use reputation::{Penalties, ReputationConfig};
@@ -146,6 +146,19 @@ pub struct Rejection {
     pub reason: RejectReason,
     /// The authenticated peer that delivered the frame (charged for it).
     pub hop: AgentId,
+    /// True if this rejection's charge banned `hop` (the transport should cut it off).
+    pub banned: bool,
+}
+
+/// One frame of a burst for [`ByzantineValidator::validate_burst`].
+#[derive(Clone, Copy, Debug)]
+pub struct ReceivedFrame<'a> {
+    /// The authenticated peer that delivered it.
+    pub hop: AgentId,
+    /// Our clock when it had arrived in full (before it waited in our queue).
+    pub received_at: UnixMillis,
+    /// The bytes.
+    pub frame: &'a [u8],
 }
 
 /// Settings of a [`ByzantineValidator`].
@@ -308,12 +321,23 @@ impl<V: SignatureVerifier> ByzantineValidator<V> {
     ) -> Result<EnvelopeRef<'a>, Rejection> {
         let now = self.advance_clock(now);
         let outcome = self.run_pipeline(now, received_at.min(now), hop, frame, directory);
+        self.record(now, hop, outcome)
+    }
+
+    /// Counts an outcome, rewards or charges `hop`, and says whether the charge banned it.
+    fn record<'a>(
+        &mut self,
+        now: UnixMillis,
+        hop: AgentId,
+        outcome: Result<EnvelopeRef<'a>, Refusal>,
+    ) -> Result<EnvelopeRef<'a>, Rejection> {
+        let mut banned = false;
         match outcome {
             Ok(_) => {
                 self.stats.accepted += 1;
                 self.senders.reward(hop, now);
             }
-            Err(Refusal::Charged(reason)) => self.charge(now, hop, reason),
+            Err(Refusal::Charged(reason)) => banned = self.charge(now, hop, reason),
             Err(Refusal::OurDelay) => {
                 self.stats.rejected[RejectReason::StaleTimestamp.index()] += 1;
                 self.stats.stale_after_queueing += 1;
@@ -322,6 +346,7 @@ impl<V: SignatureVerifier> ByzantineValidator<V> {
         outcome.map_err(|refusal| Rejection {
             reason: refusal.reason(),
             hop,
+            banned,
         })
     }
 
@@ -331,15 +356,39 @@ impl<V: SignatureVerifier> ByzantineValidator<V> {
         self.high_water
     }
 
-    /// Counts a rejection and charges it to `hop` (bans are counted too).
-    fn charge(&mut self, now: UnixMillis, hop: AgentId, reason: RejectReason) {
+    /// Counts a rejection and charges it to `hop` (bans are counted too). Returns true
+    /// if this charge banned `hop`.
+    fn charge(&mut self, now: UnixMillis, hop: AgentId, reason: RejectReason) -> bool {
         self.stats.rejected[reason.index()] += 1;
-        if reason != RejectReason::Banned && self.senders.penalize(hop, reason, now) {
+        let banned = reason != RejectReason::Banned && self.senders.penalize(hop, reason, now);
+        if banned {
             self.stats.bans += 1;
         }
+        banned
     }
 
     fn run_pipeline<'a>(
+        &mut self,
+        now: UnixMillis,
+        received_at: UnixMillis,
+        hop: AgentId,
+        frame: &'a [u8],
+        directory: &impl SenderDirectory,
+    ) -> Result<EnvelopeRef<'a>, Refusal> {
+        let envelope = self.precheck(now, received_at, hop, frame, directory)?;
+        self.verifier
+            .verify_unique(
+                &envelope.sender,
+                &envelope.signed_bytes(),
+                &envelope.signature,
+            )
+            .map_err(|_| RejectReason::BadSignature)?;
+        self.admit(now, hop, frame.len(), envelope)
+    }
+
+    /// Every check before the signature: size, ban, decode, sender, directory,
+    /// timestamp, replay.
+    fn precheck<'a>(
         &mut self,
         now: UnixMillis,
         received_at: UnixMillis,
@@ -380,27 +429,129 @@ impl<V: SignatureVerifier> ByzantineValidator<V> {
         {
             return Err(RejectReason::Replay.into());
         }
-        self.verifier
-            .verify_unique(
-                &envelope.sender,
-                &envelope.signed_bytes(),
-                &envelope.signature,
-            )
-            .map_err(|_| RejectReason::BadSignature)?;
+        Ok(envelope)
+    }
+
+    /// Every check after the signature: the sender's rate, then the replay window
+    /// remembers the frame.
+    fn admit<'a>(
+        &mut self,
+        now: UnixMillis,
+        hop: AgentId,
+        frame_len: usize,
+        envelope: EnvelopeRef<'a>,
+    ) -> Result<EnvelopeRef<'a>, Refusal> {
         // A frame costs one token, plus one per 64 KiB: a sender's bytes are rate
         // limited too, so large frames (whose payloads the layers decode) cannot come
         // at the frame rate.
-        let tokens = 1 + (frame.len() / TOKEN_BYTES) as u64;
+        let tokens = 1 + (frame_len / TOKEN_BYTES) as u64;
         if !self.senders.take_tokens(hop, tokens, now)? {
             return Err(RejectReason::RateLimited.into());
         }
-        if !self
-            .replay
-            .insert(envelope.sender, envelope.header.nonce, sent)
-        {
+        if !self.replay.insert(
+            envelope.sender,
+            envelope.header.nonce,
+            envelope.header.timestamp,
+        ) {
             return Err(RejectReason::Overloaded.into());
         }
         Ok(envelope)
+    }
+
+    /// Runs a burst of frames through the gate at once, so the hop signatures that no
+    /// cache answers are checked in one ed25519 batch
+    /// ([`SignatureVerifier::verify_hops`]; about 2.5× cheaper per signature at 64).
+    ///
+    /// Returns one result per frame, in order, exactly as [`ByzantineValidator::
+    /// validate_received`] would have for each in turn, with two differences a burst
+    /// cannot avoid: a hop banned by a frame of this burst has its *later* frames of the
+    /// burst refused as [`RejectReason::Banned`] (as one at a time would), but the
+    /// signature checks of those frames were already spent; and hop signatures accept
+    /// what batch verification accepts (see [`Ed25519Verifier::verify_batch`]: a hop's
+    /// accept cannot make replicas diverge, entry signatures stay strict). A frame whose
+    /// (sender, nonce) repeats within the burst is refused as a replay. Never panics.
+    pub fn validate_burst<'a>(
+        &mut self,
+        now: UnixMillis,
+        frames: &[ReceivedFrame<'a>],
+        directory: &impl SenderDirectory,
+    ) -> Vec<Result<EnvelopeRef<'a>, Rejection>> {
+        let now = self.advance_clock(now);
+        let prechecked: Vec<Result<EnvelopeRef<'a>, Refusal>> = frames
+            .iter()
+            .map(|frame| {
+                let received_at = frame.received_at.min(now);
+                self.precheck(now, received_at, frame.hop, frame.frame, directory)
+            })
+            .collect();
+        let signed: Vec<Vec<u8>> = prechecked
+            .iter()
+            .filter_map(|outcome| outcome.as_ref().ok())
+            .map(EnvelopeRef::signed_bytes)
+            .collect();
+        let items: Vec<SignedMessage<'_>> = prechecked
+            .iter()
+            .filter_map(|outcome| outcome.as_ref().ok())
+            .zip(&signed)
+            .map(|(envelope, message)| SignedMessage {
+                signer: envelope.sender,
+                message,
+                signature: envelope.signature,
+            })
+            .collect();
+        let mut signatures = self.verifier.verify_hops(&items).into_iter();
+        let mut results = Vec::with_capacity(frames.len());
+        for (frame, outcome) in frames.iter().zip(prechecked) {
+            // Every prechecked frame takes its verdict, in order, whatever follows.
+            let signature = outcome.as_ref().ok().map(|envelope| {
+                // A verifier answers every item; should one fall short, the rest are
+                // checked one by one rather than blamed on their senders.
+                signatures.next().unwrap_or_else(|| {
+                    self.verifier.verify_unique(
+                        &envelope.sender,
+                        &envelope.signed_bytes(),
+                        &envelope.signature,
+                    )
+                })
+            });
+            let outcome = match (outcome, signature) {
+                // One at a time, size is checked before the ban, so it wins here too.
+                (Err(Refusal::Charged(RejectReason::FrameTooLarge)), _) => {
+                    Err(RejectReason::FrameTooLarge.into())
+                }
+                // Banned by an earlier frame of this burst: refused as one at a time
+                // would have been, before anything else is judged (or charged).
+                _ if self.senders.is_banned(&frame.hop, now) => Err(RejectReason::Banned.into()),
+                (Ok(envelope), Some(signature)) => {
+                    self.settle(now, frame.hop, frame.frame.len(), envelope, signature)
+                }
+                (outcome, _) => outcome,
+            };
+            results.push(self.record(now, frame.hop, outcome));
+        }
+        results
+    }
+
+    /// The in-order half of a burst for one prechecked frame: the same (sender, nonce)
+    /// accepted earlier in the burst is a replay; then the signature's verdict, then
+    /// [`Self::admit`].
+    fn settle<'a>(
+        &mut self,
+        now: UnixMillis,
+        hop: AgentId,
+        frame_len: usize,
+        envelope: EnvelopeRef<'a>,
+        signature: Result<(), crate::VerifyError>,
+    ) -> Result<EnvelopeRef<'a>, Refusal> {
+        if self.replay.contains(
+            &envelope.sender,
+            envelope.header.nonce,
+            envelope.header.timestamp,
+        ) {
+            return Err(RejectReason::Replay.into());
+        }
+        signature.map_err(|_| RejectReason::BadSignature)?;
+        self.admit(now, hop, frame_len, envelope)
     }
 
     /// Charges `hop` for a frame that passed the gate but whose content the layer above

@@ -34,6 +34,19 @@ pub trait SignatureVerifier {
         self.verify(signer, message, signature)
     }
 
+    /// Verifies a burst of hop signatures (envelopes, each seen once): one result per
+    /// item, in order. The default checks each with [`SignatureVerifier::verify_unique`];
+    /// [`Ed25519Verifier`] checks what its cache cannot answer in one ed25519 batch,
+    /// without storing the results, and verifies one by one only if the batch fails.
+    ///
+    /// Errors, per item: as [`SignatureVerifier::verify`].
+    fn verify_hops(&mut self, items: &[SignedMessage<'_>]) -> Vec<Result<(), VerifyError>> {
+        items
+            .iter()
+            .map(|item| self.verify_unique(&item.signer, item.message, &item.signature))
+            .collect()
+    }
+
     /// Counters (all zero unless the implementation keeps them).
     fn stats(&self) -> VerifierStats {
         VerifierStats::default()
@@ -109,6 +122,17 @@ impl Ed25519Verifier {
     /// [`SignatureVerifier::verify`] for data that every replica must judge alike (CRDT
     /// entries).
     pub fn verify_batch(&mut self, items: &[SignedMessage<'_>]) -> Vec<Result<(), VerifyError>> {
+        self.batch(items, true)
+    }
+
+    /// [`Ed25519Verifier::verify_batch`], storing successes in the cache if `remember`.
+    /// A burst with one signature to check is verified strictly (a batch of one saves
+    /// nothing).
+    fn batch(
+        &mut self,
+        items: &[SignedMessage<'_>],
+        remember: bool,
+    ) -> Vec<Result<(), VerifyError>> {
         let mut results = vec![Ok(()); items.len()];
         let mut pending = Vec::new();
         let mut keys = Vec::new();
@@ -135,20 +159,27 @@ impl Ed25519Verifier {
         if pending.is_empty() {
             return results;
         }
+        if let [(at, _)] = pending[..] {
+            let item = &items[at];
+            results[at] = self.check(&item.signer, item.message, &item.signature, remember);
+            return results;
+        }
         let messages: Vec<&[u8]> = pending.iter().map(|(at, _)| items[*at].message).collect();
         let signatures: Vec<ed25519_dalek::Signature> = pending
             .iter()
             .map(|(at, _)| ed25519_dalek::Signature::from_bytes(&items[*at].signature.0))
             .collect();
         if ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok() {
-            for (_, cache_key) in &pending {
-                self.cache.insert(*cache_key);
+            if remember {
+                for (_, cache_key) in &pending {
+                    self.cache.insert(*cache_key);
+                }
             }
             self.stats.batch_verified += pending.len() as u64;
         } else {
             for (at, _) in pending {
                 let item = &items[at];
-                results[at] = self.verify(&item.signer, item.message, &item.signature);
+                results[at] = self.check(&item.signer, item.message, &item.signature, remember);
             }
         }
         results
@@ -180,6 +211,10 @@ impl SignatureVerifier for Ed25519Verifier {
         signature: &Signature,
     ) -> Result<(), VerifyError> {
         self.check(signer, message, signature, false)
+    }
+
+    fn verify_hops(&mut self, items: &[SignedMessage<'_>]) -> Vec<Result<(), VerifyError>> {
+        self.batch(items, false)
     }
 }
 
@@ -332,5 +367,29 @@ mod tests {
         for (at, result) in results.iter().enumerate() {
             assert_eq!(result.is_err(), at == 5, "item {at}");
         }
+    }
+
+    #[test]
+    fn hop_bursts_are_batched_but_not_remembered() {
+        let mut verifier = Ed25519Verifier::new(1_000);
+        let mut items: Vec<_> = (1..=8).map(|seed| signed(seed, b"hops")).collect();
+        assert!(verifier.verify_hops(&items).iter().all(Result::is_ok));
+        assert_eq!(verifier.stats().batch_verified, 8);
+        assert!(verifier.cache().is_empty(), "hop signatures are seen once");
+        items[2].signature = Signature([7; 64]);
+        let results = verifier.verify_hops(&items);
+        for (at, result) in results.iter().enumerate() {
+            assert_eq!(result.is_err(), at == 2, "item {at}");
+        }
+        assert!(verifier.cache().is_empty());
+    }
+
+    #[test]
+    fn a_burst_of_one_is_verified_strictly() {
+        let mut verifier = Ed25519Verifier::new(1_000);
+        let item = signed(1, b"alone");
+        assert!(verifier.verify_hops(&[item]).iter().all(Result::is_ok));
+        let stats = verifier.stats();
+        assert_eq!((stats.single_verifications, stats.batch_verified), (1, 0));
     }
 }

@@ -208,6 +208,10 @@ impl Transport for MemoryTransport {
         self.inbox.next().await
     }
 
+    fn try_recv(&self) -> Option<Inbound> {
+        self.inbox.try_next()
+    }
+
     async fn close(&self) {
         self.leave();
     }

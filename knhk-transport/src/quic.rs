@@ -356,6 +356,10 @@ impl Transport for QuicTransport {
         self.inbox.next().await
     }
 
+    fn try_recv(&self) -> Option<Inbound> {
+        self.inbox.try_next()
+    }
+
     async fn close(&self) {
         self.accept_task.abort();
         self.shared

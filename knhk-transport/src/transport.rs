@@ -45,6 +45,14 @@ pub trait Transport: Send + Sync + 'static {
     /// transport is shut down and every queued frame has been taken.
     fn recv(&self) -> impl Future<Output = Result<Inbound, TransportError>> + Send;
 
+    /// The next inbound frame if one is already queued, without waiting: how a driver
+    /// drains a backlog into one burst (the gate then checks its signatures in one
+    /// batch). `None` when nothing is queued, the queue is closed, or another caller is
+    /// receiving. Default: always `None`.
+    fn try_recv(&self) -> Option<Inbound> {
+        None
+    }
+
     /// Stops accepting and sending; pending [`Transport::recv`] calls drain what is
     /// queued and then return [`TransportError::Closed`].
     fn close(&self) -> impl Future<Output = ()> + Send;
@@ -217,6 +225,11 @@ pub(crate) struct Inbox(tokio::sync::Mutex<tokio::sync::mpsc::Receiver<Inbound>>
 impl Inbox {
     pub(crate) fn new(receiver: tokio::sync::mpsc::Receiver<Inbound>) -> Self {
         Self(tokio::sync::Mutex::new(receiver))
+    }
+
+    /// The next frame if one is queued and no other caller holds the queue.
+    pub(crate) fn try_next(&self) -> Option<Inbound> {
+        self.0.try_lock().ok()?.try_recv().ok()
     }
 
     /// The next frame, or [`TransportError::Closed`] once every sender is gone and the
