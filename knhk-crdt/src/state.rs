@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crdts::{CvRDT, LWWReg};
 use knhk_security::SignatureVerifier;
-use knhk_types::{AgentId, EnvelopeSigner, VersionVector};
+use knhk_types::{AgentId, EnvelopeSigner, VersionPage, VersionVector};
 
 use crate::delta::{Delta, WriterRange};
 use crate::entry::{Marker, SignedEntry, Stored};
@@ -271,10 +271,36 @@ impl VersionedState {
     /// its own proof; the peer asks again for the rest. Use it to keep deltas within a
     /// frame.
     pub fn delta_since_bounded(&self, peer_version: &VersionVector, max_bytes: usize) -> Delta {
+        self.delta_over(
+            self.version.iter(),
+            |writer| peer_version.get(writer),
+            max_bytes,
+        )
+    }
+
+    /// Like [`VersionedState::delta_since_bounded`] for a peer that sent one page of its
+    /// version vector: what it lacks from the writers of the page's range only (writers
+    /// of the range it does not list are at 0 for it). Writers outside the range are
+    /// left out, whatever the peer has of them.
+    pub fn delta_for_page(&self, page: &VersionPage, max_bytes: usize) -> Delta {
+        self.delta_over(
+            self.version.iter_within(page.start(), page.end()),
+            |writer| page.get(writer),
+            max_bytes,
+        )
+    }
+
+    /// The delta over `writers` (ours, with our counters) for a peer at `theirs`.
+    fn delta_over<'a>(
+        &self,
+        writers: impl Iterator<Item = (&'a AgentId, &'a u64)>,
+        theirs: impl Fn(&AgentId) -> u64,
+        max_bytes: usize,
+    ) -> Delta {
         let mut delta = Delta::default();
         let mut budget = max_bytes;
-        'writers: for (writer, &through) in self.version.iter() {
-            let after = peer_version.get(writer);
+        'writers: for (writer, &through) in writers {
+            let after = theirs(writer);
             if through <= after {
                 continue;
             }

@@ -110,6 +110,29 @@ proptest! {
     }
 
     #[test]
+    fn deltas_for_each_page_of_a_version_add_up_to_the_whole_delta(steps in history(3), page_writers in 1usize..3) {
+        let mut verifier = Ed25519Verifier::new(1 << 16);
+        let replicas = play(&steps, &mut verifier);
+        let (a, mut b) = (&replicas[0], replicas[1].clone());
+        let mut expected = join(&b, a, &mut verifier);
+        // b sends its version a page at a time (pages tile every writer id); a answers
+        // each within the page's range only.
+        let version = b.version().clone();
+        let mut start = None;
+        loop {
+            let page = version.page(start.as_ref(), None, page_writers);
+            let delta = a.delta_for_page(&page, usize::MAX);
+            prop_assert!(delta.ranges.iter().all(|range| page.contains(&range.writer)));
+            b.merge(&delta, &mut verifier).unwrap();
+            match page.end() {
+                Some(end) => start = Some(*end),
+                None => break,
+            }
+        }
+        prop_assert!(same(&mut expected, &mut b));
+    }
+
+    #[test]
     fn merging_delta_since_b_brings_b_to_a(steps in history(3), more in history(3)) {
         let mut verifier = Ed25519Verifier::new(1 << 16);
         // b is a snapshot of a; a then goes on (writing and learning from others).

@@ -52,9 +52,15 @@ pub struct GossipConfig {
     /// 16,384: room for a busy honest writer and several catch-up deltas a second, and
     /// each check is of a new entry the peer (a member) must have signed itself.
     pub max_verifications_per_peer_second: usize,
-    /// Pulls and answers whose version vector names more writers than this are
+    /// Pulls and answers whose version page names more writers than this are
     /// ignored. Default 32,768 (more than a 1 MiB frame can carry).
     pub max_version_writers: usize,
+    /// Writers per page of our version vector in pulls and answers: a vector with
+    /// more writers goes a page at a time (each pull the next page; each answer within
+    /// the range its pull named), so version exchanges fit a frame at any writer
+    /// count. Default 8,192 (about 350 KB, beside a `max_delta_bytes` delta in one
+    /// frame); capped by `max_version_writers`.
+    pub version_page_writers: usize,
     /// Limits of the replicated state.
     pub state: StateConfig,
 }
@@ -84,6 +90,7 @@ impl GossipConfig {
             members_only_writers: true,
             max_verifications_per_peer_second: 16_384,
             max_version_writers: 32_768,
+            version_page_writers: 8_192,
             state: StateConfig::default(),
         }
     }

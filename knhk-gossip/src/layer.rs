@@ -14,7 +14,7 @@ use knhk_crdt::{
 };
 use knhk_endpoint::{Context, Layer};
 use knhk_security::{RejectReason, SignatureVerifier};
-use knhk_types::{AgentId, MessageKind, VersionVector};
+use knhk_types::{AgentId, MessageKind, VersionPage};
 use rand::Rng;
 
 use crate::config::GossipConfig;
@@ -78,6 +78,9 @@ pub struct GossipStats {
     /// Pulls or answers ignored because their version vector named more writers than
     /// `max_version_writers`.
     pub versions_too_large: u64,
+    /// Version pages sent that held only part of our vector (it has more writers than
+    /// `version_page_writers`, so it goes a page at a time).
+    pub version_pages_partial: u64,
 }
 
 /// A snapshot of where the layer stands.
@@ -144,6 +147,11 @@ pub struct GossipLayer {
     /// Signature checks each peer's data has cost us in this second's rounds (cleared
     /// once a second of rounds has passed).
     verifications: HashMap<AgentId, usize>,
+    /// Where the next page of our version vector starts, for pulls and for answers
+    /// to version-less pulls (`None`: the first writer). With no more writers than
+    /// [`GossipConfig::version_page_writers`], every page is the whole vector.
+    pull_cursor: Option<AgentId>,
+    reply_cursor: Option<AgentId>,
 }
 
 /// A peer's anti-entropy questions are answered with at most this many times
@@ -173,7 +181,45 @@ impl GossipLayer {
             catch_up_served: HashMap::new(),
             reply_bytes: HashMap::new(),
             verifications: HashMap::new(),
+            pull_cursor: None,
+            reply_cursor: None,
         }
+    }
+
+    /// Writers per page of our version vector: what the config asks, within what a
+    /// peer accepts.
+    fn page_writers(&self) -> usize {
+        self.config
+            .version_page_writers
+            .min(self.config.max_version_writers)
+            .max(1)
+    }
+
+    /// The next page of our version vector from `cursor`, moving the cursor on (back to
+    /// the first writer after the last page).
+    fn next_page(&mut self, cursor: Option<AgentId>) -> (VersionPage, Option<AgentId>) {
+        let page = self
+            .state
+            .version()
+            .page(cursor.as_ref(), None, self.page_writers());
+        let next = page.end().copied();
+        (self.counted(page), next)
+    }
+
+    /// Our version over the range of `theirs` (as many writers of it as fit a page).
+    fn page_like(&mut self, theirs: &VersionPage) -> VersionPage {
+        let page = self
+            .state
+            .version()
+            .page(theirs.start(), theirs.end(), self.page_writers());
+        self.counted(page)
+    }
+
+    fn counted(&mut self, page: VersionPage) -> VersionPage {
+        if !page.is_whole() {
+            self.stats.version_pages_partial += 1;
+        }
+        page
     }
 
     /// The current round (0 before the first).
@@ -312,12 +358,27 @@ impl GossipLayer {
         root: Hash,
         with_version: bool,
     ) {
-        let version = with_version.then(|| self.state.version().clone());
+        let version = with_version.then(|| {
+            let (page, next) = self.next_page(self.pull_cursor);
+            self.pull_cursor = next;
+            page
+        });
+        self.pull_with(ctx, peer, root, version);
+    }
+
+    /// Sends a pull carrying `version` (one page of ours, or none).
+    fn pull_with<V: SignatureVerifier>(
+        &mut self,
+        ctx: &mut Context<'_, V>,
+        peer: AgentId,
+        root: Hash,
+        version: Option<VersionPage>,
+    ) {
         self.pulls.sent(
             peer,
             PendingPull {
                 round: self.round,
-                with_version,
+                with_version: version.is_some(),
             },
         );
         self.send(ctx, peer, &GossipMessage::Pull { root, version });
@@ -395,7 +456,7 @@ impl GossipLayer {
         ctx: &mut Context<'_, V>,
         from: AgentId,
         their_root: Hash,
-        version: Option<VersionVector>,
+        version: Option<VersionPage>,
     ) {
         let root = self.state.merkle_root();
         // Every answer's delta pays from the peer's reply budget, not only catch-ups:
@@ -410,7 +471,7 @@ impl GossipLayer {
                     self.stats.catch_up_deferred += 1;
                     None
                 } else {
-                    let delta = self.state.delta_since_bounded(theirs, room);
+                    let delta = self.state.delta_for_page(theirs, room);
                     let encoded =
                         (!delta.is_empty()).then(|| delta.encode(self.config.compress_above));
                     if let Some(bytes) = &encoded {
@@ -436,7 +497,16 @@ impl GossipLayer {
             }
             _ => None,
         };
-        let reply_version = (their_root != root).then(|| self.state.version().clone());
+        // Our version over the range they sent (or our next page when they sent none),
+        // so it fits a frame whatever our number of writers.
+        let reply_version = (their_root != root).then(|| match &version {
+            Some(theirs) => self.page_like(theirs),
+            None => {
+                let (page, next) = self.next_page(self.reply_cursor);
+                self.reply_cursor = next;
+                page
+            }
+        });
         self.send(
             ctx,
             from,
@@ -448,13 +518,14 @@ impl GossipLayer {
         );
     }
 
-    /// True if `theirs` lacks more than [`CATCH_UP_VERSIONS`] of our versions: the
-    /// answer would be a catch-up delta (the costly reply). O(our writers).
-    fn is_catch_up(&self, theirs: &VersionVector) -> bool {
+    /// True if `theirs` lacks more than [`CATCH_UP_VERSIONS`] of our versions within
+    /// its range: the answer would be a catch-up delta (the costly reply). O(our
+    /// writers in the range).
+    fn is_catch_up(&self, theirs: &VersionPage) -> bool {
         let missing: u64 = self
             .state
             .version()
-            .iter()
+            .iter_within(theirs.start(), theirs.end())
             .map(|(writer, ours)| ours.saturating_sub(theirs.get(writer)))
             // Counters are the writers' to choose: saturate, never wrap.
             .fold(0, u64::saturating_add);
@@ -482,7 +553,7 @@ impl GossipLayer {
         from: AgentId,
         their_root: Hash,
         delta: Option<Vec<u8>>,
-        version: Option<VersionVector>,
+        version: Option<VersionPage>,
     ) {
         // Only answers to pulls we sent count (and only once): an unsolicited reply could
         // fake or block convergence and trigger work.
@@ -498,19 +569,22 @@ impl GossipLayer {
         let Some(theirs) = version else { return };
         let back = self
             .state
-            .delta_since_bounded(&theirs, self.config.max_delta_bytes);
+            .delta_for_page(&theirs, self.config.max_delta_bytes);
         if !back.is_empty() {
             let delta = back.encode(self.config.compress_above);
             self.send(ctx, from, &GossipMessage::Push { delta });
         }
         let root = self.state.merkle_root();
-        if !pending.with_version && !self.state.version().dominates(&theirs) {
+        if !pending.with_version && !self.state.version().dominates(theirs.pairs()) {
             // They have news and could not send it: our pull carried no version. Ask
-            // once more, with it (the follow-up carries a version, so this cannot loop).
-            self.pull(ctx, from, root, true);
+            // once more, with our version over the range where they showed it (the
+            // follow-up carries a version, so this cannot loop).
+            let page = self.page_like(&theirs);
+            self.pull_with(ctx, from, root, Some(page));
         } else if back.is_empty()
             && !brought
-            && theirs == *self.state.version()
+            && theirs.is_whole()
+            && *self.state.version() == *theirs.pairs()
             && root != their_root
         {
             // Same versions, different data: only a Merkle diff can tell what differs.

@@ -1,24 +1,26 @@
 //! What gossip peers say to each other, inside signed envelopes.
 
 use knhk_crdt::{BucketDigests, Hash, NodeId, SignedEntry};
-use knhk_types::{MessageKind, VersionVector};
+use knhk_types::{MessageKind, VersionPage};
 use serde::{Deserialize, Serialize};
 
 /// One gossip message (postcard, as an envelope payload).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum GossipMessage {
-    /// Round start: our root, and our version vector only when we believe we differ
-    /// from this peer (so an idle exchange is a root and nothing more).
+    /// Round start: our root, and a page of our version vector only when we believe
+    /// we differ from this peer (so an idle exchange is a root and nothing more). The
+    /// page is the whole vector unless it has more writers than fit one.
     Pull {
         root: Hash,
-        version: Option<VersionVector>,
+        version: Option<VersionPage>,
     },
-    /// Answer to a pull: our root, what the puller lacks (an encoded delta), and our
-    /// version when the roots differ, so the puller can push back what we lack.
+    /// Answer to a pull: our root, what the puller lacks within its page's range (an
+    /// encoded delta), and our version over that range when the roots differ, so the
+    /// puller can push back what we lack.
     PullReply {
         root: Hash,
         delta: Option<Vec<u8>>,
-        version: Option<VersionVector>,
+        version: Option<VersionPage>,
     },
     /// News, or what the receiver lacks: an encoded delta.
     Push { delta: Vec<u8> },

@@ -98,7 +98,10 @@ pub fn pull_frame(
     root: Hash,
     version: Option<knhk_types::VersionVector>,
 ) -> Vec<u8> {
-    let message = GossipMessage::Pull { root, version };
+    let message = GossipMessage::Pull {
+        root,
+        version: version.map(knhk_types::VersionPage::whole),
+    };
     // Serializing this message into a Vec cannot fail.
     let payload = postcard::to_allocvec(&message).unwrap_or_default();
     Envelope::seal(

@@ -592,3 +592,56 @@ fn questions_with_repeats_are_charged() {
             < 1_000
     );
 }
+
+/// 32 writers, frames of 1,100 bytes: a whole version vector (about 1.1 KB) no longer
+/// fits one. With no paging every versioned pull and answer is dropped as oversized and
+/// the mesh never converges (hardening finding 4); a page at a time, it does.
+fn many_writers_small_frames(page_writers: usize) -> (Option<u64>, u64, u64) {
+    let mut cluster = Cluster::new(ClusterConfig {
+        nodes: 32,
+        seed: 41,
+        gossip: GossipConfig {
+            // Only pulls spread data: no news forwarding, no Merkle repair.
+            forward_news: false,
+            anti_entropy_every: u64::MAX,
+            max_delta_bytes: 400,
+            version_page_writers: page_writers,
+            ..GossipConfig::default()
+        },
+        validator: knhk_security::ValidatorConfig {
+            max_frame_bytes: 1_100,
+            ..knhk_security::ValidatorConfig::default()
+        },
+        ..ClusterConfig::default()
+    });
+    let start = cluster.now();
+    for i in cluster.all_nodes() {
+        cluster.put(i, &format!("k{i}"), vec![i as u8]).unwrap();
+    }
+    let done = cluster.run_until_converged(10_000).map(|at| at.0 - start.0);
+    let oversized = cluster
+        .all_nodes()
+        .map(|i| cluster.endpoint(i).stats().oversized_dropped)
+        .sum();
+    let partial = cluster
+        .all_nodes()
+        .map(|i| cluster.gossip(i).stats().version_pages_partial)
+        .sum();
+    (done, oversized, partial)
+}
+
+#[test]
+fn versions_go_a_page_at_a_time_when_they_outgrow_a_frame() {
+    let (whole, oversized, _) = many_writers_small_frames(32_768);
+    println!("whole vectors: converged {whole:?}, {oversized} frames dropped as oversized");
+    assert_eq!(whole, None, "whole vectors cannot fit these frames");
+    assert!(oversized > 0);
+
+    let (paged, oversized, partial) = many_writers_small_frames(4);
+    println!(
+        "pages of 4: converged after {paged:?} virtual ms, {oversized} oversized, {partial} partial pages"
+    );
+    assert!(paged.is_some(), "paged versions converge");
+    assert_eq!(oversized, 0, "every page fits a frame");
+    assert!(partial > 0, "the vectors really went in pages");
+}

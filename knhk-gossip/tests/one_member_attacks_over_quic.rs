@@ -46,7 +46,8 @@ fn made_up_writers(n: u16) -> knhk_crdt::Delta {
 /// A version vector of `n` pairs in descending order (the quadratic-decode attack).
 fn descending_vector_pull(from: &NodeKey, nonce: u64, n: u32) -> Bytes {
     // Built by hand: the type refuses to hold a non-canonical vector, so encode the
-    // message's wire shape directly (Pull = variant 0, root, Some(pairs)).
+    // message's wire shape directly (Pull = variant 0, root, Some(page)), the page
+    // being the whole vector (no start, no end, the pairs).
     let pairs: Vec<([u8; 32], u64)> = (0..n)
         .rev()
         .map(|i| {
@@ -55,7 +56,8 @@ fn descending_vector_pull(from: &NodeKey, nonce: u64, n: u32) -> Bytes {
             (id, 1)
         })
         .collect();
-    let payload = postcard::to_allocvec(&(0u8, [0u8; 32], Some(pairs))).unwrap();
+    let whole_page = (None::<[u8; 32]>, None::<[u8; 32]>, pairs);
+    let payload = postcard::to_allocvec(&(0u8, [0u8; 32], Some(whole_page))).unwrap();
     let header = knhk_types::EnvelopeHeader::new(knhk_types::MessageKind::GossipPull, now(), nonce);
     Bytes::from(knhk_types::Envelope::seal(from, header, &payload))
 }

@@ -14,8 +14,9 @@ use serde_big_array::BigArray;
 
 use crate::{AgentId, EnvelopeError, UnixMillis};
 
-/// The protocol version this build speaks and accepts. Version 2 added the scope.
-pub const PROTOCOL_VERSION: u8 = 2;
+/// The protocol version this build speaks and accepts. Version 2 added the scope;
+/// version 3 made gossip versions travel as pages ([`crate::VersionPage`]).
+pub const PROTOCOL_VERSION: u8 = 3;
 
 /// Domain-separation prefix of every signed envelope.
 pub const SIGNATURE_CONTEXT: &[u8] = b"knhk-mesh envelope v2\0";
@@ -474,7 +475,7 @@ mod tests {
             EnvelopeRef::decode(&bytes, DEFAULT_MAX_FRAME_BYTES),
             Err(EnvelopeError::UnsupportedVersion {
                 found: 1,
-                supported: 2
+                supported: PROTOCOL_VERSION
             })
         );
         let mut bytes = sample(MessageKind::Ping).encode();

@@ -25,6 +25,7 @@ mod error;
 mod peer;
 mod region;
 mod time;
+mod version_page;
 mod version_vector;
 
 pub use agent_id::{AgentId, ShortAgentId};
@@ -36,4 +37,5 @@ pub use error::{EnvelopeError, ParseError};
 pub use peer::{HierarchyLevel, PeerInfo, SeedAddr};
 pub use region::Region;
 pub use time::UnixMillis;
+pub use version_page::VersionPage;
 pub use version_vector::{Causality, VersionVector};

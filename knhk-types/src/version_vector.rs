@@ -145,6 +145,30 @@ impl VersionVector {
         }
     }
 
+    /// The pairs of writers in `[start, end)` (`None`: unbounded), by binary search.
+    pub(crate) fn range(
+        &self,
+        start: Option<&AgentId>,
+        end: Option<&AgentId>,
+    ) -> &[(AgentId, u64)] {
+        let from = start.map_or(0, |start| self.0.partition_point(|(id, _)| id < start));
+        let to = end.map_or(self.0.len(), |end| {
+            self.0.partition_point(|(id, _)| id < end)
+        });
+        self.0.get(from..to.max(from)).unwrap_or_default()
+    }
+
+    /// The pairs, in writer order.
+    pub(crate) fn as_slice(&self) -> &[(AgentId, u64)] {
+        &self.0
+    }
+
+    /// A vector of pairs already strictly ascending by writer with non-zero counters
+    /// (a slice of a canonical vector).
+    pub(crate) fn from_sorted(pairs: Vec<(AgentId, u64)>) -> Self {
+        Self(pairs)
+    }
+
     /// Writers and counters, in writer order.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = (&AgentId, &u64)> {
         self.0.iter().map(|(writer, counter)| (writer, counter))
