@@ -207,6 +207,9 @@ const OBSERVED: &[(MetricSpec, Read)] = &[
     (metric::TRANSPORT_FRAMES_OVERSIZED, |s, emit| {
         emit(s.transport.frames_rejected_too_large, &[]);
     }),
+    (metric::TRANSPORT_FRAMES_OVER_BUDGET, |s, emit| {
+        emit(s.transport.frames_over_budget, &[]);
+    }),
     (metric::TRANSPORT_HANDSHAKES, |s, emit| {
         use value::transport_connection_direction::{INBOUND, OUTBOUND};
         use value::transport_handshake_outcome::{ESTABLISHED, FAILED, REJECTED};
@@ -235,6 +238,9 @@ const OBSERVED: &[(MetricSpec, Read)] = &[
             let attributes = [kv(attribute::SECURITY_REJECTION_REASON, reason.as_str())];
             emit(s.validator.rejected_for(reason), &attributes);
         }
+    }),
+    (metric::SECURITY_FRAMES_DELAYED, |s, emit| {
+        emit(s.validator.stale_after_queueing, &[]);
     }),
     (metric::SECURITY_BANS, |s, emit| emit(s.validator.bans, &[])),
     (metric::SECURITY_SENDERS_BANNED, |s, emit| {
@@ -298,6 +304,23 @@ const OBSERVED: &[(MetricSpec, Read)] = &[
         emit(stats.outputs_dropped, &reason(QUEUE_FULL));
         emit(stats.oversized_dropped, &reason(OVERSIZED));
         emit(driver.sends_dropped, &reason(SENDS_IN_FLIGHT));
+    }),
+    (metric::GOSSIP_MESSAGES_DECLINED, |s, emit| {
+        use value::gossip_decline_reason::{
+            BUDGET_SPENT, CATCH_UP_DEFERRED, FOREIGN_WRITER, OUTSIDE_SESSION,
+            VERIFICATIONS_DEFERRED, VERSION_TOO_LARGE,
+        };
+        let reason = |r| [kv(attribute::GOSSIP_DECLINE_REASON, r)];
+        let stats = gossip(s).0;
+        emit(stats.foreign_writers_refused, &reason(FOREIGN_WRITER));
+        emit(stats.requests_over_budget, &reason(BUDGET_SPENT));
+        emit(stats.catch_up_deferred, &reason(CATCH_UP_DEFERRED));
+        emit(
+            stats.verifications_deferred,
+            &reason(VERIFICATIONS_DEFERRED),
+        );
+        emit(stats.entries_ignored, &reason(OUTSIDE_SESSION));
+        emit(stats.versions_too_large, &reason(VERSION_TOO_LARGE));
     }),
     (metric::GOSSIP_NEWS_FORWARDED, |s, emit| {
         emit(gossip(s).0.news_forwarded, &[])

@@ -7,6 +7,8 @@
 pub mod attribute {
     /// Merkle root of the replicated state (hex of the first 8 bytes).
     pub const CRDT_ROOT: &str = "knhk.crdt.root";
+    /// Why inbound gossip was declined (dropped uncharged, by one of this node's budgets or rules).
+    pub const GOSSIP_DECLINE_REASON: &str = "knhk.gossip.decline.reason";
     /// Phase of a Merkle anti-entropy session.
     pub const GOSSIP_DIFF_PHASE: &str = "knhk.gossip.diff.phase";
     /// Why an outbound message was dropped.
@@ -31,6 +33,30 @@ pub mod attribute {
 
 /// The values of enum attributes.
 pub mod value {
+    /// Values of `knhk.gossip.decline.reason`.
+    pub mod gossip_decline_reason {
+        /// Data named a writer outside this node's peer view (only members may write).
+        pub const FOREIGN_WRITER: &str = "foreign_writer";
+        /// An anti-entropy question came after the peer's answer budget for the round was spent.
+        pub const BUDGET_SPENT: &str = "budget_spent";
+        /// A pull was answered without its catch-up delta: the peer had one within ten rounds.
+        pub const CATCH_UP_DEFERRED: &str = "catch_up_deferred";
+        /// Data was dropped because its peer's signature checks for the second were spent.
+        pub const VERIFICATIONS_DEFERRED: &str = "verifications_deferred";
+        /// Anti-entropy entries came with no diff session open for them.
+        pub const OUTSIDE_SESSION: &str = "outside_session";
+        /// A version page named more writers than this node accepts.
+        pub const VERSION_TOO_LARGE: &str = "version_too_large";
+        /// Every value, in registry order.
+        pub const ALL: &[&str] = &[
+            FOREIGN_WRITER,
+            BUDGET_SPENT,
+            CATCH_UP_DEFERRED,
+            VERIFICATIONS_DEFERRED,
+            OUTSIDE_SESSION,
+            VERSION_TOO_LARGE,
+        ];
+    }
     /// Values of `knhk.gossip.diff.phase`.
     pub mod gossip_diff_phase {
         /// A Merkle anti-entropy session began.
@@ -165,6 +191,12 @@ pub mod metric {
         unit: "{message}",
         instrument: Instrument::Counter,
     };
+    /// Inbound gossip declined by this node's budgets and rules, uncharged, by reason.
+    pub const GOSSIP_MESSAGES_DECLINED: MetricSpec = MetricSpec {
+        name: "knhk.gossip.messages.declined",
+        unit: "{message}",
+        instrument: Instrument::Counter,
+    };
     /// Deltas forwarded at once because they brought news (local writes included).
     pub const GOSSIP_NEWS_FORWARDED: MetricSpec = MetricSpec {
         name: "knhk.gossip.news.forwarded",
@@ -255,6 +287,12 @@ pub mod metric {
         unit: "{sender}",
         instrument: Instrument::Gauge,
     };
+    /// Frames refused as stale only because they waited in this node's own queue (not charged to their senders).
+    pub const SECURITY_FRAMES_DELAYED: MetricSpec = MetricSpec {
+        name: "knhk.security.frames.delayed",
+        unit: "{frame}",
+        instrument: Instrument::Counter,
+    };
     /// (sender, nonce) fingerprints held by the replay window.
     pub const SECURITY_REPLAY_ENTRIES: MetricSpec = MetricSpec {
         name: "knhk.security.replay.entries",
@@ -279,13 +317,19 @@ pub mod metric {
         unit: "{frame}",
         instrument: Instrument::Counter,
     };
+    /// Inbound frames dropped because their peer's or the node's receive byte budget stayed spent for the stall limit (1 s).
+    pub const TRANSPORT_FRAMES_OVER_BUDGET: MetricSpec = MetricSpec {
+        name: "knhk.transport.frames.over_budget",
+        unit: "{frame}",
+        instrument: Instrument::Counter,
+    };
     /// QUIC + mutual TLS handshakes, by outcome.
     pub const TRANSPORT_HANDSHAKES: MetricSpec = MetricSpec {
         name: "knhk.transport.handshakes",
         unit: "{handshake}",
         instrument: Instrument::Counter,
     };
-    /// Connections currently open (at most one pooled per peer).
+    /// Connections currently open (one dialled and up to four accepted per peer).
     pub const TRANSPORT_CONNECTIONS_OPEN: MetricSpec = MetricSpec {
         name: "knhk.transport.connections.open",
         unit: "{connection}",
@@ -299,6 +343,7 @@ pub mod metric {
         GOSSIP_ROUNDS,
         GOSSIP_MESSAGES,
         GOSSIP_MESSAGES_DROPPED,
+        GOSSIP_MESSAGES_DECLINED,
         GOSSIP_NEWS_FORWARDED,
         GOSSIP_DIFFS,
         GOSSIP_CONVERGED,
@@ -314,10 +359,12 @@ pub mod metric {
         SECURITY_SIGNATURES_VERIFIED,
         SECURITY_SIGNATURES_CACHE_HITS,
         SECURITY_SENDERS_TRACKED,
+        SECURITY_FRAMES_DELAYED,
         SECURITY_REPLAY_ENTRIES,
         TRANSPORT_FRAMES,
         TRANSPORT_BYTES,
         TRANSPORT_FRAMES_OVERSIZED,
+        TRANSPORT_FRAMES_OVER_BUDGET,
         TRANSPORT_HANDSHAKES,
         TRANSPORT_CONNECTIONS_OPEN,
     ];
