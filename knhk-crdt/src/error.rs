@@ -27,6 +27,17 @@ pub enum CrdtError {
         /// The maximum.
         max: usize,
     },
+    /// A local write would take its writer past its quota
+    /// (`StateConfig::max_keys_per_writer`, `max_bytes_per_writer`).
+    #[error("writer {writer:?} holds its quota ({max_keys} keys, {max_bytes} bytes)")]
+    WriterQuota {
+        /// The writer.
+        writer: AgentId,
+        /// Its quota of keys.
+        max_keys: u64,
+        /// Its quota of bytes.
+        max_bytes: u64,
+    },
     /// A writer's counter would overflow.
     #[error("writer {0:?} has exhausted its counter")]
     CounterExhausted(AgentId),
@@ -106,6 +117,7 @@ impl CrdtError {
             Self::KeyTooLong { .. }
             | Self::ValueTooLarge { .. }
             | Self::Full { .. }
+            | Self::WriterQuota { .. }
             | Self::CounterExhausted(_)
             | Self::DeltaTooLarge { .. } => false,
         }

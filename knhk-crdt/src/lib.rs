@@ -39,6 +39,7 @@ mod diff;
 mod entry;
 mod error;
 mod merkle;
+mod quota;
 mod state;
 
 pub use delta::{DEFAULT_COMPRESS_ABOVE, Delta, WriterRange};
@@ -46,4 +47,5 @@ pub use diff::{BucketDigests, DiffStep, MerkleDiff, NodeId};
 pub use entry::{Marker, SignedEntry};
 pub use error::CrdtError;
 pub use merkle::Hash;
+pub use quota::WriterHeld;
 pub use state::{MergeReport, StateConfig, VersionedState};

@@ -11,6 +11,7 @@ use crate::delta::{Delta, WriterRange};
 use crate::entry::{Marker, SignedEntry, Stored};
 use crate::error::CrdtError;
 use crate::merkle::{Hash, SparseMerkle, bucket_hash, bucket_of};
+use crate::quota::{Quota, WriterHeld, WriterUsage};
 
 /// The smallest key, to start a range over (counter, key) pairs.
 fn empty_key() -> Arc<str> {
@@ -56,6 +57,16 @@ pub struct StateConfig {
     /// for at most this long, not for ever. Default 60 s (twice the gate's default
     /// clock-skew window).
     pub max_lamport_lead_ms: u64,
+    /// Most keys one writer's winning entries may hold (tombstones count). Default
+    /// 65,536: one member cannot fill the `max_entries` every member shares. A local
+    /// write past it fails with [`CrdtError::WriterQuota`]; a peer's entries that would
+    /// take their writer past it are set aside unapplied (the writer's version does not
+    /// advance, so they come again once the writer holds less, for example after other
+    /// writers took some of its keys).
+    pub max_keys_per_writer: u64,
+    /// Most bytes (keys and values) one writer's winning entries may hold, as
+    /// `max_keys_per_writer`. Default 64 MiB.
+    pub max_bytes_per_writer: u64,
 }
 
 impl Default for StateConfig {
@@ -66,6 +77,8 @@ impl Default for StateConfig {
             max_entries: 1_000_000,
             merkle_depth: 12,
             max_lamport_lead_ms: 60_000,
+            max_keys_per_writer: 65_536,
+            max_bytes_per_writer: 64 * 1024 * 1024,
         }
     }
 }
@@ -81,6 +94,10 @@ pub struct MergeReport {
     /// `max_lamport_lead_ms` ahead of our clock (they are taken when our clock catches
     /// up; a range whose proof is among them is not advanced).
     pub deferred_entries: usize,
+    /// Entries set aside, unapplied, because they would take their writer past its
+    /// quota (`max_keys_per_writer`, `max_bytes_per_writer`); their writer's range is
+    /// not advanced.
+    pub over_quota_entries: usize,
 }
 
 impl MergeReport {
@@ -113,6 +130,8 @@ pub struct VersionedState {
     /// (counter, key) of every winning entry, per writer. A set of pairs rather than a
     /// map from counter, because an equivocating writer can use one counter for two keys.
     by_writer: BTreeMap<AgentId, BTreeSet<(u64, Arc<str>)>>,
+    /// Keys and bytes each writer's winning entries hold (for the per-writer quota).
+    usage: WriterUsage,
     len: usize,
     merkle: SparseMerkle,
 }
@@ -129,6 +148,7 @@ impl VersionedState {
             clock_ms: 0,
             buckets: HashMap::new(),
             by_writer: BTreeMap::new(),
+            usage: WriterUsage::default(),
             len: 0,
             merkle,
         }
@@ -150,6 +170,12 @@ impl VersionedState {
     /// The configuration.
     pub fn config(&self) -> &StateConfig {
         &self.config
+    }
+
+    /// What `writer`'s winning entries hold against its quota (zero for a writer
+    /// holding nothing).
+    pub fn held_by(&self, writer: &AgentId) -> WriterHeld {
+        self.usage.held(writer)
     }
 
     /// Number of keys held, tombstones included.
@@ -252,6 +278,13 @@ impl VersionedState {
         }
         let entry = SignedEntry::sign(signer, entry.key, entry.value, counter, lamport);
         let stored = Stored::new(entry.clone(), &entry.signed_bytes(), self.merkle.depth());
+        if !self.within_quota(std::iter::once(&stored)).is_empty() {
+            return Err(CrdtError::WriterQuota {
+                writer,
+                max_keys: self.config.max_keys_per_writer,
+                max_bytes: self.config.max_bytes_per_writer,
+            });
+        }
         self.apply(stored.clone());
         self.version.observe(writer, counter);
         self.proofs.insert(writer, stored);
@@ -428,10 +461,19 @@ impl VersionedState {
         // not by a scan per range).
         // A writer with entries set aside (too far ahead) does not advance: claiming
         // their versions would keep deltas from ever bringing them.
+        // So does a writer whose entries would take it past its quota: they are set
+        // aside (never verified) and come again once it holds less.
+        let over_quota = self.within_quota(
+            admitted
+                .iter()
+                .map(|(item, _)| item)
+                .filter(|item| !self.too_far_ahead(&item.entry) && self.would_win(item)),
+        );
         let postponed: BTreeSet<AgentId> = admitted
             .iter()
             .filter(|(item, _)| self.too_far_ahead(&item.entry))
             .map(|(item, _)| item.entry.writer)
+            .chain(over_quota.iter().copied())
             .collect();
         let advancing: Vec<(AgentId, u64, usize)> = ranges
             .values()
@@ -459,11 +501,17 @@ impl VersionedState {
             .iter()
             .filter(|(item, _)| self.too_far_ahead(&item.entry))
             .count();
+        let quota_held = admitted
+            .iter()
+            .filter(|(item, _)| over_quota.contains(&item.entry.writer))
+            .count();
         let keep: Vec<bool> = admitted
             .iter()
             .zip(&is_proof)
             .map(|((item, _), proof)| {
-                !self.too_far_ahead(&item.entry) && (*proof || self.would_win(item))
+                !self.too_far_ahead(&item.entry)
+                    && !over_quota.contains(&item.entry.writer)
+                    && (*proof || self.would_win(item))
             })
             .collect();
         for ((item, signed_bytes), keep) in admitted.iter().zip(&keep) {
@@ -474,6 +522,7 @@ impl VersionedState {
 
         let mut report = MergeReport {
             deferred_entries: deferred,
+            over_quota_entries: quota_held,
             ..MergeReport::default()
         };
         for (writer, through, at) in advancing {
@@ -510,15 +559,30 @@ impl VersionedState {
             .iter()
             .filter(|(item, _)| self.too_far_ahead(&item.entry))
             .count();
+        let over_quota = self.within_quota(
+            admitted
+                .iter()
+                .map(|(item, _)| item)
+                .filter(|item| !self.too_far_ahead(&item.entry) && self.would_win(item)),
+        );
+        let quota_held = admitted
+            .iter()
+            .filter(|(item, _)| over_quota.contains(&item.entry.writer))
+            .count();
         let winners: Vec<Stored> = admitted
             .into_iter()
-            .filter(|(item, _)| !self.too_far_ahead(&item.entry) && self.would_win(item))
+            .filter(|(item, _)| {
+                !self.too_far_ahead(&item.entry)
+                    && !over_quota.contains(&item.entry.writer)
+                    && self.would_win(item)
+            })
             .map(|(item, signed_bytes)| verify(verifier, &item.entry, &signed_bytes).map(|()| item))
             .collect::<Result<_, _>>()?;
         Ok(MergeReport {
             updated_keys: self.apply_all(winners.into_iter()),
             advanced_writers: 0,
             deferred_entries: deferred,
+            over_quota_entries: quota_held,
         })
     }
 
@@ -667,6 +731,21 @@ impl VersionedState {
             .is_none_or(|register| item.marker() > register.marker)
     }
 
+    /// The writers that `incoming` (entries that would win) would take past their
+    /// quota.
+    fn within_quota<'a>(&'a self, incoming: impl Iterator<Item = &'a Stored>) -> BTreeSet<AgentId> {
+        let quota = Quota {
+            max_keys: self.config.max_keys_per_writer,
+            max_bytes: self.config.max_bytes_per_writer,
+        };
+        self.usage.over_quota(quota, incoming, |item| {
+            self.buckets
+                .get(&item.bucket)
+                .and_then(|bucket| bucket.get(&*item.key))
+                .map(|register| &*register.val.entry)
+        })
+    }
+
     fn check_capacity<'a>(
         &self,
         incoming: impl Iterator<Item = &'a Stored>,
@@ -712,6 +791,7 @@ impl VersionedState {
         let entries = self.buckets.entry(bucket).or_default();
         let displaced = match entries.get_mut(&*key) {
             None => {
+                self.usage.gained(&stored.entry);
                 entries.insert(
                     key.clone(),
                     LWWReg {
@@ -724,6 +804,7 @@ impl VersionedState {
             }
             Some(register) => {
                 let before = register.marker;
+                let held = Arc::clone(&register.val.entry);
                 register.merge(LWWReg {
                     val: stored,
                     marker,
@@ -731,6 +812,8 @@ impl VersionedState {
                 if register.marker == before {
                     return false;
                 }
+                self.usage.lost(&held);
+                self.usage.gained(&register.val.entry);
                 Some((before.writer, before.counter))
             }
         };

@@ -110,6 +110,24 @@ proptest! {
     }
 
     #[test]
+    fn what_each_writer_holds_is_counted_exactly(steps in history(3)) {
+        let mut verifier = Ed25519Verifier::new(1 << 16);
+        let replicas = play(&steps, &mut verifier);
+        for replica in &replicas {
+            for key in writers() {
+                let writer = key.agent_id();
+                let mine: Vec<_> = replica.entries().filter(|e| e.writer == writer).collect();
+                let bytes: usize = mine
+                    .iter()
+                    .map(|e| e.key.len() + e.value.as_ref().map_or(0, Vec::len))
+                    .sum();
+                let held = replica.held_by(&writer);
+                prop_assert_eq!((held.keys, held.bytes), (mine.len() as u64, bytes as u64));
+            }
+        }
+    }
+
+    #[test]
     fn deltas_for_each_page_of_a_version_add_up_to_the_whole_delta(steps in history(3), page_writers in 1usize..3) {
         let mut verifier = Ed25519Verifier::new(1 << 16);
         let replicas = play(&steps, &mut verifier);

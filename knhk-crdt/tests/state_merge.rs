@@ -617,3 +617,113 @@ fn far_future_lamport_times_are_set_aside_and_squatting_is_bounded() {
         "the squatter's time has passed"
     );
 }
+
+fn quota_state(max_keys: u64, max_bytes: u64) -> VersionedState {
+    VersionedState::new(StateConfig {
+        max_keys_per_writer: max_keys,
+        max_bytes_per_writer: max_bytes,
+        ..StateConfig::default()
+    })
+}
+
+/// One member used to be able to fill the `max_entries` all members share, after which
+/// nobody could add a key. Each writer now has a quota of keys and bytes.
+#[test]
+fn a_local_writer_stops_at_its_quota_but_may_still_overwrite_its_own_keys() {
+    let alice = key(1);
+    let mut a = quota_state(3, 1_000);
+    for n in 0..3 {
+        a.put(&alice, &format!("k{n}"), vec![n]).unwrap();
+    }
+    assert!(matches!(
+        a.put(&alice, "k3", vec![3]),
+        Err(CrdtError::WriterQuota { max_keys: 3, .. })
+    ));
+    a.put(&alice, "k0", vec![9; 10]).unwrap();
+    a.delete(&alice, "k1").unwrap();
+    let held = a.held_by(&alice.agent_id());
+    assert_eq!((held.keys, held.bytes), (3, 2 + 10 + 2 + 2 + 1));
+    // Bytes count too.
+    assert!(matches!(
+        a.put(&alice, "k2", vec![0; 1_000]),
+        Err(CrdtError::WriterQuota { .. })
+    ));
+}
+
+#[test]
+fn a_peer_past_its_quota_is_set_aside_without_blocking_other_writers() {
+    let (mallory, alice) = (key(6), key(1));
+    // Mallory's replica has no quota; ours allows 4 keys a writer.
+    let mut hers = quota_state(u64::MAX, u64::MAX);
+    for n in 0..10 {
+        hers.put(&mallory, &format!("junk/{n}"), vec![n]).unwrap();
+    }
+    hers.put(&alice, "honest", b"yes".to_vec()).unwrap();
+    let mut ours = quota_state(4, u64::MAX);
+    let before = ours.version().clone();
+    let report = ours
+        .merge(&hers.delta_since(&before), &mut verifier())
+        .unwrap();
+    assert_eq!(report.over_quota_entries, 10);
+    assert_eq!(
+        ours.get("honest"),
+        Some(&b"yes"[..]),
+        "other writers are taken"
+    );
+    assert_eq!(ours.held_by(&mallory.agent_id()).keys, 0);
+    assert_eq!(ours.version().get(&mallory.agent_id()), 0, "not advanced");
+    assert_eq!(ours.version().get(&alice.agent_id()), 1);
+    // Anti-entropy cannot smuggle them in either.
+    let loose: Vec<_> = hers.entries().cloned().collect();
+    let report = ours.merge_entries(&loose, &mut verifier()).unwrap();
+    assert_eq!(report.over_quota_entries, 10);
+    assert_eq!(ours.held_by(&mallory.agent_id()).keys, 0);
+}
+
+#[test]
+fn entries_set_aside_for_quota_are_taken_once_their_writer_holds_less() {
+    let (bob, carol) = (key(2), key(3));
+    // Bob wrote 3 keys, then Carol took two of them over; Bob wrote 2 more. At Bob's
+    // replica he holds 3 keys (within a quota of 3).
+    let mut bobs = quota_state(3, u64::MAX);
+    for n in 0..3 {
+        bobs.put(&bob, &format!("k{n}"), vec![n]).unwrap();
+    }
+    let early = bobs.clone();
+    let mut carols = early.clone();
+    carols.put(&carol, "k0", b"c".to_vec()).unwrap();
+    carols.put(&carol, "k1", b"c".to_vec()).unwrap();
+    bobs.merge(&carols.delta_since(bobs.version()), &mut verifier())
+        .unwrap();
+    bobs.put(&bob, "k3", vec![3]).unwrap();
+    bobs.put(&bob, "k4", vec![4]).unwrap();
+    assert_eq!(bobs.held_by(&bob.agent_id()).keys, 3);
+
+    // A replica that has Bob's first three keys but not yet Carol's writes would see
+    // Bob at 5 keys: his new ones wait, his version stays.
+    let mut behind = early.clone();
+    // Bob's two new entries alone, as a peer that has only them would send them.
+    let only_bob = Delta {
+        ranges: vec![WriterRange {
+            writer: bob.agent_id(),
+            after: 3,
+            through: 5,
+        }],
+        entries: vec![
+            bobs.entry("k3").unwrap().clone(),
+            bobs.entry("k4").unwrap().clone(),
+        ],
+    };
+    let report = behind.merge(&only_bob, &mut verifier()).unwrap();
+    assert_eq!(report.over_quota_entries, 2);
+    assert_eq!(behind.version().get(&bob.agent_id()), 3);
+    // Once Carol's writes arrive, Bob holds 1 key there and his writes come in.
+    behind
+        .merge(&carols.delta_since(behind.version()), &mut verifier())
+        .unwrap();
+    behind
+        .merge(&bobs.delta_since(behind.version()), &mut verifier())
+        .unwrap();
+    assert_eq!(behind.get("k4"), Some(&[4u8][..]));
+    assert_eq!(behind.merkle_root(), bobs.merkle_root());
+}

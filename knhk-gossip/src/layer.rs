@@ -81,6 +81,9 @@ pub struct GossipStats {
     /// Version pages sent that held only part of our vector (it has more writers than
     /// `version_page_writers`, so it goes a page at a time).
     pub version_pages_partial: u64,
+    /// Entries set aside because they would take their writer past its quota
+    /// (`StateConfig::max_keys_per_writer`, `max_bytes_per_writer`).
+    pub writer_quota_deferred: u64,
 }
 
 /// A snapshot of where the layer stands.
@@ -624,6 +627,7 @@ impl GossipLayer {
                 return false;
             }
         };
+        self.stats.writer_quota_deferred += report.over_quota_entries as u64;
         if report.updated_keys.is_empty() {
             return false;
         }
@@ -820,6 +824,7 @@ impl GossipLayer {
         self.spend_verifications(from, curve_checks(ctx).saturating_sub(checks_before));
         match merged {
             Ok(report) => {
+                self.stats.writer_quota_deferred += report.over_quota_entries as u64;
                 for key in report.updated_keys {
                     ctx.emit(GossipEvent::Updated { key });
                 }

@@ -308,7 +308,7 @@ const OBSERVED: &[(MetricSpec, Read)] = &[
     (metric::GOSSIP_MESSAGES_DECLINED, |s, emit| {
         use value::gossip_decline_reason::{
             BUDGET_SPENT, CATCH_UP_DEFERRED, FOREIGN_WRITER, OUTSIDE_SESSION,
-            VERIFICATIONS_DEFERRED, VERSION_TOO_LARGE,
+            VERIFICATIONS_DEFERRED, VERSION_TOO_LARGE, WRITER_QUOTA,
         };
         let reason = |r| [kv(attribute::GOSSIP_DECLINE_REASON, r)];
         let stats = gossip(s).0;
@@ -321,6 +321,7 @@ const OBSERVED: &[(MetricSpec, Read)] = &[
         );
         emit(stats.entries_ignored, &reason(OUTSIDE_SESSION));
         emit(stats.versions_too_large, &reason(VERSION_TOO_LARGE));
+        emit(stats.writer_quota_deferred, &reason(WRITER_QUOTA));
     }),
     (metric::GOSSIP_NEWS_FORWARDED, |s, emit| {
         emit(gossip(s).0.news_forwarded, &[])

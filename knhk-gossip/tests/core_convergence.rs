@@ -645,3 +645,70 @@ fn versions_go_a_page_at_a_time_when_they_outgrow_a_frame() {
     assert_eq!(oversized, 0, "every page fits a frame");
     assert!(partial > 0, "the vectors really went in pages");
 }
+
+/// One member used to be able to fill the state every member shares (`max_entries`),
+/// after which no honest node could add a key. Each writer now has a quota: her
+/// entries past it are set aside, and honest writes keep landing everywhere.
+#[test]
+fn one_member_cannot_fill_the_state_honest_writers_share() {
+    let mallory = NodeKey::from_seed([97; 32]);
+    let state = knhk_crdt::StateConfig {
+        max_entries: 100,
+        max_keys_per_writer: 50,
+        ..knhk_crdt::StateConfig::default()
+    };
+    let mut cluster = Cluster::new(ClusterConfig {
+        nodes: 3,
+        seed: 43,
+        extra_members: vec![mallory.agent_id()],
+        gossip: GossipConfig {
+            state: state.clone(),
+            ..GossipConfig::default()
+        },
+        ..ClusterConfig::default()
+    });
+    // Her own replica has no quota: three pushes of 40 junk keys each.
+    let mut hers = knhk_crdt::VersionedState::new(knhk_crdt::StateConfig::default());
+    let now = cluster.now();
+    for push in 0..3u64 {
+        let before = hers.version().clone();
+        for n in 0..40 {
+            hers.put(&mallory, &format!("junk/{push}/{n}"), vec![1; 8])
+                .unwrap();
+        }
+        let delta = hers.delta_since(&before);
+        cluster.inject(
+            mallory.agent_id(),
+            0,
+            push_frame(&mallory, now, (now.0 << 20) + push, &delta),
+        );
+        cluster.run_until(20, |_| false);
+    }
+    assert_eq!(
+        cluster.gossip(0).state().held_by(&mallory.agent_id()).keys,
+        40
+    );
+    assert!(cluster.gossip(0).stats().writer_quota_deferred >= 40);
+    // 60 honest keys still fit beside her 40.
+    for i in 0..3 {
+        for n in 0..20 {
+            cluster.put(i, &format!("honest/{i}/{n}"), vec![2]).unwrap();
+        }
+    }
+    cluster
+        .run_until_converged(10_000)
+        .expect("honest writes converge");
+    for i in cluster.all_nodes() {
+        assert_eq!(
+            cluster.gossip(i).get("honest/2/19"),
+            Some(&[2u8][..]),
+            "node {i}"
+        );
+        assert_eq!(cluster.gossip(i).state().len(), 100, "node {i}");
+    }
+    assert_eq!(
+        cluster.endpoint(0).stats().charged,
+        0,
+        "a quota is ours, not a charge"
+    );
+}

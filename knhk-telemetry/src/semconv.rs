@@ -47,6 +47,8 @@ pub mod value {
         pub const OUTSIDE_SESSION: &str = "outside_session";
         /// A version page named more writers than this node accepts.
         pub const VERSION_TOO_LARGE: &str = "version_too_large";
+        /// Entries would have taken their writer past its quota of keys or bytes.
+        pub const WRITER_QUOTA: &str = "writer_quota";
         /// Every value, in registry order.
         pub const ALL: &[&str] = &[
             FOREIGN_WRITER,
@@ -55,6 +57,7 @@ pub mod value {
             VERIFICATIONS_DEFERRED,
             OUTSIDE_SESSION,
             VERSION_TOO_LARGE,
+            WRITER_QUOTA,
         ];
     }
     /// Values of `knhk.gossip.diff.phase`.
