@@ -13,6 +13,9 @@ pub(crate) fn held_bytes(entry: &SignedEntry) -> u64 {
     (entry.key.len() + entry.value.as_ref().map_or(0, Vec::len)) as u64
 }
 
+/// Writers a delta may name for the allocation-free quota check.
+const QUICK_WRITERS: usize = 8;
+
 /// Keys and bytes held by one writer's winning entries (its use of its quota).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct WriterHeld {
@@ -68,6 +71,43 @@ impl WriterUsage {
     /// Conservative: keys other writers would take away from a writer are not credited
     /// back, so a writer is never let past its quota by a merge.
     pub(crate) fn over_quota<'a>(
+        &self,
+        quota: Quota,
+        incoming: impl Iterator<Item = &'a Stored> + Clone,
+        winner_of: impl Fn(&Stored) -> Option<&'a SignedEntry>,
+    ) -> BTreeSet<AgentId> {
+        if self.surely_within(quota, incoming.clone()) {
+            return BTreeSet::new();
+        }
+        self.exactly_over(quota, incoming, winner_of)
+    }
+
+    /// The common case, without allocating: true if even counting every entry as a
+    /// new key of its writer, no writer of `incoming` (at most [`QUICK_WRITERS`] of
+    /// them) would pass `quota`.
+    fn surely_within<'a>(&self, quota: Quota, incoming: impl Iterator<Item = &'a Stored>) -> bool {
+        let mut slots = [(AgentId::from_bytes([0; 32]), WriterHeld::default()); QUICK_WRITERS];
+        let mut used = 0;
+        for item in incoming {
+            let writer = item.entry.writer;
+            let at = match slots[..used].iter().position(|(id, _)| *id == writer) {
+                Some(at) => at,
+                None if used < QUICK_WRITERS => {
+                    slots[used] = (writer, self.held(&writer));
+                    used += 1;
+                    used - 1
+                }
+                None => return false,
+            };
+            let held = &mut slots[at].1;
+            held.keys = held.keys.saturating_add(1);
+            held.bytes = held.bytes.saturating_add(held_bytes(&item.entry));
+        }
+        slots[..used].iter().all(|(_, held)| quota.allows(*held))
+    }
+
+    /// The exact projection behind [`WriterUsage::over_quota`].
+    fn exactly_over<'a>(
         &self,
         quota: Quota,
         incoming: impl Iterator<Item = &'a Stored>,
