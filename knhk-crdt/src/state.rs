@@ -733,7 +733,10 @@ impl VersionedState {
 
     /// The writers that `incoming` (entries that would win) would take past their
     /// quota.
-    fn within_quota<'a>(&'a self, incoming: impl Iterator<Item = &'a Stored> + Clone) -> BTreeSet<AgentId> {
+    fn within_quota<'a>(
+        &'a self,
+        incoming: impl Iterator<Item = &'a Stored> + Clone,
+    ) -> BTreeSet<AgentId> {
         let quota = Quota {
             max_keys: self.config.max_keys_per_writer,
             max_bytes: self.config.max_bytes_per_writer,
