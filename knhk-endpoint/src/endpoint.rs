@@ -477,6 +477,18 @@ impl<S: EnvelopeSigner, V: SignatureVerifier + 'static> Endpoint<S, V> {
         self.outbox.stats
     }
 
+    /// The node's peer view as its concrete type `T` (read-only), or `None` if it is
+    /// not a `T`.
+    pub fn view<T: PeerView>(&self) -> Option<&T> {
+        (self.view.as_ref() as &dyn Any).downcast_ref::<T>()
+    }
+
+    /// The node's peer view as its concrete type `T` (for the application or a test to
+    /// change it; layers use [`Context::view_mut`]). Returns `None` if it is not a `T`.
+    pub fn view_mut<T: PeerView>(&mut self) -> Option<&mut T> {
+        (self.view.as_mut() as &mut dyn Any).downcast_mut::<T>()
+    }
+
     /// The node's peer view.
     pub fn peers(&self) -> &dyn PeerView {
         self.view.as_ref()
@@ -537,7 +549,7 @@ impl<S: EnvelopeSigner, V: SignatureVerifier + 'static> Endpoint<S, V> {
             scope: slot.scope,
             signer: &self.signer,
             validator: &mut self.validator,
-            view: self.view.as_ref(),
+            view: self.view.as_mut(),
             rng: &mut self.rng,
             outbox: &mut self.outbox,
         };

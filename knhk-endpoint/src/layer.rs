@@ -118,7 +118,7 @@ pub struct Context<'a, V> {
     pub(crate) scope: Scope,
     pub(crate) signer: &'a dyn EnvelopeSigner,
     pub(crate) validator: &'a mut ByzantineValidator<V>,
-    pub(crate) view: &'a dyn PeerView,
+    pub(crate) view: &'a mut (dyn PeerView + Send),
     pub(crate) rng: &'a mut ChaCha8Rng,
     pub(crate) outbox: &'a mut Outbox,
 }
@@ -157,6 +157,12 @@ impl<V: SignatureVerifier> Context<'_, V> {
     /// The node's peer view (to sample peers from, or to ask whether one is known).
     pub fn peers(&self) -> &dyn PeerView {
         self.view
+    }
+
+    /// The node's peer view as its concrete type `T`, to change it: for the one layer
+    /// that keeps the view (topology). Returns `None` if the view is not a `T`.
+    pub fn view_mut<T: PeerView>(&mut self) -> Option<&mut T> {
+        (self.view as &mut dyn std::any::Any).downcast_mut::<T>()
     }
 
     /// Appends up to `k` distinct peers from the node's view, chosen with the node's

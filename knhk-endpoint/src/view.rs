@@ -13,7 +13,11 @@ use knhk_types::AgentId;
 use rand::Rng;
 
 /// The peers a node may talk to and accepts frames from.
-pub trait PeerView {
+///
+/// A view is `Any`, so the layer that keeps it (topology: who is alive, their round
+/// trips) can reach its own concrete type through [`crate::Context::view_mut`], while
+/// every other layer only reads it through this trait.
+pub trait PeerView: std::any::Any {
     /// Appends up to `k` distinct peers (never ourselves), chosen uniformly at random
     /// with `rng`. Appends fewer when fewer are known; never fails.
     fn sample_into(&self, k: usize, rng: &mut dyn rand::RngCore, out: &mut Vec<AgentId>);
@@ -45,7 +49,7 @@ impl PeerView for PeerRegistry {
     }
 }
 
-impl<T: PeerView + ?Sized> PeerView for Arc<T> {
+impl<T: PeerView + ?Sized + Send + Sync> PeerView for Arc<T> {
     fn sample_into(&self, k: usize, rng: &mut dyn rand::RngCore, out: &mut Vec<AgentId>) {
         (**self).sample_into(k, rng, out);
     }

@@ -58,17 +58,21 @@ pub enum MessageKind {
     Ping = 5,
     /// Answer to a ping.
     Pong = 6,
+    /// Membership and failure detection (SWIM probes, acks, indirect probes and the
+    /// membership updates they carry).
+    Membership = 7,
 }
 
 impl MessageKind {
     /// Every kind, in wire order.
-    pub const ALL: [MessageKind; 6] = [
+    pub const ALL: [MessageKind; 7] = [
         Self::Direct,
         Self::GossipPush,
         Self::GossipPull,
         Self::GossipPullReply,
         Self::Ping,
         Self::Pong,
+        Self::Membership,
     ];
 
     /// The wire byte.

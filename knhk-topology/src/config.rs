@@ -1,0 +1,62 @@
+//! [`TopologyConfig`]: every knob of the failure detector, with memberlist's LAN
+//! defaults.
+
+use std::time::Duration;
+
+use crate::vivaldi::VivaldiConfig;
+
+/// Settings of a [`crate::SwimLayer`].
+#[derive(Clone, Debug)]
+pub struct TopologyConfig {
+    /// Time between two probes of this node (scaled by the local health multiplier).
+    /// Default 1 s.
+    pub probe_interval: Duration,
+    /// How long a direct ping waits for its ack before indirect probes start (scaled
+    /// by the local health multiplier). Default 500 ms.
+    pub probe_timeout: Duration,
+    /// Members asked to probe a target indirectly after a direct ping failed.
+    /// Default 3.
+    pub indirect_probes: usize,
+    /// Lifeguard's suspicion timeout, at least `min × max(1, log10 n) ×
+    /// probe_interval`. Default 4.
+    pub suspicion_min_multiplier: u32,
+    /// The suspicion timeout without confirmations is this many times the minimum.
+    /// Default 6.
+    pub suspicion_max_multiplier: u32,
+    /// Independent suspicions that bring the timeout down to its minimum. Default 3.
+    pub suspicion_confirmations: u32,
+    /// Highest local health score (the multiplier is the score + 1). Default 8.
+    pub max_local_health: u32,
+    /// Lifeguard's local health awareness, nacks and dynamic suspicion timeouts.
+    /// Default true; false is plain SWIM (for comparison runs).
+    pub lifeguard: bool,
+    /// Each update is piggybacked about `multiplier × log10(n + 1)` times (at least
+    /// once). Default 4.
+    pub retransmit_multiplier: u32,
+    /// Updates piggybacked on one message. Default 8.
+    pub max_piggyback: usize,
+    /// Indirect probes this node runs for others at once; more requests are declined.
+    /// Default 64.
+    pub max_indirect_pending: usize,
+    /// Vivaldi coordinate settings.
+    pub vivaldi: VivaldiConfig,
+}
+
+impl Default for TopologyConfig {
+    fn default() -> Self {
+        Self {
+            probe_interval: Duration::from_secs(1),
+            probe_timeout: Duration::from_millis(500),
+            indirect_probes: 3,
+            suspicion_min_multiplier: 4,
+            suspicion_max_multiplier: 6,
+            suspicion_confirmations: 3,
+            max_local_health: 8,
+            lifeguard: true,
+            retransmit_multiplier: 4,
+            max_piggyback: 8,
+            max_indirect_pending: 64,
+            vivaldi: VivaldiConfig::default(),
+        }
+    }
+}

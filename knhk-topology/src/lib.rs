@@ -1,0 +1,31 @@
+//! Topology of the KNHK mesh: who is a member, who is alive, how far away each member
+//! is. Roadmap phase 3, first part.
+//!
+//! - [`Membership`]: the node's peer view (the endpoint's [`knhk_endpoint::PeerView`]):
+//!   members with their state (alive, suspect, dead), incarnation, round trips and
+//!   Vivaldi coordinate.
+//! - [`SwimLayer`]: SWIM failure detection with Lifeguard (local health, nacks,
+//!   suspicion timeouts that shrink with independent confirmations, buddy system), as a
+//!   sans-IO layer under the node endpoint; it keeps the [`Membership`].
+//! - [`Coordinate`]: Vivaldi coordinates with height; [`RttEstimate`]: smoothed and
+//!   minimum round trips; [`health`]: Lifeguard's maths.
+//!
+//! No clock reads, sockets or tasks: time comes from the endpoint, timers are relative,
+//! randomness is the node's seeded RNG, so the simulator runs this same code.
+
+pub mod health;
+
+mod config;
+mod dissemination;
+mod membership;
+mod message;
+mod rtt;
+mod swim;
+mod vivaldi;
+
+pub use config::TopologyConfig;
+pub use membership::{Applied, Member, MemberState, Membership};
+pub use message::{Claim, MAX_UPDATES_PER_MESSAGE, SwimMessage, Update};
+pub use rtt::RttEstimate;
+pub use swim::{MemberChanged, SwimLayer, SwimStats};
+pub use vivaldi::{Coordinate, DIMENSIONS, VivaldiConfig};

@@ -1,0 +1,686 @@
+//! [`SwimLayer`]: SWIM failure detection (Das et al., 2002) with Lifeguard's local
+//! health awareness, nacks, dynamic suspicion timeouts and buddy system (Dadgar et
+//! al., 2018), as a layer under the node endpoint. It keeps the node's peer view, a
+//! [`Membership`], through [`Context::view_mut`], and measures round trips and Vivaldi
+//! coordinates on its probes.
+//!
+//! Each probe period (scaled by the local health multiplier) the node pings the next
+//! member of a shuffled round-robin order. No ack within the probe timeout: it asks
+//! `indirect_probes` others to ping the target for it; they answer with an indirect
+//! ack, or a nack when the target stayed silent. No ack by the end of the period: the
+//! target is suspected, and declared dead after the suspicion timeout unless it
+//! refutes (a higher incarnation). Membership updates ride on every message.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use knhk_endpoint::{Context, Layer};
+use knhk_security::{RejectReason, SignatureVerifier};
+use knhk_types::{AgentId, MessageKind, UnixMillis};
+use rand::seq::SliceRandom;
+
+use crate::config::TopologyConfig;
+use crate::dissemination::Dissemination;
+use crate::health::{LocalHealth, suspicion_timeout};
+use crate::membership::{Applied, MemberState, Membership};
+use crate::message::{Claim, MAX_UPDATES_PER_MESSAGE, SwimMessage, Update};
+use crate::vivaldi::Coordinate;
+
+/// Timer kinds, in the top byte of a token; the rest is a sequence or an id.
+const TICK: u64 = 1 << 56;
+const PROBE_TIMEOUT: u64 = 2 << 56;
+const RELAY_TIMEOUT: u64 = 3 << 56;
+const SUSPICION: u64 = 4 << 56;
+const LOW: u64 = (1 << 56) - 1;
+
+/// What the failure detector tells the application: a member's state changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemberChanged {
+    /// The member.
+    pub member: AgentId,
+    /// Its state before.
+    pub from: MemberState,
+    /// Its state now.
+    pub to: MemberState,
+    /// Its incarnation now.
+    pub incarnation: u64,
+}
+
+/// Counters of a [`SwimLayer`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SwimStats {
+    /// Direct pings sent for our own probes.
+    pub probes_sent: u64,
+    /// Our probes answered (directly or through another member).
+    pub probes_answered: u64,
+    /// Indirect probe requests sent.
+    pub indirect_requests_sent: u64,
+    /// Nacks received (a helper is alive, the target did not answer it).
+    pub nacks_received: u64,
+    /// Members this node suspected itself.
+    pub suspicions_raised: u64,
+    /// Members this node declared dead itself.
+    pub deaths_declared: u64,
+    /// Suspicions of this node that it refuted.
+    pub refutations: u64,
+    /// Indirect probe requests declined (too many in flight, or unknown target).
+    pub relays_declined: u64,
+    /// Messages refused as undecodable or oversized (charged).
+    pub messages_refused: u64,
+    /// Calls made while the endpoint's view was not a [`Membership`] (nothing done).
+    pub without_membership: u64,
+}
+
+/// Our probe in progress.
+#[derive(Clone, Copy, Debug)]
+struct Probe {
+    seq: u64,
+    target: AgentId,
+    sent_at: UnixMillis,
+    answered: bool,
+    nacks: u32,
+    expected_nacks: u32,
+}
+
+/// A ping we sent for another member's indirect probe.
+#[derive(Clone, Copy, Debug)]
+struct Relay {
+    requester: AgentId,
+    their_seq: u64,
+    target: AgentId,
+}
+
+/// A member we believe suspect.
+#[derive(Clone, Debug)]
+struct Suspicion {
+    incarnation: u64,
+    started: UnixMillis,
+    /// Distinct accusers (the first included), at most `suspicion_confirmations + 1`.
+    accusers: Vec<AgentId>,
+    token: u64,
+}
+
+/// SWIM with Lifeguard (see the module docs). The endpoint's view must be a
+/// [`Membership`]; with any other view the layer does nothing but count
+/// ([`SwimStats::without_membership`]).
+#[derive(Debug)]
+pub struct SwimLayer {
+    config: TopologyConfig,
+    incarnation: u64,
+    health: LocalHealth,
+    coordinate: Coordinate,
+    seq: u64,
+    generation: u64,
+    probe: Option<Probe>,
+    relays: HashMap<u64, Relay>,
+    suspicions: HashMap<AgentId, Suspicion>,
+    suspicion_tokens: HashMap<u64, AgentId>,
+    next_suspicion: u64,
+    dissemination: Dissemination,
+    order: Vec<AgentId>,
+    order_at: usize,
+    stats: SwimStats,
+}
+
+const KINDS: &[MessageKind] = &[MessageKind::Membership];
+
+impl SwimLayer {
+    /// A failure detector with `config`.
+    pub fn new(config: TopologyConfig) -> Self {
+        let max_health = if config.lifeguard {
+            config.max_local_health
+        } else {
+            0
+        };
+        Self {
+            health: LocalHealth::new(max_health),
+            coordinate: Coordinate::origin(&config.vivaldi),
+            config,
+            incarnation: 0,
+            seq: 0,
+            generation: 0,
+            probe: None,
+            relays: HashMap::new(),
+            suspicions: HashMap::new(),
+            suspicion_tokens: HashMap::new(),
+            next_suspicion: 0,
+            dissemination: Dissemination::default(),
+            order: Vec::new(),
+            order_at: 0,
+            stats: SwimStats::default(),
+        }
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> SwimStats {
+        self.stats
+    }
+
+    /// This node's incarnation (raised each time it refutes a suspicion).
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation
+    }
+
+    /// Lifeguard's local health score (0: healthy).
+    pub fn local_health(&self) -> u32 {
+        self.health.score()
+    }
+
+    /// This node's Vivaldi coordinate.
+    pub fn coordinate(&self) -> Coordinate {
+        self.coordinate
+    }
+
+    /// How many times each update is piggybacked among `members` (SWIM's λ log n).
+    fn retransmit_limit(&self, members: usize) -> u32 {
+        let scale = ((members + 1) as f64).log10().ceil().max(1.0);
+        (f64::from(self.config.retransmit_multiplier) * scale) as u32
+    }
+
+    fn send<V: SignatureVerifier>(
+        &mut self,
+        ctx: &mut Context<'_, V>,
+        to: AgentId,
+        message: impl FnOnce(Vec<Update>) -> SwimMessage,
+    ) {
+        let members = ctx.peers().len();
+        let limit = self.retransmit_limit(members);
+        let updates = self
+            .dissemination
+            .take(self.config.max_piggyback, limit, &to);
+        let message = message(updates);
+        // Serializing this message into a Vec cannot fail.
+        let payload = postcard::to_allocvec(&message).unwrap_or_default();
+        ctx.send(to, MessageKind::Membership, &payload);
+    }
+
+    fn tick<V: SignatureVerifier>(&mut self, ctx: &mut Context<'_, V>) {
+        self.conclude_probe(ctx);
+        let interval = self.health.scale(self.config.probe_interval);
+        ctx.set_timer(interval, TICK | (self.generation & LOW));
+        let Some(target) = self.next_target(ctx) else {
+            return;
+        };
+        self.seq += 1;
+        let seq = self.seq;
+        self.probe = Some(Probe {
+            seq,
+            target,
+            sent_at: ctx.now(),
+            answered: false,
+            nacks: 0,
+            expected_nacks: 0,
+        });
+        self.stats.probes_sent += 1;
+        let coordinate = self.coordinate;
+        self.send(ctx, target, |updates| SwimMessage::Ping {
+            seq,
+            coordinate,
+            updates,
+        });
+        let timeout = self.health.scale(self.config.probe_timeout);
+        ctx.set_timer(timeout, PROBE_TIMEOUT | (seq & LOW));
+    }
+
+    /// The next member to probe: round robin over a shuffled order of the members not
+    /// dead, reshuffled after each pass (SWIM's bounded detection time).
+    fn next_target<V: SignatureVerifier>(&mut self, ctx: &mut Context<'_, V>) -> Option<AgentId> {
+        for _ in 0..2 {
+            while self.order_at < self.order.len() {
+                let candidate = self.order[self.order_at];
+                self.order_at += 1;
+                let alive = ctx
+                    .view_mut::<Membership>()
+                    .and_then(|view| view.get(&candidate).map(|m| m.state != MemberState::Dead));
+                if alive == Some(true) {
+                    return Some(candidate);
+                }
+            }
+            let mut order: Vec<AgentId> = match ctx.view_mut::<Membership>() {
+                Some(view) => view
+                    .members()
+                    .iter()
+                    .filter(|m| m.state != MemberState::Dead)
+                    .map(|m| m.id)
+                    .collect(),
+                None => {
+                    self.stats.without_membership += 1;
+                    return None;
+                }
+            };
+            order.shuffle(ctx.rng());
+            self.order = order;
+            self.order_at = 0;
+        }
+        None
+    }
+
+    /// The probe period ended: an unanswered target is suspected, and (Lifeguard) our
+    /// own health pays for every helper that did not even nack.
+    fn conclude_probe<V: SignatureVerifier>(&mut self, ctx: &mut Context<'_, V>) {
+        let Some(probe) = self.probe.take() else {
+            return;
+        };
+        if probe.answered {
+            return;
+        }
+        if self.config.lifeguard {
+            let missed = if probe.expected_nacks > 0 {
+                probe.expected_nacks.saturating_sub(probe.nacks)
+            } else {
+                1
+            };
+            for _ in 0..missed {
+                self.health.worse();
+            }
+        }
+        let incarnation = ctx
+            .view_mut::<Membership>()
+            .and_then(|view| view.get(&probe.target).map(|m| m.incarnation));
+        if let Some(incarnation) = incarnation {
+            self.stats.suspicions_raised += 1;
+            let me = ctx.id();
+            self.learn(
+                ctx,
+                Update {
+                    member: probe.target,
+                    incarnation,
+                    claim: Claim::Suspect,
+                    by: me,
+                },
+            );
+        }
+    }
+
+    /// The direct ping went unanswered: ask others to try.
+    fn probe_timed_out<V: SignatureVerifier>(&mut self, ctx: &mut Context<'_, V>, seq: u64) {
+        let Some(probe) = self.probe.filter(|p| p.seq & LOW == seq && !p.answered) else {
+            return;
+        };
+        let mut helpers = Vec::new();
+        ctx.sample_peers(self.config.indirect_probes + 1, &mut helpers);
+        helpers.retain(|helper| *helper != probe.target);
+        helpers.truncate(self.config.indirect_probes);
+        for helper in &helpers {
+            self.stats.indirect_requests_sent += 1;
+            let (seq, target) = (probe.seq, probe.target);
+            self.send(ctx, *helper, |updates| SwimMessage::PingReq {
+                seq,
+                target,
+                updates,
+            });
+        }
+        if let Some(probe) = &mut self.probe {
+            probe.expected_nacks = u32::try_from(helpers.len()).unwrap_or(u32::MAX);
+        }
+    }
+
+    fn answered<V: SignatureVerifier>(
+        &mut self,
+        ctx: &mut Context<'_, V>,
+        seq: u64,
+        from: AgentId,
+        coordinate: Option<Coordinate>,
+    ) -> bool {
+        let Some(probe) = self.probe.as_mut().filter(|p| p.seq == seq && !p.answered) else {
+            return false;
+        };
+        probe.answered = true;
+        self.stats.probes_answered += 1;
+        self.health.better();
+        let probe = *probe;
+        if let Some(their) = coordinate
+            && from == probe.target
+        {
+            let rtt = Duration::from_millis(ctx.now().0.saturating_sub(probe.sent_at.0));
+            let seconds = rtt.as_secs_f64();
+            let vivaldi = self.config.vivaldi;
+            self.coordinate.update(&vivaldi, &their, seconds);
+            if let Some(member) = ctx
+                .view_mut::<Membership>()
+                .and_then(|view| view.get_mut(&from))
+            {
+                member.rtt.record(rtt);
+                if their.is_valid() {
+                    member.coordinate = Some(their);
+                }
+            }
+        }
+        true
+    }
+
+    /// Applies one update and carries out what follows from it.
+    fn learn<V: SignatureVerifier>(&mut self, ctx: &mut Context<'_, V>, update: Update) {
+        let (now, incarnation) = (ctx.now(), self.incarnation);
+        let Some(view) = ctx.view_mut::<Membership>() else {
+            self.stats.without_membership += 1;
+            return;
+        };
+        let applied = view.apply(&update, now, incarnation);
+        let state = view.get(&update.member).map(|m| (m.state, m.incarnation));
+        match applied {
+            Applied::Ignored => {}
+            Applied::AboutMe => self.refute(ctx, update.incarnation),
+            Applied::Confirmed => self.confirm(ctx, update),
+            Applied::Changed { from } => {
+                self.dissemination.push(update);
+                let Some((to, incarnation)) = state else {
+                    return;
+                };
+                if to == MemberState::Suspect {
+                    self.suspect(ctx, update.member, incarnation, update.by);
+                } else {
+                    self.forget_suspicion(&update.member);
+                }
+                if to != from {
+                    ctx.emit(MemberChanged {
+                        member: update.member,
+                        from,
+                        to,
+                        incarnation,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Someone accuses us at our incarnation (or later): come back at a higher one.
+    fn refute<V: SignatureVerifier>(&mut self, ctx: &mut Context<'_, V>, accused_at: u64) {
+        self.incarnation = accused_at.saturating_add(1).max(self.incarnation);
+        self.stats.refutations += 1;
+        if self.config.lifeguard {
+            self.health.worse();
+        }
+        let me = ctx.id();
+        self.dissemination.push(Update {
+            member: me,
+            incarnation: self.incarnation,
+            claim: Claim::Alive,
+            by: me,
+        });
+    }
+
+    fn suspect<V: SignatureVerifier>(
+        &mut self,
+        ctx: &mut Context<'_, V>,
+        member: AgentId,
+        incarnation: u64,
+        by: AgentId,
+    ) {
+        self.forget_suspicion(&member);
+        self.next_suspicion += 1;
+        let token = self.next_suspicion & LOW;
+        self.suspicion_tokens.insert(token, member);
+        self.suspicions.insert(
+            member,
+            Suspicion {
+                incarnation,
+                started: ctx.now(),
+                accusers: vec![by],
+                token,
+            },
+        );
+        let timeout = self.suspicion_timeout(ctx, 0);
+        ctx.set_timer(timeout, SUSPICION | token);
+    }
+
+    /// Another accuser suspects the same member at the same incarnation: with
+    /// Lifeguard, the timeout shrinks; the timer already set finds the earlier
+    /// deadline when it fires, so a sooner one is set.
+    fn confirm<V: SignatureVerifier>(&mut self, ctx: &mut Context<'_, V>, update: Update) {
+        if !self.config.lifeguard {
+            return;
+        }
+        let cap = self.config.suspicion_confirmations as usize + 1;
+        let Some(suspicion) = self.suspicions.get_mut(&update.member) else {
+            return;
+        };
+        if suspicion.incarnation != update.incarnation
+            || suspicion.accusers.contains(&update.by)
+            || suspicion.accusers.len() >= cap
+        {
+            return;
+        }
+        suspicion.accusers.push(update.by);
+        let (started, token) = (suspicion.started, suspicion.token);
+        let confirmations = u32::try_from(suspicion.accusers.len() - 1).unwrap_or(u32::MAX);
+        self.dissemination.push(update);
+        let deadline = started.0 + millis(self.suspicion_timeout(ctx, confirmations));
+        let after = Duration::from_millis(deadline.saturating_sub(ctx.now().0));
+        ctx.set_timer(after, SUSPICION | token);
+    }
+
+    fn suspicion_timeout<V: SignatureVerifier>(
+        &self,
+        ctx: &Context<'_, V>,
+        confirmations: u32,
+    ) -> Duration {
+        let members = ctx.peers().len() + 1;
+        let (max, expected) = if self.config.lifeguard {
+            (
+                self.config.suspicion_max_multiplier,
+                self.config.suspicion_confirmations,
+            )
+        } else {
+            (1, 0)
+        };
+        suspicion_timeout(
+            members,
+            self.config.probe_interval,
+            self.config.suspicion_min_multiplier,
+            max,
+            expected,
+            confirmations,
+        )
+    }
+
+    fn forget_suspicion(&mut self, member: &AgentId) {
+        if let Some(suspicion) = self.suspicions.remove(member) {
+            self.suspicion_tokens.remove(&suspicion.token);
+        }
+    }
+
+    /// A suspicion timer fired: dead if still suspect at the same incarnation and the
+    /// (possibly shortened) timeout has passed; otherwise wait for the rest.
+    fn suspicion_fired<V: SignatureVerifier>(&mut self, ctx: &mut Context<'_, V>, token: u64) {
+        let Some(member) = self.suspicion_tokens.get(&token).copied() else {
+            return;
+        };
+        let Some(suspicion) = self.suspicions.get(&member) else {
+            return;
+        };
+        let confirmations =
+            u32::try_from(suspicion.accusers.len().saturating_sub(1)).unwrap_or(u32::MAX);
+        let deadline = suspicion.started.0 + millis(self.suspicion_timeout(ctx, confirmations));
+        let incarnation = suspicion.incarnation;
+        let now = ctx.now().0;
+        if now < deadline {
+            ctx.set_timer(Duration::from_millis(deadline - now), SUSPICION | token);
+            return;
+        }
+        self.forget_suspicion(&member);
+        self.stats.deaths_declared += 1;
+        let me = ctx.id();
+        self.learn(
+            ctx,
+            Update {
+                member,
+                incarnation,
+                claim: Claim::Dead,
+                by: me,
+            },
+        );
+    }
+
+    fn on_message<V: SignatureVerifier>(
+        &mut self,
+        ctx: &mut Context<'_, V>,
+        from: AgentId,
+        message: SwimMessage,
+    ) {
+        for update in message.updates() {
+            self.learn(ctx, *update);
+        }
+        match message {
+            SwimMessage::Ping {
+                seq, coordinate, ..
+            } => {
+                if coordinate.is_valid()
+                    && let Some(member) =
+                        ctx.view_mut::<Membership>().and_then(|v| v.get_mut(&from))
+                {
+                    member.coordinate = Some(coordinate);
+                }
+                let ours = self.coordinate;
+                self.send(ctx, from, |updates| SwimMessage::Ack {
+                    seq,
+                    coordinate: ours,
+                    updates,
+                });
+            }
+            SwimMessage::Ack {
+                seq, coordinate, ..
+            } => {
+                if !self.answered(ctx, seq, from, Some(coordinate)) {
+                    self.relay_answered(ctx, seq, from);
+                }
+            }
+            SwimMessage::PingReq { seq, target, .. } => self.relay(ctx, from, seq, target),
+            SwimMessage::IndirectAck { seq, target, .. } => {
+                if self.probe.is_some_and(|p| p.target == target) {
+                    self.answered(ctx, seq, from, None);
+                }
+            }
+            SwimMessage::Nack { seq, target, .. } => {
+                if let Some(probe) = self
+                    .probe
+                    .as_mut()
+                    .filter(|p| p.seq == seq && p.target == target)
+                {
+                    probe.nacks += 1;
+                    self.stats.nacks_received += 1;
+                }
+            }
+        }
+    }
+
+    /// Pings `target` for `requester`'s indirect probe.
+    fn relay<V: SignatureVerifier>(
+        &mut self,
+        ctx: &mut Context<'_, V>,
+        requester: AgentId,
+        their_seq: u64,
+        target: AgentId,
+    ) {
+        let known = ctx.peers().contains(&target) && target != ctx.id();
+        if !known || self.relays.len() >= self.config.max_indirect_pending {
+            self.stats.relays_declined += 1;
+            return;
+        }
+        self.seq += 1;
+        let seq = self.seq;
+        self.relays.insert(
+            seq,
+            Relay {
+                requester,
+                their_seq,
+                target,
+            },
+        );
+        let coordinate = self.coordinate;
+        self.send(ctx, target, |updates| SwimMessage::Ping {
+            seq,
+            coordinate,
+            updates,
+        });
+        ctx.set_timer(self.config.probe_timeout, RELAY_TIMEOUT | (seq & LOW));
+    }
+
+    fn relay_answered<V: SignatureVerifier>(
+        &mut self,
+        ctx: &mut Context<'_, V>,
+        seq: u64,
+        from: AgentId,
+    ) {
+        let Some(relay) = self.relays.get(&seq).copied().filter(|r| r.target == from) else {
+            return;
+        };
+        self.relays.remove(&seq);
+        let (their_seq, target) = (relay.their_seq, relay.target);
+        self.send(ctx, relay.requester, |updates| SwimMessage::IndirectAck {
+            seq: their_seq,
+            target,
+            updates,
+        });
+    }
+
+    fn relay_timed_out<V: SignatureVerifier>(&mut self, ctx: &mut Context<'_, V>, seq: u64) {
+        let Some(relay) = self.relays.remove(&seq) else {
+            return;
+        };
+        if self.config.lifeguard {
+            let (their_seq, target) = (relay.their_seq, relay.target);
+            self.send(ctx, relay.requester, |updates| SwimMessage::Nack {
+                seq: their_seq,
+                target,
+                updates,
+            });
+        }
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl<V: SignatureVerifier> Layer<V> for SwimLayer {
+    fn kinds(&self) -> &'static [MessageKind] {
+        KINDS
+    }
+
+    fn start(&mut self, ctx: &mut Context<'_, V>) {
+        self.generation += 1;
+        self.probe = None;
+        // A random point of the first period, so nodes started together do not probe
+        // in lock step.
+        let period = millis(self.config.probe_interval).max(1);
+        let first = rand::Rng::random_range(ctx.rng(), 0..period);
+        ctx.set_timer(Duration::from_millis(first), TICK | (self.generation & LOW));
+    }
+
+    fn handle_message(
+        &mut self,
+        ctx: &mut Context<'_, V>,
+        from: AgentId,
+        _kind: MessageKind,
+        payload: &[u8],
+    ) {
+        let message = match postcard::from_bytes::<SwimMessage>(payload) {
+            Ok(message) if message.updates().len() <= MAX_UPDATES_PER_MESSAGE => message,
+            _ => {
+                self.stats.messages_refused += 1;
+                ctx.charge(from, RejectReason::BadPayload);
+                return;
+            }
+        };
+        self.on_message(ctx, from, message);
+    }
+
+    fn handle_timer(&mut self, ctx: &mut Context<'_, V>, token: u64) {
+        let low = token & LOW;
+        match token & !LOW {
+            TICK if low == self.generation & LOW => self.tick(ctx),
+            PROBE_TIMEOUT => self.probe_timed_out(ctx, low),
+            RELAY_TIMEOUT => self.relay_timed_out(ctx, low),
+            SUSPICION => self.suspicion_fired(ctx, low),
+            _ => {}
+        }
+    }
+
+    fn approx_memory_bytes(&self) -> usize {
+        self.order.capacity() * 32
+            + self.relays.len() * 96
+            + self.suspicions.len() * 160
+            + self.dissemination.len() * 96
+    }
+}
