@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use knhk_crdt::{CrdtError, Hash};
+use knhk_crdt::Hash;
 use knhk_endpoint::harness::{Harness, Links, VIRTUAL_START};
 use knhk_endpoint::{Endpoint, EndpointConfig, LayerHandle, MemberList, StaticView};
 use knhk_gossip::{GossipConfig, GossipLayer};
@@ -305,7 +305,12 @@ impl Simulator {
     /// A local write on node `i` now.
     ///
     /// Errors: as [`GossipLayer::put`].
-    pub fn put(&mut self, i: usize, key: &str, value: Vec<u8>) -> Result<(), CrdtError> {
+    pub fn put(
+        &mut self,
+        i: usize,
+        key: &str,
+        value: Vec<u8>,
+    ) -> Result<(), knhk_gossip::GossipError> {
         let handle = self.gossip[i];
         match self
             .harness

@@ -57,4 +57,4 @@ pub use endpoint::{Endpoint, EndpointConfig, EndpointStats, Event, Output, Timer
 pub use error::EndpointError;
 pub use knhk_security::ReceivedFrame;
 pub use layer::{Context, Layer, LayerHandle, LayerId};
-pub use view::{MemberList, PeerView, StaticView};
+pub use view::{MemberList, PeerView, Reachability, StaticView};

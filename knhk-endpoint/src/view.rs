@@ -29,6 +29,40 @@ pub trait PeerView: std::any::Any {
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// How many of the members (ourselves included) this node can reach now, as its
+    /// failure detector believes. Default: every member (a static view knows no
+    /// failures). Layers that must not act in a minority partition (writes) check
+    /// [`Reachability::has_quorum`].
+    fn reachability(&self) -> Reachability {
+        let members = self.len() + 1;
+        Reachability {
+            reachable: members,
+            members,
+        }
+    }
+}
+
+/// Members this node can reach, and members it counts, ourselves included.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reachability {
+    /// Members believed reachable (alive), ourselves included.
+    pub reachable: usize,
+    /// Members counted (ourselves included).
+    pub members: usize,
+}
+
+impl Reachability {
+    /// Members needed for a quorum: a strict majority of those counted.
+    pub fn required(&self) -> usize {
+        self.members / 2 + 1
+    }
+
+    /// True if this node reaches a strict majority of the members it counts: it is not
+    /// in a minority partition.
+    pub fn has_quorum(&self) -> bool {
+        self.reachable >= self.required()
+    }
 }
 
 impl PeerView for PeerRegistry {
@@ -60,6 +94,10 @@ impl<T: PeerView + ?Sized + Send + Sync> PeerView for Arc<T> {
 
     fn len(&self) -> usize {
         (**self).len()
+    }
+
+    fn reachability(&self) -> Reachability {
+        (**self).reachability()
     }
 }
 

@@ -22,6 +22,16 @@ pub enum GossipError {
     /// The node key could not be made or loaded.
     #[error(transparent)]
     Key(#[from] knhk_security::KeyError),
+    /// This node reaches too few members (it is in a minority partition, as its
+    /// failure detector believes): local writes are refused until it reaches a quorum
+    /// again; reads keep working, and anti-entropy reconciles after the heal.
+    #[error("read-only: this node reaches {reachable} members, {required} needed for a quorum")]
+    ReadOnly {
+        /// Members reachable, ourselves included.
+        reachable: usize,
+        /// Members needed.
+        required: usize,
+    },
     /// The mesh has been shut down.
     #[error("the mesh is shut down")]
     ShutDown,

@@ -18,6 +18,7 @@ use knhk_types::{AgentId, MessageKind, VersionPage};
 use rand::Rng;
 
 use crate::config::GossipConfig;
+use crate::error::GossipError;
 use crate::message::GossipMessage;
 use anti_entropy::{DiffSession, DiffSessions};
 use convergence::Convergence;
@@ -239,13 +240,16 @@ impl GossipLayer {
     /// `forward_news` is on, the default) sends it to `fanout` peers at once; with
     /// forwarding off, the rounds spread it (textbook push-pull).
     ///
-    /// Errors: [`CrdtError`] size and capacity limits; nothing is sent then.
+    /// Errors: [`GossipError::ReadOnly`] while the node's view says it reaches no quorum
+    /// of its members (a minority partition); [`GossipError::State`] for the state's
+    /// size, capacity and quota limits. Nothing is written or sent then.
     pub fn put<V: SignatureVerifier>(
         &mut self,
         ctx: &mut Context<'_, V>,
         key: &str,
         value: Vec<u8>,
-    ) -> Result<(), CrdtError> {
+    ) -> Result<(), GossipError> {
+        writable(ctx)?;
         self.state.observe_time(ctx.now());
         let entry = self.state.put(&ctx.signer(), key, value)?;
         self.announce(ctx, entry);
@@ -259,7 +263,8 @@ impl GossipLayer {
         &mut self,
         ctx: &mut Context<'_, V>,
         key: &str,
-    ) -> Result<(), CrdtError> {
+    ) -> Result<(), GossipError> {
+        writable(ctx)?;
         self.state.observe_time(ctx.now());
         let entry = self.state.delete(&ctx.signer(), key)?;
         self.announce(ctx, entry);
@@ -1008,5 +1013,18 @@ impl<V: SignatureVerifier + 'static> Layer<V> for GossipLayer {
             + self.catch_up_served.capacity() * 48
             + self.reply_bytes.capacity() * 48
             + self.verifications.capacity() * 48
+    }
+}
+
+/// Ok unless the node's view says it reaches no quorum of its members.
+fn writable<V: SignatureVerifier>(ctx: &Context<'_, V>) -> Result<(), GossipError> {
+    let reach = ctx.peers().reachability();
+    if reach.has_quorum() {
+        Ok(())
+    } else {
+        Err(GossipError::ReadOnly {
+            reachable: reach.reachable,
+            required: reach.required(),
+        })
     }
 }

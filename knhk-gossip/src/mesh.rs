@@ -417,7 +417,6 @@ impl Mesh {
                 })
         })
         .await??
-        .map_err(GossipError::from)
     }
 
     async fn on_node<R: Send + 'static>(

@@ -15,10 +15,10 @@
 //! let converged_at = cluster.run_until_converged(10_000).expect("converges within 10 s");
 //! assert!(cluster.all_nodes().all(|i| cluster.gossip(i).get("greeting") == Some(&b"hello"[..])));
 //! # let _ = converged_at;
-//! # Ok::<(), knhk_crdt::CrdtError>(())
+//! # Ok::<(), knhk_gossip::GossipError>(())
 //! ```
 
-use knhk_crdt::{CrdtError, Delta, Hash, SignedEntry, WriterRange};
+use knhk_crdt::{Delta, Hash, SignedEntry, WriterRange};
 use knhk_endpoint::harness::{FixedLatency, Harness, Traffic, VIRTUAL_START};
 use knhk_endpoint::{Endpoint, EndpointConfig, Event, LayerHandle, MemberList, StaticView};
 use knhk_security::{Ed25519Verifier, NodeKey, RejectReason, ValidatorConfig};
@@ -326,7 +326,7 @@ impl Cluster {
     /// A local write on node `i`, at the current virtual time.
     ///
     /// Errors: as [`GossipLayer::put`].
-    pub fn put(&mut self, i: usize, key: &str, value: Vec<u8>) -> Result<(), CrdtError> {
+    pub fn put(&mut self, i: usize, key: &str, value: Vec<u8>) -> Result<(), crate::GossipError> {
         let handle = self.gossip[i];
         self.harness
             .call(i, handle, |gossip, ctx| gossip.put(ctx, key, value))

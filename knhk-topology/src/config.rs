@@ -38,6 +38,10 @@ pub struct TopologyConfig {
     /// Indirect probes this node runs for others at once; more requests are declined.
     /// Default 64.
     pub max_indirect_pending: usize,
+    /// Every this many probe periods, the probe goes to a random member believed dead
+    /// (if any), so the sides of a healed partition find each other again (a member
+    /// wrongly buried hears of it and refutes). 0: never. Default 10.
+    pub dead_probe_every: u64,
     /// Vivaldi coordinate settings.
     pub vivaldi: VivaldiConfig,
 }
@@ -56,6 +60,7 @@ impl Default for TopologyConfig {
             retransmit_multiplier: 4,
             max_piggyback: 8,
             max_indirect_pending: 64,
+            dead_probe_every: 10,
             vivaldi: VivaldiConfig::default(),
         }
     }

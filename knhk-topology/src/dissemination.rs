@@ -35,8 +35,16 @@ impl Dissemination {
     /// Up to `max` updates for the next message to `receiver`: any about the receiver
     /// first (Lifeguard's buddy system: a suspected member hears of it on the next
     /// probe it gets, and refutes at once), then least-sent first, newest first among
-    /// equals. Each is counted as sent once more, and dropped after `limit` sends.
-    pub(crate) fn take(&mut self, max: usize, limit: u32, receiver: &AgentId) -> Vec<Update> {
+    /// equals. With `count`, each is counted as sent once more, and dropped after
+    /// `limit` sends; without (a receiver we do not believe alive, whose copy is likely
+    /// lost), nothing is used up.
+    pub(crate) fn take(
+        &mut self,
+        max: usize,
+        limit: u32,
+        receiver: &AgentId,
+        count: bool,
+    ) -> Vec<Update> {
         let mut order: Vec<usize> = (0..self.queue.len()).collect();
         order.sort_by_key(|at| {
             let queued = &self.queue[*at];
@@ -48,6 +56,9 @@ impl Dissemination {
         });
         order.truncate(max);
         let updates = order.iter().map(|at| self.queue[*at].update).collect();
+        if !count {
+            return updates;
+        }
         for at in order {
             self.queue[at].sends += 1;
         }
@@ -79,10 +90,10 @@ mod tests {
         queue.push(update(2, 0));
         queue.push(update(1, 1)); // replaces member 1's older update
         assert_eq!(queue.len(), 2);
-        let first = queue.take(1, 2, &nobody);
+        let first = queue.take(1, 2, &nobody, true);
         assert_eq!(first, vec![update(1, 1)], "newest first among equals");
-        assert_eq!(queue.take(1, 2, &nobody), vec![update(2, 0)]);
-        assert_eq!(queue.take(5, 2, &nobody).len(), 2);
+        assert_eq!(queue.take(1, 2, &nobody, true), vec![update(2, 0)]);
+        assert_eq!(queue.take(5, 2, &nobody, true).len(), 2);
         assert_eq!(queue.len(), 0, "both sent twice: done");
     }
 
@@ -92,6 +103,6 @@ mod tests {
         queue.push(update(1, 0));
         queue.push(update(2, 0));
         let about = AgentId::from_bytes([1; 32]);
-        assert_eq!(queue.take(1, 3, &about), vec![update(1, 0)]);
+        assert_eq!(queue.take(1, 3, &about, true), vec![update(1, 0)]);
     }
 }

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use knhk_endpoint::PeerView;
+use knhk_endpoint::{PeerView, Reachability};
 use knhk_types::{AgentId, UnixMillis};
 use rand::Rng;
 
@@ -53,7 +53,8 @@ pub enum Applied {
         /// The state before.
         from: MemberState,
     },
-    /// The update accuses this node: it must refute.
+    /// The update accuses this node (suspect or dead): at its incarnation or later it
+    /// must refute with a higher one; at an older one, it re-announces the current one.
     AboutMe,
 }
 
@@ -123,11 +124,12 @@ impl Membership {
     /// Applies `update` by SWIM's precedence (memberlist's rules): a higher incarnation
     /// wins; at one incarnation, suspect beats alive and dead beats both; a dead member
     /// returns only as alive at a higher incarnation. An update about this node that
-    /// suspects or buries it at our incarnation or later is [`Applied::AboutMe`].
-    pub fn apply(&mut self, update: &Update, now: UnixMillis, my_incarnation: u64) -> Applied {
+    /// suspects or buries it is [`Applied::AboutMe`] (the caller compares incarnations
+    /// to refute or only re-announce).
+    pub fn apply(&mut self, update: &Update, now: UnixMillis) -> Applied {
         if update.member == self.me {
             let accuses = matches!(update.claim, Claim::Suspect | Claim::Dead);
-            return if accuses && update.incarnation >= my_incarnation {
+            return if accuses {
                 Applied::AboutMe
             } else {
                 Applied::Ignored
@@ -206,6 +208,17 @@ impl PeerView for Membership {
     fn len(&self) -> usize {
         self.not_dead
     }
+
+    /// Reachable: this node and the members believed alive (a suspect is not, until it
+    /// answers or refutes); counted: every member, dead ones included (the member set
+    /// is fixed until admission and graceful leave exist), so the side of a cut with
+    /// fewer than half the members finds itself without a quorum.
+    fn reachability(&self) -> Reachability {
+        Reachability {
+            reachable: self.count(MemberState::Alive) + 1,
+            members: self.members.len() + 1,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -233,33 +246,33 @@ mod tests {
     fn swim_precedence_by_incarnation_and_claim() {
         let mut view = Membership::new(id(0), [id(1), id(2)], NOW);
         assert_eq!(
-            view.apply(&update(1, 0, Claim::Alive), NOW, 0),
+            view.apply(&update(1, 0, Claim::Alive), NOW),
             Applied::Ignored
         );
         assert_eq!(
-            view.apply(&update(1, 0, Claim::Suspect), NOW, 0),
+            view.apply(&update(1, 0, Claim::Suspect), NOW),
             Applied::Changed {
                 from: MemberState::Alive
             }
         );
         assert_eq!(
-            view.apply(&update(1, 0, Claim::Suspect), NOW, 0),
+            view.apply(&update(1, 0, Claim::Suspect), NOW),
             Applied::Confirmed
         );
         // Alive at the same incarnation does not clear a suspicion; a higher one does.
         assert_eq!(
-            view.apply(&update(1, 0, Claim::Alive), NOW, 0),
+            view.apply(&update(1, 0, Claim::Alive), NOW),
             Applied::Ignored
         );
         assert_eq!(
-            view.apply(&update(1, 1, Claim::Alive), NOW, 0),
+            view.apply(&update(1, 1, Claim::Alive), NOW),
             Applied::Changed {
                 from: MemberState::Suspect
             }
         );
         // Dead beats alive at its incarnation; an old alive cannot revive it.
         assert_eq!(
-            view.apply(&update(1, 1, Claim::Dead), NOW, 0),
+            view.apply(&update(1, 1, Claim::Dead), NOW),
             Applied::Changed {
                 from: MemberState::Alive
             }
@@ -267,11 +280,11 @@ mod tests {
         assert_eq!(view.len(), 1);
         assert!(view.contains(&id(1)), "the dead are still known");
         assert_eq!(
-            view.apply(&update(1, 1, Claim::Alive), NOW, 0),
+            view.apply(&update(1, 1, Claim::Alive), NOW),
             Applied::Ignored
         );
         assert_eq!(
-            view.apply(&update(1, 2, Claim::Alive), NOW, 0),
+            view.apply(&update(1, 2, Claim::Alive), NOW),
             Applied::Changed {
                 from: MemberState::Dead
             }
@@ -279,32 +292,32 @@ mod tests {
         assert_eq!(view.len(), 2);
         // Unknown members and old news are ignored.
         assert_eq!(
-            view.apply(&update(7, 5, Claim::Alive), NOW, 0),
+            view.apply(&update(7, 5, Claim::Alive), NOW),
             Applied::Ignored
         );
         assert_eq!(
-            view.apply(&update(2, 0, Claim::Alive), NOW, 0),
+            view.apply(&update(2, 0, Claim::Alive), NOW),
             Applied::Ignored
         );
     }
 
     #[test]
-    fn accusations_of_me_at_my_incarnation_or_later_must_be_refuted() {
+    fn accusations_of_me_are_reported_whatever_their_incarnation() {
         let mut view = Membership::new(id(0), [id(1)], NOW);
         assert_eq!(
-            view.apply(&update(0, 3, Claim::Suspect), NOW, 3),
+            view.apply(&update(0, 3, Claim::Suspect), NOW),
             Applied::AboutMe
         );
         assert_eq!(
-            view.apply(&update(0, 4, Claim::Dead), NOW, 3),
+            view.apply(&update(0, 4, Claim::Dead), NOW),
             Applied::AboutMe
         );
         assert_eq!(
-            view.apply(&update(0, 2, Claim::Suspect), NOW, 3),
-            Applied::Ignored
+            view.apply(&update(0, 2, Claim::Suspect), NOW),
+            Applied::AboutMe
         );
         assert_eq!(
-            view.apply(&update(0, 9, Claim::Alive), NOW, 3),
+            view.apply(&update(0, 9, Claim::Alive), NOW),
             Applied::Ignored
         );
     }
@@ -313,7 +326,7 @@ mod tests {
     fn sampling_skips_the_dead_and_never_repeats() {
         let mut view = Membership::new(id(0), (1..=10).map(id), NOW);
         for n in 1..=7 {
-            view.apply(&update(n, 0, Claim::Dead), NOW, 0);
+            view.apply(&update(n, 0, Claim::Dead), NOW);
         }
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
         for _ in 0..20 {

@@ -17,7 +17,7 @@ use std::time::Duration;
 use knhk_endpoint::{Context, Layer};
 use knhk_security::{RejectReason, SignatureVerifier};
 use knhk_types::{AgentId, MessageKind, UnixMillis};
-use rand::seq::SliceRandom;
+use rand::seq::{IndexedRandom, SliceRandom};
 
 use crate::config::TopologyConfig;
 use crate::dissemination::Dissemination;
@@ -119,6 +119,8 @@ pub struct SwimLayer {
     dissemination: Dissemination,
     order: Vec<AgentId>,
     order_at: usize,
+    /// Probe periods so far (every `dead_probe_every`-th probes a dead member).
+    ticks: u64,
     stats: SwimStats,
 }
 
@@ -147,6 +149,7 @@ impl SwimLayer {
             dissemination: Dissemination::default(),
             order: Vec::new(),
             order_at: 0,
+            ticks: 0,
             stats: SwimStats::default(),
         }
     }
@@ -185,9 +188,15 @@ impl SwimLayer {
     ) {
         let members = ctx.peers().len();
         let limit = self.retransmit_limit(members);
+        // A copy sent to a member we do not believe alive is likely lost: it does not
+        // use up the update's retransmissions.
+        let alive = ctx
+            .view_mut::<Membership>()
+            .and_then(|view| view.get(&to).map(|m| m.state == MemberState::Alive))
+            .unwrap_or(false);
         let updates = self
             .dissemination
-            .take(self.config.max_piggyback, limit, &to);
+            .take(self.config.max_piggyback, limit, &to, alive);
         let message = message(updates);
         // Serializing this message into a Vec cannot fail.
         let payload = postcard::to_allocvec(&message).unwrap_or_default();
@@ -213,10 +222,33 @@ impl SwimLayer {
         });
         self.stats.probes_sent += 1;
         let coordinate = self.coordinate;
-        self.send(ctx, target, |updates| SwimMessage::Ping {
-            seq,
-            coordinate,
-            updates,
+        // Buddy system: a suspect (or dead) target hears what we believe of it on the
+        // probe itself, so it can refute at once, even after the update stopped
+        // being disseminated.
+        let claim = ctx.view_mut::<Membership>().and_then(|view| {
+            let member = view.get(&target)?;
+            let claim = match member.state {
+                MemberState::Alive => return None,
+                MemberState::Suspect => Claim::Suspect,
+                MemberState::Dead => Claim::Dead,
+            };
+            Some(Update {
+                member: target,
+                incarnation: member.incarnation,
+                claim,
+                by: view.me(),
+            })
+        });
+        self.send(ctx, target, |mut updates| {
+            if let Some(claim) = claim {
+                updates.retain(|update| update.member != target);
+                updates.insert(0, claim);
+            }
+            SwimMessage::Ping {
+                seq,
+                coordinate,
+                updates,
+            }
         });
         let timeout = self.health.scale(self.config.probe_timeout);
         ctx.set_timer(timeout, PROBE_TIMEOUT | (seq & LOW));
@@ -225,6 +257,23 @@ impl SwimLayer {
     /// The next member to probe: round robin over a shuffled order of the members not
     /// dead, reshuffled after each pass (SWIM's bounded detection time).
     fn next_target<V: SignatureVerifier>(&mut self, ctx: &mut Context<'_, V>) -> Option<AgentId> {
+        self.ticks += 1;
+        let every = self.config.dead_probe_every;
+        if every > 0 && self.ticks.is_multiple_of(every) {
+            let dead: Vec<AgentId> = ctx
+                .view_mut::<Membership>()
+                .map(|view| {
+                    view.members()
+                        .iter()
+                        .filter(|m| m.state == MemberState::Dead)
+                        .map(|m| m.id)
+                        .collect()
+                })
+                .unwrap_or_default();
+            if let Some(target) = dead.choose(ctx.rng()) {
+                return Some(*target);
+            }
+        }
         for _ in 0..2 {
             while self.order_at < self.order.len() {
                 let candidate = self.order[self.order_at];
@@ -264,6 +313,15 @@ impl SwimLayer {
         if probe.answered {
             return;
         }
+        let believed_dead = ctx.view_mut::<Membership>().and_then(|view| {
+            view.get(&probe.target)
+                .map(|m| m.state == MemberState::Dead)
+        });
+        if believed_dead != Some(false) {
+            // A probe of the dead (to find healed partitions) is expected to fail: no
+            // suspicion to raise, and no evidence against our own health.
+            return;
+        }
         if self.config.lifeguard {
             let missed = if probe.expected_nacks > 0 {
                 probe.expected_nacks.saturating_sub(probe.nacks)
@@ -297,9 +355,19 @@ impl SwimLayer {
         let Some(probe) = self.probe.filter(|p| p.seq & LOW == seq && !p.answered) else {
             return;
         };
-        let mut helpers = Vec::new();
-        ctx.sample_peers(self.config.indirect_probes + 1, &mut helpers);
-        helpers.retain(|helper| *helper != probe.target);
+        // Helpers among the members believed alive (a suspect could not help, and its
+        // missing nack would count against our own health).
+        let mut helpers: Vec<AgentId> = ctx
+            .view_mut::<Membership>()
+            .map(|view| {
+                view.members()
+                    .iter()
+                    .filter(|m| m.state == MemberState::Alive && m.id != probe.target)
+                    .map(|m| m.id)
+                    .collect()
+            })
+            .unwrap_or_default();
+        helpers.shuffle(ctx.rng());
         helpers.truncate(self.config.indirect_probes);
         for helper in &helpers {
             self.stats.indirect_requests_sent += 1;
@@ -351,12 +419,12 @@ impl SwimLayer {
 
     /// Applies one update and carries out what follows from it.
     fn learn<V: SignatureVerifier>(&mut self, ctx: &mut Context<'_, V>, update: Update) {
-        let (now, incarnation) = (ctx.now(), self.incarnation);
+        let now = ctx.now();
         let Some(view) = ctx.view_mut::<Membership>() else {
             self.stats.without_membership += 1;
             return;
         };
-        let applied = view.apply(&update, now, incarnation);
+        let applied = view.apply(&update, now);
         let state = view.get(&update.member).map(|m| (m.state, m.incarnation));
         match applied {
             Applied::Ignored => {}
@@ -384,12 +452,16 @@ impl SwimLayer {
         }
     }
 
-    /// Someone accuses us at our incarnation (or later): come back at a higher one.
+    /// Someone accuses us. At our incarnation (or later): come back at a higher one.
+    /// At an older one, the accuser missed our last refutation: announce the current
+    /// incarnation again (no new refutation, nothing against our health).
     fn refute<V: SignatureVerifier>(&mut self, ctx: &mut Context<'_, V>, accused_at: u64) {
-        self.incarnation = accused_at.saturating_add(1).max(self.incarnation);
-        self.stats.refutations += 1;
-        if self.config.lifeguard {
-            self.health.worse();
+        if accused_at >= self.incarnation {
+            self.incarnation = accused_at.saturating_add(1);
+            self.stats.refutations += 1;
+            if self.config.lifeguard {
+                self.health.worse();
+            }
         }
         let me = ctx.id();
         self.dissemination.push(Update {
