@@ -10,6 +10,7 @@
 //! `docs/PERFORMANCE.md`.
 
 pub mod crypto;
+pub mod failure;
 pub mod network;
 pub mod scenario;
 pub mod sim;

@@ -140,6 +140,12 @@ pub struct NetworkConfig {
     pub loss: f64,
     /// Partitions, in any order.
     pub partitions: Vec<Partition>,
+    /// Slow nodes (Lifeguard's experiment): every frame to or from one of these waits
+    /// an extra uniform draw in `[0, slow_extra_ms]`, as if the node processed its
+    /// messages late.
+    pub slow_nodes: Vec<usize>,
+    /// The most extra delay of a slow node's frames, in ms.
+    pub slow_extra_ms: f64,
 }
 
 impl Default for NetworkConfig {
@@ -149,6 +155,8 @@ impl Default for NetworkConfig {
             regions: None,
             loss: 0.0,
             partitions: Vec::new(),
+            slow_nodes: Vec::new(),
+            slow_extra_ms: 0.0,
         }
     }
 }

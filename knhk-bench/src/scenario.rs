@@ -205,6 +205,7 @@ pub fn run(config: &RunConfig, progress: &mut dyn FnMut(u64)) -> Report {
         regions: config.regions.then(RegionMatrix::three_regions),
         loss: config.loss,
         partitions: Vec::new(),
+        ..NetworkConfig::default()
     };
     let mut sim = Simulator::new(SimConfig {
         nodes: config.nodes,

@@ -8,6 +8,7 @@ use knhk_endpoint::harness::{Harness, Links, VIRTUAL_START};
 use knhk_endpoint::{Endpoint, EndpointConfig, LayerHandle, MemberList, StaticView};
 use knhk_gossip::{GossipConfig, GossipLayer};
 use knhk_security::{Ed25519Verifier, NodeKey, ValidatorConfig};
+use knhk_topology::{Membership, SwimLayer, TopologyConfig};
 use knhk_types::{AgentId, EnvelopeSigner, Scope, UnixMillis};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -44,6 +45,9 @@ pub struct SimConfig {
     pub max_clock_skew_ms: u64,
     /// Virtual wall-clock time at the start.
     pub start: UnixMillis,
+    /// Run the failure detector too: each node's view is then a [`Membership`] kept by
+    /// a [`SwimLayer`] with these settings (instead of a static member list).
+    pub topology: Option<TopologyConfig>,
 }
 
 impl Default for SimConfig {
@@ -58,6 +62,7 @@ impl Default for SimConfig {
             crypto: CryptoMode::Ed25519,
             max_clock_skew_ms: 0,
             start: VIRTUAL_START,
+            topology: None,
         }
     }
 }
@@ -107,7 +112,14 @@ impl Links for SimLinks {
         let base = self.network.regions.as_ref().map_or(0, |regions| {
             regions.one_way_us(self.regions[from], self.regions[to])
         });
-        Some(base + self.network.latency.sample_us(&mut self.rng))
+        let slow = self.network.slow_extra_ms > 0.0
+            && (self.network.slow_nodes.contains(&from) || self.network.slow_nodes.contains(&to));
+        let extra = if slow {
+            (self.rng.random::<f64>() * self.network.slow_extra_ms * 1_000.0) as u64
+        } else {
+            0
+        };
+        Some(base + extra + self.network.latency.sample_us(&mut self.rng))
     }
 }
 
@@ -123,6 +135,7 @@ struct NodeSpec {
 pub struct Simulator {
     harness: Harness<SimSigner, SimVerifier, SimLinks>,
     gossip: Vec<LayerHandle<GossipLayer>>,
+    swim: Vec<Option<LayerHandle<SwimLayer>>>,
     specs: Vec<NodeSpec>,
     crypto: CryptoMode,
     keyring: Arc<Keyring>,
@@ -182,6 +195,7 @@ impl Simulator {
         let mut simulator = Self {
             harness: Harness::new(links, config.start, false),
             gossip: Vec::with_capacity(config.nodes),
+            swim: Vec::with_capacity(config.nodes),
             specs: Vec::with_capacity(config.nodes),
             crypto: config.crypto,
             keyring: Arc::new(keyring),
@@ -197,8 +211,9 @@ impl Simulator {
                 0
             };
             simulator.specs.push(NodeSpec { key, seed });
-            let (endpoint, gossip) = simulator.fresh_endpoint(i, seed);
+            let (endpoint, gossip, swim) = simulator.fresh_endpoint(i, seed);
             simulator.gossip.push(gossip);
+            simulator.swim.push(swim);
             simulator.harness.add_node(endpoint, skew_ms);
         }
         for i in 0..simulator.harness.len() {
@@ -207,7 +222,15 @@ impl Simulator {
         simulator
     }
 
-    fn fresh_endpoint(&mut self, i: usize, seed: u64) -> (SimEndpoint, LayerHandle<GossipLayer>) {
+    fn fresh_endpoint(
+        &mut self,
+        i: usize,
+        seed: u64,
+    ) -> (
+        SimEndpoint,
+        LayerHandle<GossipLayer>,
+        Option<LayerHandle<SwimLayer>>,
+    ) {
         let config = EndpointConfig {
             seed,
             validator: self.config.validator.clone(),
@@ -220,16 +243,36 @@ impl Simulator {
             CryptoMode::Sim => SimVerifier::StandIn(self.keyring.clone(), Default::default()),
         };
         let key = self.specs[i].key.clone();
-        let view = StaticView::new(self.members.clone(), key.agent_id());
-        let mut endpoint = Endpoint::with_crypto(key, verifier, view, config);
+        let id = key.agent_id();
+        let mut endpoint = match &self.config.topology {
+            None => {
+                let view = StaticView::new(self.members.clone(), id);
+                Endpoint::with_crypto(key, verifier, view, config)
+            }
+            Some(_) => {
+                let now = if i < self.harness.len() {
+                    self.harness.clock(i)
+                } else {
+                    self.config.start
+                };
+                let view = Membership::new(id, self.members.ids().iter().copied(), now);
+                Endpoint::with_crypto(key, verifier, view, config)
+            }
+        };
         let gossip = match endpoint
             .add_layer(Scope::DEFAULT, GossipLayer::new(self.config.gossip.clone()))
         {
             Ok(gossip) => gossip,
             Err(_) => unreachable!("a fresh endpoint has no routes"),
         };
+        let swim = self.config.topology.as_ref().map(|topology| {
+            match endpoint.add_layer(Scope::DEFAULT, SwimLayer::new(topology.clone())) {
+                Ok(swim) => swim,
+                Err(_) => unreachable!("gossip and membership kinds do not overlap"),
+            }
+        });
         (self.add_layers)(&mut endpoint, i);
-        (endpoint, gossip)
+        (endpoint, gossip, swim)
     }
 
     /// A signer for a member with secret `seed`, in this simulation's crypto mode.
@@ -302,6 +345,17 @@ impl Simulator {
         }
     }
 
+    /// Node `i`'s failure detector, when the simulation runs one
+    /// ([`SimConfig::topology`]).
+    pub fn swim(&self, i: usize) -> Option<&SwimLayer> {
+        self.harness.endpoint(i).layer(self.swim[i]?)
+    }
+
+    /// Node `i`'s membership view, when the simulation runs a failure detector.
+    pub fn membership(&self, i: usize) -> Option<&Membership> {
+        self.harness.endpoint(i).view::<Membership>()
+    }
+
     /// A local write on node `i` now.
     ///
     /// Errors: as [`GossipLayer::put`].
@@ -335,8 +389,9 @@ impl Simulator {
     pub fn restart(&mut self, i: usize, keep_state: bool) {
         if !keep_state {
             let seed = self.specs[i].seed.wrapping_add(1);
-            let (endpoint, gossip) = self.fresh_endpoint(i, seed);
+            let (endpoint, gossip, swim) = self.fresh_endpoint(i, seed);
             self.gossip[i] = gossip;
+            self.swim[i] = swim;
             self.harness.replace_endpoint(i, endpoint);
         }
         self.harness.revive(i);

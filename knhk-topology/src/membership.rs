@@ -39,6 +39,9 @@ pub struct Member {
     pub rtt: RttEstimate,
     /// Its Vivaldi coordinate, as it last told us.
     pub coordinate: Option<Coordinate>,
+    /// Times we saw it go from alive or suspect to dead (a member that keeps coming
+    /// back flaps: a slow node, or a flaky link).
+    pub deaths: u32,
 }
 
 /// What applying an update did.
@@ -90,6 +93,7 @@ impl Membership {
                     since: now,
                     rtt: RttEstimate::default(),
                     coordinate: None,
+                    deaths: 0,
                 });
                 view.not_dead += 1;
             }
@@ -166,7 +170,10 @@ impl Membership {
             member.since = now;
             match (from, to) {
                 (MemberState::Dead, _) => self.not_dead += 1,
-                (_, MemberState::Dead) => self.not_dead -= 1,
+                (_, MemberState::Dead) => {
+                    self.not_dead -= 1;
+                    self.members[at].deaths = self.members[at].deaths.saturating_add(1);
+                }
                 _ => {}
             }
         }

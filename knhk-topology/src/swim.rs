@@ -221,10 +221,16 @@ impl SwimLayer {
             expected_nacks: 0,
         });
         self.stats.probes_sent += 1;
+        self.ping(ctx, target, seq);
+        let timeout = self.health.scale(self.config.probe_timeout);
+        ctx.set_timer(timeout, PROBE_TIMEOUT | (seq & LOW));
+    }
+
+    /// Sends `target` a ping numbered `seq`. Buddy system: a suspect (or dead) target
+    /// hears what we believe of it on the ping itself, so it can refute at once, even
+    /// after the update stopped being disseminated.
+    fn ping<V: SignatureVerifier>(&mut self, ctx: &mut Context<'_, V>, target: AgentId, seq: u64) {
         let coordinate = self.coordinate;
-        // Buddy system: a suspect (or dead) target hears what we believe of it on the
-        // probe itself, so it can refute at once, even after the update stopped
-        // being disseminated.
         let claim = ctx.view_mut::<Membership>().and_then(|view| {
             let member = view.get(&target)?;
             let claim = match member.state {
@@ -250,8 +256,6 @@ impl SwimLayer {
                 updates,
             }
         });
-        let timeout = self.health.scale(self.config.probe_timeout);
-        ctx.set_timer(timeout, PROBE_TIMEOUT | (seq & LOW));
     }
 
     /// The next member to probe: round robin over a shuffled order of the members not
@@ -347,6 +351,12 @@ impl SwimLayer {
                     by: me,
                 },
             );
+            // Tell the suspect at once (its ack, if it is alive after all, carries
+            // its refutation back): a suspicion left to chance dissemination may reach
+            // it too late under loss.
+            self.seq += 1;
+            let seq = self.seq;
+            self.ping(ctx, probe.target, seq);
         }
     }
 

@@ -1,0 +1,313 @@
+//! Failure-detection runs on the simulator: how long a crash takes to be confirmed at
+//! every live node, and how many healthy nodes are wrongly suspected or buried under
+//! loss and slow nodes (with and without Lifeguard). The same production layers
+//! ([`knhk_topology::SwimLayer`] beside gossip) on virtual time.
+
+use std::time::Duration;
+
+use knhk_endpoint::PeerView;
+use knhk_gossip::GossipConfig;
+use knhk_topology::{MemberState, TopologyConfig};
+use serde::Serialize;
+
+use crate::crypto::CryptoMode;
+use crate::network::NetworkConfig;
+use crate::sim::{SimConfig, Simulator};
+
+/// Gossip runs beside the detector but slowly: these runs measure the detector.
+fn quiet_gossip() -> GossipConfig {
+    GossipConfig {
+        interval: Duration::from_secs(5),
+        ..GossipConfig::lan()
+    }
+}
+
+fn simulator(
+    nodes: usize,
+    seed: u64,
+    topology: &TopologyConfig,
+    network: NetworkConfig,
+) -> Simulator {
+    Simulator::new(SimConfig {
+        nodes,
+        seed,
+        gossip: quiet_gossip(),
+        network,
+        crypto: CryptoMode::Sim,
+        topology: Some(topology.clone()),
+        ..SimConfig::default()
+    })
+}
+
+/// What a crash run measured (times in virtual ms after the crash).
+#[derive(Clone, Debug, Serialize)]
+pub struct CrashReport {
+    /// Nodes.
+    pub nodes: usize,
+    /// Seed.
+    pub seed: u64,
+    /// Probe period, ms.
+    pub probe_interval_ms: u64,
+    /// First time any live node suspected the crashed one.
+    pub first_suspicion_ms: Option<u64>,
+    /// Median over live nodes of when each first saw it dead.
+    pub dead_p50_ms: Option<u64>,
+    /// 99th percentile of the same.
+    pub dead_p99_ms: Option<u64>,
+    /// When the last live node saw it dead (confirmed everywhere).
+    pub dead_everywhere_ms: Option<u64>,
+    /// Healthy members some live node believed dead at the end (false positives).
+    pub false_deaths: usize,
+}
+
+/// Crashes one node after `warmup_ms` and watches every live node's view (every 10
+/// virtual ms) until all see it dead or `deadline_ms` passes.
+pub fn crash_detection(
+    nodes: usize,
+    seed: u64,
+    topology: &TopologyConfig,
+    warmup_ms: u64,
+    deadline_ms: u64,
+) -> CrashReport {
+    let mut sim = simulator(nodes, seed, topology, NetworkConfig::default());
+    sim.run_until(warmup_ms, |_| false);
+    let victim = nodes / 2;
+    let victim_id = sim.endpoint(victim).id();
+    sim.crash(victim);
+    let crashed_at = sim.now_ms();
+    let mut first_suspicion = None;
+    let mut dead_at: Vec<Option<u64>> = vec![None; nodes];
+    let mut next_check = crashed_at;
+    while sim.now_ms() < crashed_at + deadline_ms {
+        if sim.now_ms() >= next_check {
+            next_check += 10;
+            let now = sim.now_ms() - crashed_at;
+            for (i, seen) in dead_at.iter_mut().enumerate() {
+                if i == victim || seen.is_some() {
+                    continue;
+                }
+                let state = sim
+                    .membership(i)
+                    .and_then(|view| view.get(&victim_id))
+                    .map(|m| m.state);
+                match state {
+                    Some(MemberState::Suspect) => {
+                        first_suspicion.get_or_insert(now);
+                    }
+                    Some(MemberState::Dead) => {
+                        first_suspicion.get_or_insert(now);
+                        *seen = Some(now);
+                    }
+                    _ => {}
+                }
+            }
+            if dead_at
+                .iter()
+                .enumerate()
+                .all(|(i, d)| i == victim || d.is_some())
+            {
+                break;
+            }
+        }
+        if !sim.step() {
+            break;
+        }
+    }
+    let mut times: Vec<u64> = dead_at
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != victim)
+        .filter_map(|(_, d)| *d)
+        .collect();
+    times.sort_unstable();
+    let everywhere = times.len() == nodes - 1;
+    CrashReport {
+        nodes,
+        seed,
+        probe_interval_ms: millis(topology.probe_interval),
+        first_suspicion_ms: first_suspicion,
+        dead_p50_ms: percentile(&times, 50),
+        dead_p99_ms: everywhere.then(|| percentile(&times, 99)).flatten(),
+        dead_everywhere_ms: everywhere.then(|| times.last().copied()).flatten(),
+        false_deaths: false_deaths(&sim, Some(victim)),
+    }
+}
+
+/// What a stability run measured: every node stays alive, so every suspicion,
+/// death and lost quorum is a false positive.
+#[derive(Clone, Debug, Serialize)]
+pub struct StabilityReport {
+    /// Nodes.
+    pub nodes: usize,
+    /// Seed.
+    pub seed: u64,
+    /// Virtual minutes run.
+    pub minutes: u64,
+    /// Frame loss.
+    pub loss: f64,
+    /// Nodes slowed.
+    pub slow_nodes: usize,
+    /// Extra delay of a slow node's frames, up to this many ms.
+    pub slow_extra_ms: f64,
+    /// Lifeguard on.
+    pub lifeguard: bool,
+    /// Suspicions raised (all false).
+    pub suspicions: u64,
+    /// Deaths declared by some node's own suspicion timer (all false).
+    pub deaths_declared: u64,
+    /// Times an observer saw a healthy (not slowed) member go dead, summed over
+    /// observers: the false positives that matter.
+    pub healthy_buried: u64,
+    /// The same for the slowed members (answering slower than the probe timeout is
+    /// indistinguishable from failing, until they refute).
+    pub slow_buried: u64,
+    /// Refutations (a node answering a suspicion of itself).
+    pub refutations: u64,
+    /// Nodes that, at some check (every second), lacked a quorum.
+    pub nodes_without_quorum: usize,
+    /// (observer, member) pairs still dead at the end.
+    pub dead_at_end: usize,
+}
+
+/// Runs `minutes` of virtual time with no failure at all, under `loss` and with
+/// `slow_nodes` nodes slowed by up to `slow_extra_ms`, and counts false positives.
+#[allow(clippy::too_many_arguments)]
+pub fn stability(
+    nodes: usize,
+    seed: u64,
+    topology: &TopologyConfig,
+    minutes: u64,
+    loss: f64,
+    slow_nodes: usize,
+    slow_extra_ms: f64,
+) -> StabilityReport {
+    let network = NetworkConfig {
+        loss,
+        slow_nodes: (0..slow_nodes.min(nodes)).collect(),
+        slow_extra_ms,
+        ..NetworkConfig::default()
+    };
+    let mut sim = simulator(nodes, seed, topology, network);
+    let mut without_quorum = vec![false; nodes];
+    let end = minutes * 60_000;
+    let mut next_check = 1_000;
+    while sim.now_ms() < end {
+        if sim.now_ms() >= next_check {
+            next_check += 1_000;
+            for (i, flag) in without_quorum.iter_mut().enumerate() {
+                if let Some(view) = sim.membership(i)
+                    && !view.reachability().has_quorum()
+                {
+                    *flag = true;
+                }
+            }
+        }
+        if !sim.step() {
+            break;
+        }
+    }
+    let total = |f: fn(&knhk_topology::SwimStats) -> u64| {
+        (0..nodes)
+            .filter_map(|i| sim.swim(i).map(|s| f(&s.stats())))
+            .sum::<u64>()
+    };
+    StabilityReport {
+        nodes,
+        seed,
+        minutes,
+        loss,
+        slow_nodes,
+        slow_extra_ms,
+        lifeguard: topology.lifeguard,
+        suspicions: total(|s| s.suspicions_raised),
+        deaths_declared: total(|s| s.deaths_declared),
+        refutations: total(|s| s.refutations),
+        nodes_without_quorum: without_quorum.iter().filter(|f| **f).count(),
+        dead_at_end: false_deaths(&sim, None),
+        healthy_buried: buried(&sim, slow_nodes, false),
+        slow_buried: buried(&sim, slow_nodes, true),
+    }
+}
+
+/// Deaths seen by every observer of the first `slow` nodes (`slowed`) or of the rest.
+fn buried(sim: &Simulator, slow: usize, slowed: bool) -> u64 {
+    let ids: Vec<_> = (0..sim.len())
+        .filter(|i| (*i < slow) == slowed)
+        .map(|i| sim.endpoint(i).id())
+        .collect();
+    (0..sim.len())
+        .filter_map(|i| sim.membership(i))
+        .map(|view| {
+            ids.iter()
+                .filter_map(|id| view.get(id))
+                .map(|m| u64::from(m.deaths))
+                .sum::<u64>()
+        })
+        .sum()
+}
+
+/// (observer, member) pairs where a live observer believes a live member dead.
+fn false_deaths(sim: &Simulator, crashed: Option<usize>) -> usize {
+    let live: Vec<usize> = (0..sim.len()).filter(|i| Some(*i) != crashed).collect();
+    let ids: Vec<_> = live.iter().map(|i| sim.endpoint(*i).id()).collect();
+    live.iter()
+        .filter_map(|i| sim.membership(*i))
+        .map(|view| {
+            ids.iter()
+                .filter(|id| view.get(id).is_some_and(|m| m.state == MemberState::Dead))
+                .count()
+        })
+        .sum()
+}
+
+fn percentile(sorted: &[u64], p: usize) -> Option<u64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let at = (sorted.len() * p).div_ceil(100).saturating_sub(1);
+    sorted.get(at.min(sorted.len() - 1)).copied()
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fast() -> TopologyConfig {
+        TopologyConfig {
+            probe_interval: Duration::from_millis(200),
+            probe_timeout: Duration::from_millis(100),
+            ..TopologyConfig::default()
+        }
+    }
+
+    #[test]
+    fn a_crash_among_100_is_confirmed_everywhere_without_false_positives() {
+        let report = crash_detection(100, 3, &fast(), 2_000, 20_000);
+        assert!(report.dead_everywhere_ms.is_some(), "{report:?}");
+        assert_eq!(report.false_deaths, 0, "{report:?}");
+    }
+
+    #[test]
+    fn a_quiet_mesh_with_loss_and_slow_nodes_buries_nobody() {
+        // Slowed by up to 60 ms a frame: within the probe period, often past the
+        // probe timeout.
+        let report = stability(60, 5, &fast(), 1, 0.05, 3, 60.0);
+        assert_eq!(report.healthy_buried, 0, "{report:?}");
+        assert_eq!(report.slow_buried, 0, "{report:?}");
+        assert_eq!(report.nodes_without_quorum, 0, "{report:?}");
+        assert_eq!(report.dead_at_end, 0, "{report:?}");
+    }
+
+    #[test]
+    fn percentiles_by_hand() {
+        let times: Vec<u64> = (1..=100).collect();
+        assert_eq!(percentile(&times, 50), Some(50));
+        assert_eq!(percentile(&times, 99), Some(99));
+        assert_eq!(percentile(&[7], 99), Some(7));
+        assert_eq!(percentile(&[], 50), None);
+    }
+}
