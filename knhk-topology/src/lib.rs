@@ -24,7 +24,7 @@ mod swim;
 mod vivaldi;
 
 pub use config::TopologyConfig;
-pub use membership::{Applied, Member, MemberState, Membership};
+pub use membership::{Applied, MAX_INCARNATION_JUMP, Member, MemberState, Membership};
 pub use message::{Claim, MAX_UPDATES_PER_MESSAGE, SwimMessage, Update};
 pub use rtt::RttEstimate;
 pub use swim::{MemberChanged, SwimLayer, SwimStats};

@@ -11,6 +11,10 @@ use crate::message::{Claim, Update};
 use crate::rtt::RttEstimate;
 use crate::vivaldi::Coordinate;
 
+/// The most an alive claim may raise a member's incarnation over the one we know
+/// (each refutation raises it by one; a node that missed many still catches up).
+pub const MAX_INCARNATION_JUMP: u64 = 1_024;
+
 /// What this node believes about a member.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MemberState {
@@ -123,6 +127,30 @@ impl Membership {
     /// Members in `state`.
     pub fn count(&self, state: MemberState) -> usize {
         self.members.iter().filter(|m| m.state == state).count()
+    }
+
+    /// What an update may claim, before [`Membership::apply`]: incarnations are
+    /// raised only by their member, so an accusation (suspect, dead) above the
+    /// incarnation we know is brought down to it (an honest accuser cannot know more,
+    /// except of a refutation that clears the accusation anyway), and an alive claim
+    /// more than [`MAX_INCARNATION_JUMP`] above it is dropped. Without this one member
+    /// could bury another for good: a death at `u64::MAX` cannot be refuted.
+    /// `my_incarnation` is this node's own. Returns `None` for an update to drop.
+    pub fn sanitize(&self, update: &Update, my_incarnation: u64) -> Option<Update> {
+        let known = if update.member == self.me {
+            my_incarnation
+        } else {
+            self.get(&update.member)?.incarnation
+        };
+        let mut update = *update;
+        match update.claim {
+            Claim::Suspect | Claim::Dead => update.incarnation = update.incarnation.min(known),
+            Claim::Alive if update.incarnation > known.saturating_add(MAX_INCARNATION_JUMP) => {
+                return None;
+            }
+            Claim::Alive => {}
+        }
+        Some(update)
     }
 
     /// Applies `update` by SWIM's precedence (memberlist's rules): a higher incarnation
@@ -342,5 +370,26 @@ mod tests {
             out.sort();
             assert_eq!(out, vec![id(8), id(9), id(10)]);
         }
+    }
+
+    #[test]
+    fn claimed_incarnations_cannot_bury_a_member_for_good() {
+        let view = Membership::new(id(0), [id(1)], NOW);
+        let forever = update(1, u64::MAX, Claim::Dead);
+        assert_eq!(view.sanitize(&forever, 0).unwrap().incarnation, 0);
+        let about_me = update(0, u64::MAX, Claim::Suspect);
+        assert_eq!(view.sanitize(&about_me, 7).unwrap().incarnation, 7);
+        assert!(
+            view.sanitize(&update(1, MAX_INCARNATION_JUMP + 1, Claim::Alive), 0)
+                .is_none()
+        );
+        assert!(
+            view.sanitize(&update(1, MAX_INCARNATION_JUMP, Claim::Alive), 0)
+                .is_some()
+        );
+        assert!(
+            view.sanitize(&update(9, 0, Claim::Alive), 0).is_none(),
+            "unknown member"
+        );
     }
 }

@@ -434,6 +434,10 @@ impl SwimLayer {
             self.stats.without_membership += 1;
             return;
         };
+        // What we relay is what we accepted: never a claimed incarnation we refused.
+        let Some(update) = view.sanitize(&update, self.incarnation) else {
+            return;
+        };
         let applied = view.apply(&update, now);
         let state = view.get(&update.member).map(|m| (m.state, m.incarnation));
         match applied {

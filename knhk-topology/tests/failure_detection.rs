@@ -26,10 +26,21 @@ fn cluster<L: Links>(
     links: L,
     config: &TopologyConfig,
 ) -> (Nodes<L>, Vec<LayerHandle<SwimLayer>>) {
+    cluster_with(n, links, config, &[])
+}
+
+/// As [`cluster`], with `extra` members that run no node (a test speaks for them).
+fn cluster_with<L: Links>(
+    n: usize,
+    links: L,
+    config: &TopologyConfig,
+    extra: &[AgentId],
+) -> (Nodes<L>, Vec<LayerHandle<SwimLayer>>) {
     let keys: Vec<NodeKey> = (0..n)
         .map(|i| NodeKey::from_seed([i as u8 + 1; 32]))
         .collect();
-    let ids: Vec<AgentId> = keys.iter().map(NodeKey::agent_id).collect();
+    let mut ids: Vec<AgentId> = keys.iter().map(NodeKey::agent_id).collect();
+    ids.extend_from_slice(extra);
     let mut harness = Harness::new(links, VIRTUAL_START, true);
     let mut handles = Vec::new();
     for (i, key) in keys.into_iter().enumerate() {
@@ -171,5 +182,52 @@ fn probes_measure_round_trips_and_coordinates() {
             assert_eq!(min, Duration::from_millis(10), "node {i}");
             assert!(member.coordinate.is_some());
         }
+    }
+}
+
+/// A Byzantine member declares node 2 dead at incarnation `u64::MAX`, which no
+/// refutation could exceed. Accusations are brought down to the incarnation each
+/// receiver knows, so node 2 refutes and stays a member.
+#[test]
+fn a_forged_death_at_the_highest_incarnation_is_refuted() {
+    let mallory = NodeKey::from_seed([200; 32]);
+    let (mut harness, _) = cluster_with(
+        8,
+        FixedLatency { delay_us: 1_000 },
+        &config(),
+        &[mallory.agent_id()],
+    );
+    run_until(&mut harness, 2_000_000, |_| false);
+    let victim = harness.endpoint(2).id();
+    let lie = knhk_topology::SwimMessage::Ping {
+        seq: 1,
+        coordinate: knhk_topology::Coordinate::origin(&knhk_topology::VivaldiConfig::default()),
+        updates: vec![knhk_topology::Update {
+            member: victim,
+            incarnation: u64::MAX,
+            claim: knhk_topology::Claim::Dead,
+            by: mallory.agent_id(),
+        }],
+    };
+    let payload = postcard::to_allocvec(&lie).unwrap();
+    for (nonce, to) in (0..8).filter(|i| *i != 2).enumerate() {
+        let now = harness.clock(to);
+        let header = knhk_types::EnvelopeHeader::new(
+            knhk_types::MessageKind::Membership,
+            now,
+            (now.0 << 20) + nonce as u64,
+        );
+        let frame = knhk_types::Envelope::seal(&mallory, header, &payload);
+        harness.deliver_after(1_000, mallory.agent_id(), to, frame);
+    }
+    run_until(&mut harness, 12_000_000, |_| false);
+    for i in (0..8).filter(|i| *i != 2) {
+        let member = view(&harness, i).get(&victim).unwrap();
+        assert_eq!(member.state, MemberState::Alive, "node {i}");
+        assert!(
+            member.incarnation < 10,
+            "node {i}: incarnation {}",
+            member.incarnation
+        );
     }
 }
