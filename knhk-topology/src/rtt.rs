@@ -7,7 +7,7 @@ const MIN_WINDOW: usize = 8;
 
 /// Round trips to one peer: an exponentially weighted moving average (weight 1/8 per
 /// sample, as TCP's SRTT) for what a message will take, and the minimum of the last
-/// [`MIN_WINDOW`] samples for the path's propagation delay (queueing only adds).
+/// 8 samples for the path's propagation delay (queueing only adds).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RttEstimate {
     smoothed_us: u64,
