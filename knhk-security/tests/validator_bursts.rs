@@ -86,6 +86,18 @@ fn frames(plan: &[(usize, Shape)]) -> Vec<(AgentId, Vec<u8>)> {
     out
 }
 
+/// The frames as one burst, all received at `NOW`.
+fn received(frames: &[(AgentId, Vec<u8>)]) -> Vec<ReceivedFrame<'_>> {
+    frames
+        .iter()
+        .map(|(hop, bytes)| ReceivedFrame {
+            hop: *hop,
+            received_at: NOW,
+            frame: bytes,
+        })
+        .collect()
+}
+
 /// Low ban threshold headroom: a few forgeries ban a sender mid-run.
 fn config() -> ValidatorConfig {
     ValidatorConfig {
@@ -151,14 +163,7 @@ fn a_clean_burst_costs_one_batch_and_nothing_is_cached() {
             (key.agent_id(), sign(key, NOW, n + 1).encode())
         })
         .collect();
-    let received: Vec<ReceivedFrame<'_>> = frames
-        .iter()
-        .map(|(hop, bytes)| ReceivedFrame {
-            hop: *hop,
-            received_at: NOW,
-            frame: bytes,
-        })
-        .collect();
+    let received = received(&frames);
     let mut gate = ByzantineValidator::new(ValidatorConfig::default());
     let results = gate.validate_burst(NOW, &received, &AllowAllSenders);
     assert!(results.iter().all(Result::is_ok));
@@ -186,14 +191,7 @@ fn one_forgery_in_a_burst_is_found_and_charged_to_its_hop_only() {
         .collect();
     let forged = forge(sign(&keys[2], NOW, 99).encode());
     frames.insert(17, (keys[2].agent_id(), forged));
-    let received: Vec<ReceivedFrame<'_>> = frames
-        .iter()
-        .map(|(hop, bytes)| ReceivedFrame {
-            hop: *hop,
-            received_at: NOW,
-            frame: bytes,
-        })
-        .collect();
+    let received = received(&frames);
     let mut gate = ByzantineValidator::new(ValidatorConfig::default());
     let results = gate.validate_burst(NOW, &received, &AllowAllSenders);
     for (at, result) in results.iter().enumerate() {
