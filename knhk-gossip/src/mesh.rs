@@ -493,11 +493,12 @@ impl MeshObserver {
             GossipEvent::Converged { round, root } => {
                 self.telemetry.converged(std::time::Instant::now(), round);
                 tracing::event!(
+                    name: semconv::event::GOSSIP_CONVERGED,
                     target: knhk_telemetry::EVENT_TARGET,
                     tracing::Level::INFO,
                     { semconv::attribute::GOSSIP_ROUND } = i64::try_from(round).unwrap_or(i64::MAX),
                     { semconv::attribute::CRDT_ROOT } = tracing::field::display(short_hex(&root)),
-                    message = semconv::event::GOSSIP_CONVERGED,
+                    "converged",
                 );
             }
         }

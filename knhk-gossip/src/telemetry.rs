@@ -224,8 +224,22 @@ const OBSERVED: &[(MetricSpec, Read)] = &[
             t.connections_accepted,
             &[outcome(ESTABLISHED), direction(INBOUND)],
         );
-        emit(t.handshakes_rejected, &[outcome(REJECTED)]);
-        emit(t.handshakes_failed, &[outcome(FAILED)]);
+        emit(
+            t.handshakes_rejected_outbound,
+            &[outcome(REJECTED), direction(OUTBOUND)],
+        );
+        emit(
+            t.handshakes_rejected_inbound,
+            &[outcome(REJECTED), direction(INBOUND)],
+        );
+        emit(
+            t.handshakes_failed_outbound,
+            &[outcome(FAILED), direction(OUTBOUND)],
+        );
+        emit(
+            t.handshakes_failed_inbound,
+            &[outcome(FAILED), direction(INBOUND)],
+        );
     }),
     (metric::TRANSPORT_CONNECTIONS_OPEN, |s, emit| {
         emit(s.transport.connections_open, &[]);

@@ -8,17 +8,21 @@ use serde::{Deserialize, Serialize};
 /// keeping every node id of a run).
 const MAX_SAMPLES: usize = 16;
 
-/// Every span, span event and metric a run emitted, with the attributes and value types
-/// seen on each and how often. Serialized as JSON between the run and
+/// Every span, event and metric a run emitted, with the attributes and value types seen
+/// on each and how often, and the attributes of the resources they came from. Serialized as JSON between the run and
 /// `cargo xtask weaver`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EmittedSignals {
     /// Spans by name.
     pub spans: BTreeMap<String, EmittedSpan>,
-    /// Span events by name.
+    /// Events (log records with an event name) by name.
     pub events: BTreeMap<String, EmittedEvent>,
     /// Metrics by name.
     pub metrics: BTreeMap<String, EmittedMetric>,
+    /// Attributes of the resources the signals were exported with (`service.name`,
+    /// `telemetry.sdk.*`, …).
+    #[serde(default)]
+    pub resource: BTreeMap<String, EmittedAttribute>,
 }
 
 /// What was seen of one span name.
@@ -30,9 +34,13 @@ pub struct EmittedSpan {
     pub attributes: BTreeMap<String, EmittedAttribute>,
     /// Spans finished with this name.
     pub count: u64,
+    /// Span events seen on these spans, by name (the mesh emits none: its events are log
+    /// records, so any here is reported by the live check).
+    #[serde(default)]
+    pub events: BTreeMap<String, EmittedEvent>,
 }
 
-/// What was seen of one span event name.
+/// What was seen of one event name.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EmittedEvent {
     /// Attributes seen.
@@ -97,6 +105,11 @@ impl EmittedSignals {
             mine.kinds.extend(span.kinds);
             mine.count += span.count;
             merge_attributes(&mut mine.attributes, span.attributes);
+            for (name, event) in span.events {
+                let theirs = mine.events.entry(name).or_default();
+                theirs.count += event.count;
+                merge_attributes(&mut theirs.attributes, event.attributes);
+            }
         }
         for (name, event) in other.events {
             let mine = self.events.entry(name).or_default();
@@ -111,6 +124,7 @@ impl EmittedSignals {
             mine.nonzero |= metric.nonzero;
             merge_attributes(&mut mine.attributes, metric.attributes);
         }
+        merge_attributes(&mut self.resource, other.resource);
     }
 }
 

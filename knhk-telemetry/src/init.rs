@@ -3,12 +3,13 @@
 use opentelemetry::Key;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::logs::SdkLoggerProvider;
 use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::prelude::*;
 use tracing_subscriber::{EnvFilter, fmt};
 
-use crate::{TelemetryError, otel_layer};
+use crate::{TelemetryError, event_layer, otel_layer};
 
 /// The variable whose presence turns OTLP export on.
 const ENDPOINT_VARIABLE: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
@@ -21,6 +22,7 @@ const ENDPOINT_VARIABLE: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
 pub struct TelemetryGuard {
     tracer_provider: Option<SdkTracerProvider>,
     meter_provider: Option<SdkMeterProvider>,
+    logger_provider: Option<SdkLoggerProvider>,
 }
 
 impl TelemetryGuard {
@@ -37,7 +39,8 @@ impl TelemetryGuard {
     pub fn shutdown(mut self) -> Result<(), TelemetryError> {
         let spans = self.tracer_provider.take().map(|p| p.shutdown());
         let metrics = self.meter_provider.take().map(|p| p.shutdown());
-        for outcome in [spans, metrics].into_iter().flatten() {
+        let events = self.logger_provider.take().map(|p| p.shutdown());
+        for outcome in [spans, metrics, events].into_iter().flatten() {
             outcome.map_err(|e| TelemetryError::Exporter(e.to_string()))?;
         }
         Ok(())
@@ -56,6 +59,11 @@ impl Drop for TelemetryGuard {
         {
             tracing::warn!(%error, "shutting down metric export");
         }
+        if let Some(provider) = self.logger_provider.take()
+            && let Err(error) = provider.shutdown()
+        {
+            tracing::warn!(%error, "shutting down event export");
+        }
     }
 }
 
@@ -63,7 +71,7 @@ impl Drop for TelemetryGuard {
 ///
 /// - always: human-readable logs on stderr, filtered by `RUST_LOG` (default `info`);
 /// - only when `OTEL_EXPORTER_OTLP_ENDPOINT` is set and not empty: OTLP/gRPC export of
-///   spans (batched) and metrics (every `OTEL_METRIC_EXPORT_INTERVAL` ms, default
+///   spans and registered events (as log records; both batched) and metrics (every `OTEL_METRIC_EXPORT_INTERVAL` ms, default
 ///   60 s), with a resource named by `OTEL_SERVICE_NAME` (else `service.name` from
 ///   `OTEL_RESOURCE_ATTRIBUTES`, else `default_service_name`) carrying the
 ///   `OTEL_RESOURCE_ATTRIBUTES`; the meter provider becomes the global one, which the
@@ -105,23 +113,34 @@ pub fn init_from_env(default_service_name: &str) -> Result<TelemetryGuard, Telem
         .with_tonic()
         .build()
         .map_err(exporter_error)?;
+    let log_exporter = opentelemetry_otlp::LogExporter::builder()
+        .with_tonic()
+        .build()
+        .map_err(exporter_error)?;
     let tracer_provider = SdkTracerProvider::builder()
         .with_batch_exporter(span_exporter)
         .with_resource(resource.clone())
         .build();
     let meter_provider = SdkMeterProvider::builder()
         .with_periodic_exporter(metric_exporter)
+        .with_resource(resource.clone())
+        .build();
+    let logger_provider = SdkLoggerProvider::builder()
+        .with_batch_exporter(log_exporter)
         .with_resource(resource)
         .build();
     let spans = otel_layer(tracer_provider.tracer("knhk"));
+    let events = event_layer(&logger_provider);
     let installed = tracing_subscriber::registry()
         .with(logs)
         .with(spans)
+        .with(events)
         .try_init();
     if let Err(error) = installed {
         // Nothing was installed: stop the exporters rather than leave them running.
         let _ = tracer_provider.shutdown();
         let _ = meter_provider.shutdown();
+        let _ = logger_provider.shutdown();
         return Err(TelemetryError::Subscriber(error.to_string()));
     }
     // Only once the subscriber is in: the mesh records into the global meter.
@@ -130,6 +149,7 @@ pub fn init_from_env(default_service_name: &str) -> Result<TelemetryGuard, Telem
     Ok(TelemetryGuard {
         tracer_provider: Some(tracer_provider),
         meter_provider: Some(meter_provider),
+        logger_provider: Some(logger_provider),
     })
 }
 

@@ -1,6 +1,9 @@
-//! The tracing → OpenTelemetry layer, configured the same way for export and for the
-//! live check.
+//! The tracing → OpenTelemetry layers, configured the same way for export and for the
+//! live check: spans through `tracing-opentelemetry`, registered events as log records
+//! through OpenTelemetry's tracing appender.
 
+use opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge;
+use opentelemetry_sdk::logs::SdkLoggerProvider;
 use opentelemetry_sdk::trace::Tracer;
 use tracing::{Metadata, Subscriber};
 use tracing_subscriber::Layer;
@@ -9,11 +12,12 @@ use tracing_subscriber::registry::LookupSpan;
 
 use crate::EVENT_TARGET;
 
-/// The `tracing-opentelemetry` layer over `tracer`, passing only the mesh's registered
-/// signals: spans from `knhk` crates, and events with target [`EVENT_TARGET`]. Other
-/// crates' spans (quinn's, for instance) and ordinary log events stay out of the
-/// export (logs go to stderr). No source location, thread, level, target or busy/idle
-/// time is added: those attributes are not in the registry.
+/// The `tracing-opentelemetry` layer over `tracer`, passing only the mesh's spans (those
+/// of `knhk` crates; quinn's, for instance, stay out). Events never become span events
+/// here: `tracing-opentelemetry` adds `level` and `target` attributes to every span
+/// event, which are not in the registry; registered events go through [`event_layer`]
+/// as log records instead (OpenTelemetry's event model). No source location, thread,
+/// level, target or busy/idle time is added to spans.
 pub fn otel_layer<S>(tracer: Tracer) -> impl Layer<S>
 where
     S: Subscriber + for<'span> LookupSpan<'span>,
@@ -25,13 +29,24 @@ where
         .with_level(false)
         .with_target(false)
         .with_tracked_inactivity(false)
-        .with_filter(filter_fn(registered_only))
+        .with_filter(filter_fn(mesh_span))
 }
 
-fn registered_only(metadata: &Metadata<'_>) -> bool {
-    if metadata.is_span() {
-        metadata.target().starts_with("knhk")
-    } else {
-        metadata.target() == EVENT_TARGET
-    }
+/// A layer turning the mesh's registered events (target [`EVENT_TARGET`]) into
+/// OpenTelemetry log records of `provider`: the record's event name is the tracing
+/// event's `name:` (a registry event name), its attributes the event's fields, with no
+/// attribute added. Ordinary log events stay out (they go to stderr).
+pub fn event_layer<S>(provider: &SdkLoggerProvider) -> impl Layer<S> + use<S>
+where
+    S: Subscriber + for<'span> LookupSpan<'span>,
+{
+    OpenTelemetryTracingBridge::new(provider).with_filter(filter_fn(registered_event))
+}
+
+fn mesh_span(metadata: &Metadata<'_>) -> bool {
+    metadata.is_span() && metadata.target().starts_with("knhk")
+}
+
+fn registered_event(metadata: &Metadata<'_>) -> bool {
+    metadata.is_event() && metadata.target() == EVENT_TARGET
 }

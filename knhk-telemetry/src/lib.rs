@@ -11,7 +11,7 @@
 //! - [`semconv`]: the names, and each metric's unit and instrument ([`MetricSpec`]).
 //! - [`EmittedSignals`]: what a run emitted, as compared against the registry.
 //! - `init_from_env` (feature `otlp`): human-readable logs on stderr filtered by
-//!   `RUST_LOG`, plus OTLP export of spans and metrics when
+//!   `RUST_LOG`, plus OTLP export of spans, metrics and registered events when
 //!   `OTEL_EXPORTER_OTLP_ENDPOINT` is set (honouring `OTEL_SERVICE_NAME` and
 //!   `OTEL_RESOURCE_ATTRIBUTES`). When it is not set nothing is exported, and the
 //!   mesh's instruments record into OpenTelemetry's no-op meter.
@@ -37,12 +37,13 @@ pub use error::TelemetryError;
 #[cfg(feature = "otlp")]
 pub use init::{TelemetryGuard, init_from_env};
 #[cfg(feature = "sdk")]
-pub use layer::otel_layer;
+pub use layer::{event_layer, otel_layer};
 
 /// The `tracing` target of registered events: emit a registry event as
-/// `tracing::info!(target: EVENT_TARGET, …, "{}", semconv::event::NAME)` (the message is
-/// the event's name). Only events with this target reach OpenTelemetry, as span events
-/// of the span they occur in; other events are logs.
+/// `tracing::info!(name: semconv::event::NAME, target: EVENT_TARGET, …fields…)` (the
+/// `name:` is the event's name, the fields its attributes). Only events with this target
+/// reach OpenTelemetry, as log records with that event name (OpenTelemetry's event
+/// model); other events are logs on stderr.
 pub const EVENT_TARGET: &str = "knhk::telemetry";
 
 /// The kind of instrument a registered metric is recorded with.

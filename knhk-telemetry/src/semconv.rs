@@ -29,6 +29,14 @@ pub mod attribute {
     pub const TRANSPORT_CONNECTION_DIRECTION: &str = "knhk.transport.connection.direction";
     /// How a QUIC + mutual TLS handshake ended.
     pub const TRANSPORT_HANDSHAKE_OUTCOME: &str = "knhk.transport.handshake.outcome";
+    /// Logical name of the service.
+    pub const SERVICE_NAME: &str = "service.name";
+    /// The language of the telemetry SDK.
+    pub const TELEMETRY_SDK_LANGUAGE: &str = "telemetry.sdk.language";
+    /// The name of the telemetry SDK.
+    pub const TELEMETRY_SDK_NAME: &str = "telemetry.sdk.name";
+    /// The version string of the telemetry SDK.
+    pub const TELEMETRY_SDK_VERSION: &str = "telemetry.sdk.version";
 }
 
 /// The values of enum attributes.
@@ -103,13 +111,13 @@ pub mod value {
         pub const STALE_TIMESTAMP: &str = "stale_timestamp";
         /// Timestamp further ahead than the clock-skew window.
         pub const FUTURE_TIMESTAMP: &str = "future_timestamp";
-        /// A (sender
+        /// A (sender, nonce) pair already accepted.
         pub const REPLAY: &str = "replay";
         /// Envelope signature does not verify.
         pub const BAD_SIGNATURE: &str = "bad_signature";
         /// Sender over its rate limit.
         pub const RATE_LIMITED: &str = "rate_limited";
-        /// Authenticated frame whose content proves misbehaviour (forged entries
+        /// Authenticated frame whose content proves misbehaviour (forged entries, lies about versions).
         pub const BAD_PAYLOAD: &str = "bad_payload";
         /// Sender currently banned.
         pub const BANNED: &str = "banned";
@@ -152,6 +160,37 @@ pub mod value {
         pub const ABANDONED: &str = "abandoned";
         /// Every value, in registry order.
         pub const ALL: &[&str] = &[ESTABLISHED, REJECTED, FAILED, ABANDONED];
+    }
+    /// Values of `telemetry.sdk.language`.
+    pub mod telemetry_sdk_language {
+        /// C++.
+        pub const CPP: &str = "cpp";
+        /// .NET.
+        pub const DOTNET: &str = "dotnet";
+        /// Erlang.
+        pub const ERLANG: &str = "erlang";
+        /// Go.
+        pub const GO: &str = "go";
+        /// Java.
+        pub const JAVA: &str = "java";
+        /// Node.js.
+        pub const NODEJS: &str = "nodejs";
+        /// PHP.
+        pub const PHP: &str = "php";
+        /// Python.
+        pub const PYTHON: &str = "python";
+        /// Ruby.
+        pub const RUBY: &str = "ruby";
+        /// Rust.
+        pub const RUST: &str = "rust";
+        /// Swift.
+        pub const SWIFT: &str = "swift";
+        /// JavaScript in a browser.
+        pub const WEBJS: &str = "webjs";
+        /// Every value, in registry order.
+        pub const ALL: &[&str] = &[
+            CPP, DOTNET, ERLANG, GO, JAVA, NODEJS, PHP, PYTHON, RUBY, RUST, SWIFT, WEBJS,
+        ];
     }
 }
 
@@ -383,6 +422,6 @@ pub mod span {
 
 /// Span event names.
 pub mod event {
-    /// This node declared convergence on a root (once per root), inside the round span that judged it; its round attribute is the round whose answers completed the agreement (one before the span's).
+    /// This node declared convergence on a root (once per root); its round attribute is the round whose answers completed the agreement.
     pub const GOSSIP_CONVERGED: &str = "knhk.gossip.converged";
 }

@@ -8,9 +8,15 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use knhk_telemetry::semconv::{attribute, metric, span};
+use knhk_telemetry::semconv::{attribute, event, metric, span};
 use knhk_telemetry::{TelemetryError, init_from_env};
 use opentelemetry::KeyValue;
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
+    LogsService, LogsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
     MetricsService, MetricsServiceServer,
 };
@@ -36,6 +42,8 @@ struct Received {
     resource_keys: Vec<String>,
     spans: Vec<String>,
     metrics: Vec<String>,
+    /// (event name, attribute keys) of each log record.
+    events: Vec<(String, Vec<String>)>,
 }
 
 #[derive(Clone, Default)]
@@ -97,6 +105,26 @@ impl MetricsService for Receiver {
     }
 }
 
+#[tonic::async_trait]
+impl LogsService for Receiver {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportLogsServiceRequest>,
+    ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
+        for resource_logs in &request.get_ref().resource_logs {
+            self.resource(resource_logs.resource.as_ref());
+            for scope in &resource_logs.scope_logs {
+                let mut received = self.0.lock().unwrap();
+                received.events.extend(scope.log_records.iter().map(|r| {
+                    let keys = r.attributes.iter().map(|kv| kv.key.clone()).collect();
+                    (r.event_name.clone(), keys)
+                }));
+            }
+        }
+        Ok(tonic::Response::new(ExportLogsServiceResponse::default()))
+    }
+}
+
 /// Runs this test binary again, only `test`, with `env` set.
 fn run_child(test: &str, env: &[(&str, &str)]) {
     let status = Command::new(std::env::current_exe().unwrap())
@@ -114,8 +142,9 @@ fn in_child(test: &str) -> bool {
 }
 
 #[test]
-fn spans_and_metrics_reach_an_otlp_receiver_with_the_environments_resource() {
-    const TEST: &str = "spans_and_metrics_reach_an_otlp_receiver_with_the_environments_resource";
+fn spans_metrics_and_events_reach_an_otlp_receiver_with_the_environments_resource() {
+    const TEST: &str =
+        "spans_metrics_and_events_reach_an_otlp_receiver_with_the_environments_resource";
     if in_child(TEST) {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -140,6 +169,16 @@ fn spans_and_metrics_reach_an_otlp_receiver_with_the_environments_resource() {
             )
             .entered();
             let _unused = KeyValue::new(attribute::GOSSIP_ROUND, 1i64);
+            tracing::event!(
+                name: event::GOSSIP_CONVERGED,
+                target: knhk_telemetry::EVENT_TARGET,
+                tracing::Level::INFO,
+                { attribute::GOSSIP_ROUND } = 1i64,
+                { attribute::CRDT_ROOT } = "00ff",
+                "converged",
+            );
+            // An ordinary log line stays on stderr.
+            tracing::info!(target: "knhk_otlp_test", "just a log line");
         });
         // Dropping the guard flushes both exporters; it must not run on a runtime thread.
         drop(guard);
@@ -154,6 +193,7 @@ fn spans_and_metrics_reach_an_otlp_receiver_with_the_environments_resource() {
     let server = tonic::transport::Server::builder()
         .add_service(TraceServiceServer::new(receiver.clone()))
         .add_service(MetricsServiceServer::new(receiver.clone()))
+        .add_service(LogsServiceServer::new(receiver.clone()))
         .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener));
     runtime.spawn(server);
     run_child(
@@ -177,6 +217,19 @@ fn spans_and_metrics_reach_an_otlp_receiver_with_the_environments_resource() {
             .metrics
             .iter()
             .any(|m| m == metric::GOSSIP_ROUNDS.name),
+        "{received:?}"
+    );
+    // The registered event arrives as a log record with its event name and only its
+    // own attributes; the plain log line does not arrive.
+    assert_eq!(
+        received.events,
+        [(
+            event::GOSSIP_CONVERGED.to_owned(),
+            vec![
+                attribute::GOSSIP_ROUND.to_owned(),
+                attribute::CRDT_ROOT.to_owned()
+            ]
+        )],
         "{received:?}"
     );
     // OTEL_SERVICE_NAME wins over service.name in OTEL_RESOURCE_ATTRIBUTES.

@@ -492,7 +492,7 @@ impl Shared {
             Ok(_) => handshake_outcome::ESTABLISHED,
             Err(TransportError::HandshakeRejected { .. }) => handshake_outcome::REJECTED,
             Err(_) => {
-                Counters::bump(&self.counters.handshakes_failed);
+                Counters::bump(&self.counters.handshakes_failed_outbound);
                 handshake_outcome::FAILED
             }
         };
@@ -552,7 +552,7 @@ impl Shared {
                 Ok(conn)
             }
             Err(DialFailure::Connection(error)) if is_handshake_rejection(&error) => {
-                Counters::bump(&self.counters.handshakes_rejected);
+                Counters::bump(&self.counters.handshakes_rejected_outbound);
                 tracing::warn!(peer = %peer.short(), addr = %info.addr, %error, "handshake rejected");
                 Err(TransportError::HandshakeRejected {
                     peer,
@@ -640,7 +640,7 @@ async fn accept_loop(shared: Arc<Shared>) {
         // A bounded number of handshakes at once: beyond it, refuse at once rather
         // than spawn without limit.
         let Some(permit) = shared.limits.handshake() else {
-            Counters::bump(&shared.counters.handshakes_failed);
+            Counters::bump(&shared.counters.handshakes_failed_inbound);
             incoming.refuse();
             continue;
         };
@@ -658,15 +658,15 @@ async fn accept_one(
         Ok(Ok(conn)) => conn,
         Ok(Err(error)) => {
             if is_handshake_rejection(&error) {
-                Counters::bump(&shared.counters.handshakes_rejected);
+                Counters::bump(&shared.counters.handshakes_rejected_inbound);
             } else {
-                Counters::bump(&shared.counters.handshakes_failed);
+                Counters::bump(&shared.counters.handshakes_failed_inbound);
             }
             tracing::warn!(%remote, %error, "inbound handshake failed");
             return;
         }
         Err(_) => {
-            Counters::bump(&shared.counters.handshakes_failed);
+            Counters::bump(&shared.counters.handshakes_failed_inbound);
             tracing::warn!(%remote, "inbound handshake timed out");
             return;
         }
@@ -680,7 +680,7 @@ async fn accept_one(
         return;
     }
     if !shared.limits.admit_connection(peer, &conn) {
-        Counters::bump(&shared.counters.handshakes_failed);
+        Counters::bump(&shared.counters.handshakes_failed_inbound);
         tracing::warn!(peer = %peer.short(), %remote, "refused: too many connections from this peer");
         conn.close(
             VarInt::from_u32(TOO_MANY_CONNECTIONS),

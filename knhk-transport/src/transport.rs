@@ -144,11 +144,15 @@ pub struct TransportStats {
     pub connections_dialed: u64,
     /// Inbound connections this node accepted (handshake passed).
     pub connections_accepted: u64,
-    /// Handshakes that failed authentication, either direction.
-    pub handshakes_rejected: u64,
-    /// Handshakes that did not complete for another reason (timeout, unreachable peer,
-    /// protocol error), either direction.
-    pub handshakes_failed: u64,
+    /// Handshakes of connections this node dialled that failed authentication.
+    pub handshakes_rejected_outbound: u64,
+    /// Handshakes of connections peers opened that failed authentication.
+    pub handshakes_rejected_inbound: u64,
+    /// Handshakes of connections this node dialled that did not complete for another
+    /// reason (timeout, unreachable peer, protocol error).
+    pub handshakes_failed_outbound: u64,
+    /// Handshakes of connections peers opened that did not complete for another reason.
+    pub handshakes_failed_inbound: u64,
     /// Connections open at the time of the snapshot (pooled, at most one per peer; 0
     /// for transports without connections).
     pub connections_open: u64,
@@ -173,8 +177,10 @@ pub struct TransportStats {
 pub(crate) struct Counters {
     pub connections_dialed: AtomicU64,
     pub connections_accepted: AtomicU64,
-    pub handshakes_rejected: AtomicU64,
-    pub handshakes_failed: AtomicU64,
+    pub handshakes_rejected_outbound: AtomicU64,
+    pub handshakes_rejected_inbound: AtomicU64,
+    pub handshakes_failed_outbound: AtomicU64,
+    pub handshakes_failed_inbound: AtomicU64,
     pub frames_sent: AtomicU64,
     pub frames_received: AtomicU64,
     pub bytes_sent: AtomicU64,
@@ -203,8 +209,10 @@ impl Counters {
         TransportStats {
             connections_dialed: get(&self.connections_dialed),
             connections_accepted: get(&self.connections_accepted),
-            handshakes_rejected: get(&self.handshakes_rejected),
-            handshakes_failed: get(&self.handshakes_failed),
+            handshakes_rejected_outbound: get(&self.handshakes_rejected_outbound),
+            handshakes_rejected_inbound: get(&self.handshakes_rejected_inbound),
+            handshakes_failed_outbound: get(&self.handshakes_failed_outbound),
+            handshakes_failed_inbound: get(&self.handshakes_failed_inbound),
             connections_open: 0,
             frames_sent: get(&self.frames_sent),
             frames_received: get(&self.frames_received),
@@ -273,11 +281,11 @@ mod tests {
         counters.sent(100);
         counters.sent(20);
         counters.received(7);
-        Counters::bump(&counters.handshakes_rejected);
+        Counters::bump(&counters.handshakes_rejected_inbound);
         let stats = counters.snapshot();
         assert_eq!((stats.frames_sent, stats.bytes_sent), (2, 120));
         assert_eq!((stats.frames_received, stats.bytes_received), (1, 7));
-        assert_eq!(stats.handshakes_rejected, 1);
+        assert_eq!(stats.handshakes_rejected_inbound, 1);
         assert_eq!(stats.connections_dialed, 0);
     }
 }

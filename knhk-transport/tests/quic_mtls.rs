@@ -152,7 +152,7 @@ async fn a_peer_presenting_a_different_key_is_refused_at_the_handshake() {
         }
         other => panic!("expected HandshakeRejected, got {other:?}"),
     }
-    assert_eq!(a.stats().handshakes_rejected, 1);
+    assert_eq!(a.stats().handshakes_rejected_outbound, 1);
     assert_eq!(a.pooled_connections(), 0);
 }
 
@@ -165,7 +165,7 @@ async fn an_unregistered_client_is_refused_and_told_so() {
         Err(TransportError::HandshakeRejected { .. }) => {}
         other => panic!("expected HandshakeRejected, got {other:?}"),
     }
-    eventually(|| b.stats().handshakes_rejected == 1).await;
+    eventually(|| b.stats().handshakes_rejected_inbound == 1).await;
     assert_eq!(b.stats().connections_accepted, 0);
     assert!(
         tokio::time::timeout(Duration::from_millis(200), b.recv())
@@ -267,7 +267,7 @@ async fn a_peer_with_no_certificate_is_refused() {
         .await
         .unwrap();
     assert!(result.is_err(), "a certificate-less client got a welcome");
-    eventually(|| b.stats().handshakes_rejected == 1).await;
+    eventually(|| b.stats().handshakes_rejected_inbound == 1).await;
     assert_eq!(b.stats().connections_accepted, 0);
 }
 

@@ -23,8 +23,17 @@ const STABILITIES: [&str; 5] = [
 const INSTRUMENTS: [&str; 4] = ["counter", "updowncounter", "gauge", "histogram"];
 const SPAN_KINDS: [&str; 5] = ["client", "server", "producer", "consumer", "internal"];
 const REQUIREMENT_LEVELS: [&str; 3] = ["required", "recommended", "opt_in"];
-/// Every name this project defines lives under this namespace.
+/// Every name this project defines lives under this namespace...
 const NAMESPACE: &str = "knhk.";
+/// ...except these OpenTelemetry semantic-convention attributes, which the SDK puts on
+/// every resource: the registry defines copies of them (with their semconv types) so
+/// that a live check sees every attribute the mesh exports.
+pub const OTEL_RESOURCE_ATTRIBUTES: [(&str, &str); 4] = [
+    ("service.name", "string"),
+    ("telemetry.sdk.language", "string"),
+    ("telemetry.sdk.name", "string"),
+    ("telemetry.sdk.version", "string"),
+];
 
 /// Runs every static check; returns one line per problem (empty when the registry is
 /// sound).
@@ -72,6 +81,7 @@ pub fn check(registry: &Registry) -> Vec<String> {
             ));
         }
         check_attribute_uses(located, &defined, &mut problems);
+        check_stable_uses(registry, located, &mut problems);
         match kind {
             "metric" => check_metric(located, &mut signal_names, &mut problems),
             "span" => check_span(located, &mut signal_names, &mut problems),
@@ -94,15 +104,61 @@ fn check_manifest(registry: &Registry, problems: &mut Vec<String>) {
     let Some(manifest) = &registry.manifest else {
         return;
     };
-    for (field, value) in [
-        ("name", &manifest.name),
-        ("semconv_version", &manifest.semconv_version),
-        ("schema_base_url", &manifest.schema_base_url),
-    ] {
-        if value.as_deref().is_none_or(str::is_empty) {
-            problems.push(format!("{MANIFEST}: `{field}` is required"));
+    match manifest.schema_url.as_deref() {
+        None | Some("") => problems.push(format!("{MANIFEST}: `schema_url` is required")),
+        Some(url) => {
+            if let Err(problem) = check_schema_url(url) {
+                problems.push(format!("{MANIFEST}: `schema_url` {url:?}: {problem}"));
+            }
         }
     }
+    if manifest.semconv_version.is_some() || manifest.schema_base_url.is_some() {
+        problems.push(format!(
+            "{MANIFEST}: `semconv_version` and `schema_base_url` are deprecated (Weaver warns): \
+             name the registry and its version in `schema_url` instead"
+        ));
+    }
+    if manifest.dependencies.is_some() {
+        problems.push(format!(
+            "{MANIFEST}: `dependencies` are not resolved by this project's check: define the \
+             attributes used in this registry"
+        ));
+    }
+    if let Some(level) = manifest.stability.as_deref()
+        && !STABILITIES.contains(&level)
+    {
+        problems.push(format!(
+            "{MANIFEST}: `stability` must be one of {STABILITIES:?}, not {level:?}"
+        ));
+    }
+}
+
+/// A schema URL as Weaver parses it: `http[s]://host/<name path>/<version>`, the version
+/// a semantic version (`1.2.3`, optionally with a leading `v`).
+pub fn check_schema_url(url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or("must start with https:// or http://")?;
+    let rest = rest.trim_end_matches('/');
+    let (host, path) = rest
+        .split_once('/')
+        .ok_or("needs a path ending in a version")?;
+    if host.is_empty() || host.chars().any(|c| c.is_whitespace()) {
+        return Err("has no valid host".into());
+    }
+    let version = path.rsplit('/').next().unwrap_or_default();
+    let numbers: Vec<&str> = version.trim_start_matches('v').split('.').collect();
+    let semantic = numbers.len() == 3
+        && numbers
+            .iter()
+            .all(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
+    if !semantic {
+        return Err(format!(
+            "its last segment {version:?} must be a version like 1.2.3"
+        ));
+    }
+    Ok(())
 }
 
 /// Every attribute defined anywhere, checked for its own fields and for duplicates.
@@ -119,13 +175,28 @@ fn defined_attributes(registry: &Registry, problems: &mut Vec<String>) -> BTreeS
                     "{at}: attribute `{id}` is defined twice (first in {first})"
                 ));
             }
-            if let Err(problem) = check_name(id) {
+            let otel_type = OTEL_RESOURCE_ATTRIBUTES
+                .iter()
+                .find(|(name, _)| *name == id)
+                .map(|(_, wire_type)| *wire_type);
+            if otel_type.is_none()
+                && let Err(problem) = check_name(id)
+            {
                 problems.push(format!("{at}: attribute `{id}`: {problem}"));
             }
             match attribute.kind.as_ref().map(attribute_type) {
                 None => problems.push(format!("{at}: attribute `{id}` has no `type`")),
                 Some(Err(problem)) => problems.push(format!("{at}: attribute `{id}`: {problem}")),
-                Some(Ok(_)) => {}
+                Some(Ok(kind)) => {
+                    if let Some(expected) = otel_type
+                        && kind.wire_type() != expected
+                    {
+                        problems.push(format!(
+                            "{at}: attribute `{id}` is an OpenTelemetry {expected}, not {}",
+                            kind.wire_type()
+                        ));
+                    }
+                }
             }
             if attribute
                 .brief
@@ -185,6 +256,27 @@ fn check_attribute_uses(located: &Located, defined: &BTreeSet<String>, problems:
             if !known {
                 problems.push(format!("{at}: unknown `requirement_level` {level:?}"));
             }
+        }
+    }
+}
+
+/// A stable signal uses only stable attributes: otherwise a "stable" metric could change
+/// shape when one of its attributes does.
+fn check_stable_uses(registry: &Registry, located: &Located, problems: &mut Vec<String>) {
+    if located.group.kind.as_deref() == Some("attribute_group")
+        || located.group.stability.as_deref() != Some("stable")
+    {
+        return;
+    }
+    let defined = registry.attributes();
+    for name in crate::registry::attribute_names(&located.group) {
+        if let Some(attribute) = defined.get(name)
+            && attribute.stability.as_deref() != Some("stable")
+        {
+            problems.push(format!(
+                "{}: a stable group uses attribute `{name}`, which is not stable",
+                where_(located)
+            ));
         }
     }
 }

@@ -1,22 +1,28 @@
-//! Loading a semantic-convention registry in Weaver's (v1) format: a
-//! `registry_manifest.yaml` and YAML files of `groups`.
+//! Loading a semantic-convention registry in Weaver's (v1) format: a `manifest.yaml` and
+//! YAML files of `groups`, every level refusing fields Weaver does not know.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-/// The manifest of a registry.
+/// A registry's definition manifest (`manifest.yaml`), as Weaver reads it. Unknown
+/// fields are refused; the fields Weaver deprecated are read only to be reported.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
-    /// Registry name.
-    pub name: Option<String>,
+    /// `http[s]://host/path/<name>/<version>`: the registry's identity; Weaver derives
+    /// its name and version from it.
+    pub schema_url: Option<String>,
     /// What the registry covers.
     pub description: Option<String>,
-    /// The registry's version.
+    /// The registry's own stability.
+    pub stability: Option<String>,
+    /// Other registries this one builds on (not supported by this project's check).
+    pub dependencies: Option<serde_yaml::Value>,
+    /// Deprecated by Weaver in favour of `schema_url`.
     pub semconv_version: Option<String>,
-    /// Where its schema files are published.
+    /// Deprecated by Weaver in favour of `schema_url`.
     pub schema_base_url: Option<String>,
 }
 
@@ -24,8 +30,8 @@ pub struct Manifest {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GroupFile {
-    /// The groups it defines.
-    pub groups: Vec<Group>,
+    /// The groups it defines, each parsed on its own so that a problem names its group.
+    pub groups: Vec<serde_yaml::Value>,
 }
 
 /// A group: an attribute group, a span, a metric or an event.
@@ -94,6 +100,35 @@ pub struct Attribute {
     pub annotations: Option<serde_yaml::Value>,
 }
 
+/// An enum attribute's `type`: its members, and nothing else.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnumType {
+    members: Vec<EnumMember>,
+}
+
+/// One member of an enum attribute's `type: members:` list. Unknown fields are refused:
+/// a flow mapping whose unquoted brief holds a comma (`{brief: a, b}`) splits into junk
+/// keys, which Weaver refuses too.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnumMember {
+    /// The member's identifier.
+    pub id: String,
+    /// Its value on the wire.
+    pub value: serde_yaml::Value,
+    /// One-line description.
+    pub brief: Option<String>,
+    /// Longer description.
+    pub note: Option<String>,
+    /// Stability level.
+    pub stability: Option<String>,
+    /// Deprecation notice.
+    pub deprecated: Option<serde_yaml::Value>,
+    /// Free-form annotations.
+    pub annotations: Option<serde_yaml::Value>,
+}
+
 /// A group with the file it came from.
 #[derive(Clone, Debug)]
 pub struct Located {
@@ -134,13 +169,20 @@ impl AttributeType {
 }
 
 /// The name of the manifest file.
-pub const MANIFEST: &str = "registry_manifest.yaml";
+pub const MANIFEST: &str = "manifest.yaml";
+/// The manifest's legacy name, which Weaver still reads with a warning.
+pub const LEGACY_MANIFEST: &str = "registry_manifest.yaml";
 
 impl Registry {
     /// Loads every `*.yaml` file under `root` (recursively, sorted) and the manifest.
     /// Never fails: what does not load is listed in [`Registry::load_errors`].
     pub fn load(root: &Path) -> Registry {
         let mut registry = Registry::default();
+        if root.join(LEGACY_MANIFEST).exists() {
+            registry.load_errors.push(format!(
+                "{LEGACY_MANIFEST}: legacy manifest name (Weaver warns): rename it {MANIFEST}"
+            ));
+        }
         let manifest_path = root.join(MANIFEST);
         match std::fs::read_to_string(&manifest_path) {
             Ok(text) => match serde_yaml::from_str::<Manifest>(&text) {
@@ -158,7 +200,7 @@ impl Registry {
         files.sort();
         for path in files {
             let relative = path.strip_prefix(root).unwrap_or(&path).to_path_buf();
-            if relative == Path::new(MANIFEST) {
+            if relative == Path::new(MANIFEST) || relative == Path::new(LEGACY_MANIFEST) {
                 continue;
             }
             let parsed = std::fs::read_to_string(&path)
@@ -167,16 +209,30 @@ impl Registry {
                     serde_yaml::from_str::<GroupFile>(&text)
                         .map_err(|e| format!("does not parse: {e}"))
                 });
-            match parsed {
-                Ok(file) => registry
-                    .groups
-                    .extend(file.groups.into_iter().map(|group| Located {
+            let file = match parsed {
+                Ok(file) => file,
+                Err(problem) => {
+                    registry
+                        .load_errors
+                        .push(format!("{}: {problem}", relative.display()));
+                    continue;
+                }
+            };
+            for (index, value) in file.groups.into_iter().enumerate() {
+                let id = value
+                    .get("id")
+                    .and_then(serde_yaml::Value::as_str)
+                    .map_or_else(|| format!("#{}", index + 1), str::to_owned);
+                match serde_yaml::from_value::<Group>(value) {
+                    Ok(group) => registry.groups.push(Located {
                         file: relative.clone(),
                         group,
-                    })),
-                Err(problem) => registry
-                    .load_errors
-                    .push(format!("{}: {problem}", relative.display())),
+                    }),
+                    Err(error) => registry.load_errors.push(format!(
+                        "{}: group `{id}`: does not parse: {error}",
+                        relative.display()
+                    )),
+                }
             }
         }
         registry
@@ -252,29 +308,35 @@ pub fn attribute_type(kind: &serde_yaml::Value) -> Result<AttributeType, String>
             Err(format!("unknown type {name:?}"))
         };
     }
-    let members = kind
-        .get("members")
-        .and_then(serde_yaml::Value::as_sequence)
-        .ok_or("type is neither a primitive name nor `members`")?;
+    if kind.get("members").is_none() {
+        return Err("type is neither a primitive name nor `members`".into());
+    }
+    let EnumType { members } = serde_yaml::from_value(kind.clone())
+        .map_err(|e| format!("enum type does not parse: {e}"))?;
     let mut values = Vec::new();
     for member in members {
-        let id = member.get("id").and_then(serde_yaml::Value::as_str);
-        let value = member.get("value").and_then(serde_yaml::Value::as_str);
-        match (id, value) {
-            (Some(_), Some(value)) => {
-                // Values become Rust constant names in the generated code.
-                let mut chars = value.chars();
-                let plain = chars.next().is_some_and(|c| c.is_ascii_lowercase())
-                    && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-                if !plain {
-                    return Err(format!(
-                        "enum value {value:?} must be lowercase letters, digits and `_`, starting with a letter"
-                    ));
-                }
-                values.push(value.to_owned());
-            }
-            _ => return Err("an enum member lacks a string `id` or `value`".into()),
+        let Some(value) = member.value.as_str() else {
+            return Err(format!(
+                "enum member `{}`: `value` must be a string",
+                member.id
+            ));
+        };
+        // Values become Rust constant names in the generated code.
+        let mut chars = value.chars();
+        let plain = chars.next().is_some_and(|c| c.is_ascii_lowercase())
+            && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !plain {
+            return Err(format!(
+                "enum value {value:?} must be lowercase letters, digits and `_`, starting with a letter"
+            ));
         }
+        if member.brief.as_deref().is_none_or(|b| b.trim().is_empty()) {
+            return Err(format!("enum member `{}` has no `brief`", member.id));
+        }
+        if member.stability.is_none() {
+            return Err(format!("enum member `{}` has no `stability`", member.id));
+        }
+        values.push(value.to_owned());
     }
     if values.is_empty() {
         return Err("an enum with no members".into());

@@ -120,6 +120,12 @@ fn live_check(registry: &Registry, weaver: Option<&Path>) -> Result<(), String> 
         report.coverage_percent(),
         EXEMPT.len()
     );
+    eprintln!(
+        "    registry coverage as Weaver counts it (attributes, metrics, events): {} of {} ({:.2}%)",
+        report.items_seen,
+        report.items_registered,
+        report.weaver_coverage_percent()
+    );
     let exercised = report.emitted.saturating_sub(report.unexercised.len());
     eprintln!(
         "    exercised (a non-zero value or a sample): {exercised} of {}; reported only as zero: {}",

@@ -138,3 +138,184 @@ fn a_wrong_attribute_type_or_unit_fails_the_check() {
     assert_reported(&report.problems, &["knhk.transport.bytes", "\"bytes\""]);
     assert_reported(&report.problems, &["sideways", "not a registered member"]);
 }
+
+/// The project's scenario, collected once per test.
+fn scenario_emissions() -> knhk_telemetry::EmittedSignals {
+    let collector = Collector::new();
+    run_scenario(&collector);
+    collector.collect().unwrap()
+}
+
+#[test]
+fn an_unregistered_resource_attribute_fails_the_check() {
+    let registry = registry();
+    let mut emitted = scenario_emissions();
+    assert!(emitted.resource.contains_key("telemetry.sdk.version"));
+    emitted
+        .resource
+        .entry("host.name".into())
+        .or_default()
+        .record("string", Some("node-1"));
+    emitted
+        .resource
+        .entry("telemetry.sdk.language".into())
+        .or_default()
+        .record("string", Some("cobol"));
+    let report = compare(&registry, &emitted, EXEMPT);
+    assert_reported(
+        &report.problems,
+        &["resource attribute `host.name`", "not in the registry"],
+    );
+    assert_reported(
+        &report.problems,
+        &[
+            "resource attribute `telemetry.sdk.language`",
+            "\"cobol\"",
+            "not a registered member",
+        ],
+    );
+}
+
+#[test]
+fn span_events_and_their_added_attributes_fail_the_check() {
+    // What tracing-opentelemetry makes of a tracing event inside a span: a span event
+    // with `level` and `target`, which Weaver refuses (unregistered, not namespaced).
+    let registry = registry();
+    let mut emitted = scenario_emissions();
+    let round = emitted.spans.get_mut(span::GOSSIP_ROUND).unwrap();
+    let event = round
+        .events
+        .entry(knhk_telemetry::semconv::event::GOSSIP_CONVERGED.into())
+        .or_default();
+    event.count += 1;
+    for key in ["level", "target"] {
+        event
+            .attributes
+            .entry(key.into())
+            .or_default()
+            .record("string", Some("x"));
+    }
+    let report = compare(&registry, &emitted, EXEMPT);
+    assert_reported(
+        &report.problems,
+        &["span `knhk.gossip.round`", "span event", "log records"],
+    );
+    // On a log-record event, unregistered attributes are named.
+    let mut emitted = scenario_emissions();
+    let converged = emitted
+        .events
+        .get_mut(knhk_telemetry::semconv::event::GOSSIP_CONVERGED)
+        .unwrap();
+    converged
+        .attributes
+        .entry("level".into())
+        .or_default()
+        .record("string", Some("INFO"));
+    let report = compare(&registry, &emitted, EXEMPT);
+    assert_reported(
+        &report.problems,
+        &[
+            "event `knhk.gossip.converged`",
+            "attribute `level`",
+            "not in the registry",
+        ],
+    );
+}
+
+#[test]
+fn coverage_counts_attributes_metrics_and_events_as_weaver_does() {
+    let registry = registry();
+    let emitted = scenario_emissions();
+    let clean = compare(&registry, &emitted, EXEMPT);
+    assert_eq!(clean.items_seen, clean.items_registered);
+    assert!((clean.weaver_coverage_percent() - 100.0).abs() < 1e-9);
+    // Weaver's items: every defined attribute, metric and event; spans are not items.
+    let defined = registry.attributes().len()
+        + registry.of_kind("metric").count()
+        + registry.of_kind("event").count();
+    assert_eq!(clean.items_registered, defined);
+
+    // The diff phase attribute only ever rides on the diff counter: drop it there and
+    // the run still emits every signal, but Weaver's coverage (and ours) falls short.
+    let mut without = emitted.clone();
+    for metric in without.metrics.values_mut() {
+        metric.attributes.remove(attribute::GOSSIP_DIFF_PHASE);
+    }
+    let report = compare(&registry, &without, EXEMPT);
+    assert_eq!(report.items_seen + 1, report.items_registered);
+    assert_reported(
+        &report.problems,
+        &["attribute `knhk.gossip.diff.phase`", "never seen"],
+    );
+
+    // An event emitted as a span event does not count as the event (Weaver counts
+    // events from log records only).
+    let mut as_span_event = emitted;
+    let converged = as_span_event
+        .events
+        .remove(knhk_telemetry::semconv::event::GOSSIP_CONVERGED)
+        .unwrap();
+    as_span_event
+        .spans
+        .get_mut(span::GOSSIP_ROUND)
+        .unwrap()
+        .events
+        .insert(
+            knhk_telemetry::semconv::event::GOSSIP_CONVERGED.into(),
+            converged,
+        );
+    let report = compare(&registry, &as_span_event, EXEMPT);
+    assert!(report.items_seen < report.items_registered);
+}
+
+#[test]
+fn a_required_attribute_missing_on_some_data_points_fails_the_check() {
+    let registry = registry();
+    let collector = Collector::new();
+    let handshakes = collector
+        .meter("knhk")
+        .u64_counter(metric::TRANSPORT_HANDSHAKES.name)
+        .with_unit(metric::TRANSPORT_HANDSHAKES.unit)
+        .build();
+    handshakes.add(
+        1,
+        &[KeyValue::new(
+            attribute::TRANSPORT_HANDSHAKE_OUTCOME,
+            "rejected",
+        )],
+    );
+    let report = compare(&registry, &collector.collect().unwrap(), EXEMPT);
+    assert_reported(
+        &report.problems,
+        &[
+            "metric `knhk.transport.handshakes`",
+            "required attribute `knhk.transport.connection.direction`",
+            "missing on 1 of 1",
+        ],
+    );
+}
+
+#[test]
+fn a_recommended_attribute_missing_on_some_data_points_fails_the_check() {
+    let registry = Registry::load(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/live_recommended"),
+    );
+    assert_eq!(xtask::checks::check(&registry), Vec::<String>::new());
+    let collector = Collector::new();
+    let count = collector
+        .meter("knhk")
+        .u64_counter("knhk.fixture.count")
+        .with_unit("{thing}")
+        .build();
+    count.add(1, &[KeyValue::new("knhk.fixture.kind", "a")]);
+    count.add(1, &[]);
+    let report = compare(&registry, &collector.collect().unwrap(), EXEMPT);
+    assert_reported(
+        &report.problems,
+        &[
+            "metric `knhk.fixture.count`",
+            "recommended attribute `knhk.fixture.kind`",
+            "missing on 1 of 2",
+        ],
+    );
+}

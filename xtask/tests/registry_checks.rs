@@ -97,5 +97,86 @@ fn bad_names_units_missing_span_kinds_and_extends_are_rejected() {
 #[test]
 fn a_missing_manifest_is_reported() {
     let problems = check(&Registry::load(&fixture("does_not_exist")));
-    assert_reported(&problems, &["registry_manifest.yaml", "cannot be read"]);
+    assert_reported(&problems, &["manifest.yaml", "cannot be read"]);
+}
+
+#[test]
+fn a_junk_key_inside_an_enum_member_is_rejected() {
+    let problems = problems_of("junk_in_enum_member");
+    assert_reported(
+        &problems,
+        &[
+            "security.yaml",
+            "registry.knhk.fixture.security",
+            "knhk.fixture.rejection.reason",
+            "unknown field",
+            "nonce) pair already accepted.",
+        ],
+    );
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+}
+
+#[test]
+fn an_unknown_group_field_is_rejected_naming_the_group() {
+    let problems = problems_of("unknown_property");
+    assert_reported(
+        &problems,
+        &[
+            "metrics.yaml",
+            "metric.knhk.fixture.count",
+            "unknown field `units`",
+        ],
+    );
+}
+
+#[test]
+fn a_legacy_manifest_is_rejected() {
+    let problems = problems_of("legacy_manifest");
+    assert_reported(
+        &problems,
+        &[
+            "registry_manifest.yaml",
+            "legacy",
+            "rename it manifest.yaml",
+        ],
+    );
+    assert_reported(&problems, &["manifest.yaml", "cannot be read"]);
+}
+
+#[test]
+fn a_manifest_with_deprecated_fields_or_a_bad_schema_url_is_rejected() {
+    use xtask::checks::check_schema_url;
+    let dir = std::env::temp_dir().join(format!("knhk-manifest-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("manifest.yaml"),
+        "schema_url: https://knhk.dev/schemas/knhk/0.1.0\nsemconv_version: 0.1.0\nschema_base_url: https://knhk.dev/schemas/\n",
+    )
+    .unwrap();
+    let problems = check(&Registry::load(&dir));
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_reported(&problems, &["manifest.yaml", "deprecated", "schema_url"]);
+    assert!(check_schema_url("https://knhk.dev/schemas/knhk/0.2.0").is_ok());
+    for bad in [
+        "knhk.dev/schemas/0.1.0",
+        "https://knhk.dev",
+        "https://knhk.dev/schemas/latest",
+        "https:///0.1.0",
+    ] {
+        assert!(check_schema_url(bad).is_err(), "{bad} accepted");
+    }
+}
+
+#[test]
+fn a_stable_signal_with_a_development_attribute_is_rejected() {
+    let problems = problems_of("stable_uses_development");
+    assert_reported(
+        &problems,
+        &[
+            "metrics.yaml",
+            "metric.knhk.fixture.count",
+            "knhk.fixture.kind",
+            "not stable",
+        ],
+    );
 }
