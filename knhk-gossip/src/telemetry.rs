@@ -244,6 +244,15 @@ const OBSERVED: &[(MetricSpec, Read)] = &[
     (metric::TRANSPORT_CONNECTIONS_OPEN, |s, emit| {
         emit(s.transport.connections_open, &[]);
     }),
+    (metric::TRANSPORT_ADMISSIONS_REFUSED, |s, emit| {
+        for reason in knhk_types::RefusalReason::ALL {
+            let attributes = [kv(attribute::TRANSPORT_ADMISSION_REFUSAL, reason.as_str())];
+            emit(s.transport.admissions_refused.get(reason), &attributes);
+        }
+    }),
+    (metric::TRANSPORT_PEERS_ADMITTED, |s, emit| {
+        emit(s.transport.peers_admitted, &[]);
+    }),
     (metric::SECURITY_FRAMES_ACCEPTED, |s, emit| {
         emit(s.validator.accepted, &[])
     }),

@@ -25,6 +25,8 @@ pub mod attribute {
     pub const MESH_PEER_ID: &str = "knhk.mesh.peer.id";
     /// Why the gate refused a frame.
     pub const SECURITY_REJECTION_REASON: &str = "knhk.security.rejection.reason";
+    /// Why a peer that passed the TLS handshake was not admitted as a member.
+    pub const TRANSPORT_ADMISSION_REFUSAL: &str = "knhk.transport.admission.refusal";
     /// Who opened the connection.
     pub const TRANSPORT_CONNECTION_DIRECTION: &str = "knhk.transport.connection.direction";
     /// How a QUIC + mutual TLS handshake ended.
@@ -137,6 +139,39 @@ pub mod value {
             BAD_PAYLOAD,
             BANNED,
             OVERLOADED,
+        ];
+    }
+    /// Values of `knhk.transport.admission.refusal`.
+    pub mod transport_admission_refusal {
+        /// No certificate was presented and the peer is not on the allow-list.
+        pub const NO_CERTIFICATE: &str = "no_certificate";
+        /// Allow-list mode, and the peer is not on the list.
+        pub const NOT_LISTED: &str = "not_listed";
+        /// The hello or certificate does not decode.
+        pub const MALFORMED: &str = "malformed";
+        /// The certificate is signed by a key this node does not trust for admission.
+        pub const UNKNOWN_AUTHORITY: &str = "unknown_authority";
+        /// The admission key's signature does not verify.
+        pub const BAD_SIGNATURE: &str = "bad_signature";
+        /// The certificate is for another cluster.
+        pub const WRONG_CLUSTER: &str = "wrong_cluster";
+        /// The certificate is for another node key.
+        pub const WRONG_AGENT: &str = "wrong_agent";
+        /// The certificate is not valid yet.
+        pub const NOT_YET_VALID: &str = "not_yet_valid";
+        /// The certificate has expired.
+        pub const EXPIRED: &str = "expired";
+        /// Every value, in registry order.
+        pub const ALL: &[&str] = &[
+            NO_CERTIFICATE,
+            NOT_LISTED,
+            MALFORMED,
+            UNKNOWN_AUTHORITY,
+            BAD_SIGNATURE,
+            WRONG_CLUSTER,
+            WRONG_AGENT,
+            NOT_YET_VALID,
+            EXPIRED,
         ];
     }
     /// Values of `knhk.transport.connection.direction`.
@@ -377,6 +412,18 @@ pub mod metric {
         unit: "{connection}",
         instrument: Instrument::Gauge,
     };
+    /// Peers that proved their key but were refused membership (certificate or allow-list policies), by reason.
+    pub const TRANSPORT_ADMISSIONS_REFUSED: MetricSpec = MetricSpec {
+        name: "knhk.transport.admissions.refused",
+        unit: "{peer}",
+        instrument: Instrument::Counter,
+    };
+    /// Peers this node had not been told of, admitted on a membership certificate or the allow-list and registered at the address they came from.
+    pub const TRANSPORT_PEERS_ADMITTED: MetricSpec = MetricSpec {
+        name: "knhk.transport.peers.admitted",
+        unit: "{peer}",
+        instrument: Instrument::Counter,
+    };
     /// Every metric, in registry order.
     pub const ALL: &[MetricSpec] = &[
         CRDT_KEYS,
@@ -409,6 +456,8 @@ pub mod metric {
         TRANSPORT_FRAMES_OVER_BUDGET,
         TRANSPORT_HANDSHAKES,
         TRANSPORT_CONNECTIONS_OPEN,
+        TRANSPORT_ADMISSIONS_REFUSED,
+        TRANSPORT_PEERS_ADMITTED,
     ];
 }
 

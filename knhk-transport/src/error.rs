@@ -46,6 +46,15 @@ pub enum TransportError {
         /// What the TLS layer reported.
         reason: String,
     },
+    /// The peer authenticated us but did not admit us as a member: no (valid)
+    /// membership certificate, or not on its allow-list.
+    #[error("{peer:?} did not admit us: {reason}")]
+    AdmissionRefused {
+        /// The peer that refused.
+        peer: AgentId,
+        /// Why, as the peer said it.
+        reason: knhk_types::RefusalReason,
+    },
     /// A frame exceeded the maximum frame size; nothing was sent or delivered.
     #[error("frame of {len} bytes exceeds the maximum of {max} bytes")]
     FrameTooLarge {

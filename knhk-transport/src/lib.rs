@@ -44,9 +44,9 @@ pub use error::{RegistryError, TransportError};
 
 pub use registry::{PeerRegistry, Registration, RegistryConfig};
 #[cfg(any(feature = "quic", feature = "memory"))]
-pub use transport::{Inbound, Responder, Transport, TransportStats};
+pub use transport::{AdmissionRefusals, Inbound, Responder, Transport, TransportStats};
 
 #[cfg(feature = "memory")]
 pub use memory::{MemoryConfig, MemoryNetwork, MemoryTransport};
 #[cfg(feature = "quic")]
-pub use quic::{AllowAnyPeer, InboundPolicy, PeerAuthorizer, QuicConfig, QuicTransport};
+pub use quic::{AllowAnyPeer, AllowList, InboundPolicy, PeerAuthorizer, QuicConfig, QuicTransport};

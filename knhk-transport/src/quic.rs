@@ -16,6 +16,7 @@
 //! connection per peer, reuses connections the peer opened to us, and re-dials once
 //! when a pooled connection turns out to be dead.
 
+mod admission;
 mod identity;
 mod limits;
 mod verify;
@@ -29,13 +30,17 @@ use dashmap::DashMap;
 use ed25519_dalek::SigningKey;
 use knhk_telemetry::semconv;
 use knhk_telemetry::semconv::value::transport_handshake_outcome as handshake_outcome;
-use knhk_types::{AgentId, DEFAULT_MAX_FRAME_BYTES};
+use knhk_types::{
+    AdmissionRule, AgentId, DEFAULT_MAX_FRAME_BYTES, MembershipCertificate, PeerInfo,
+    RefusalReason, UnixMillis,
+};
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn::{ConnectionError, ReadError, ReadToEndError, VarInt};
 use tokio::sync::{Mutex, mpsc};
 use tokio::task::JoinHandle;
 use tracing::Instrument as _;
 
+pub use admission::AllowList;
 pub use verify::{AllowAnyPeer, PeerAuthorizer};
 
 use crate::PeerRegistry;
@@ -43,6 +48,7 @@ use crate::error::TransportError;
 use crate::transport::{
     Counters, Inbound, Inbox, Responder, ResponderInner, Transport, TransportStats, check_frame_len,
 };
+use admission::{ADMISSION_REFUSED, Admitted, Hello, MAX_HELLO_BYTES};
 use identity::{ALPN, agent_id_from_certificate, self_signed_identity, server_name_for};
 pub(crate) use limits::FrameBudget as FrameBudgetHold;
 use limits::FrameBudget;
@@ -54,7 +60,7 @@ const FRAME_TOO_LARGE: VarInt = VarInt::from_u32(0x4b01);
 /// Stream error code: the request was dropped without a response.
 const NO_RESPONSE: VarInt = VarInt::from_u32(0x4b02);
 /// First frame an acceptor sends: proof that it accepted our certificate.
-const WELCOME: &[u8] = b"knhk-mesh welcome v1";
+const WELCOME: &[u8] = b"knhk-mesh welcome v2";
 /// Stream stop code: the receiver's byte budget had no room for the frame in time.
 const OVER_BUDGET: VarInt = VarInt::from_u32(0x4b03);
 /// Connection close code: the peer is serving a ban.
@@ -63,6 +69,13 @@ const BLOCKED: u32 = 0x4b04;
 const TOO_MANY_CONNECTIONS: u32 = 0x4b05;
 
 /// Who may open inbound connections.
+///
+/// Under [`InboundPolicy::Certified`] and [`InboundPolicy::AllowList`] a peer the
+/// registry does not know is admitted on what it presents after the TLS handshake, and
+/// is then registered at the address it connected from (with the region and role its
+/// certificate names), so the node can answer it and gossip with it. A refused peer's
+/// dial fails with [`TransportError::AdmissionRefused`] naming the reason, and the
+/// refusal is counted in [`TransportStats::admissions_refused`].
 #[derive(Clone, Debug, Default)]
 pub enum InboundPolicy {
     /// Only peers in the registry (the default: membership is explicit).
@@ -70,7 +83,13 @@ pub enum InboundPolicy {
     RegisteredPeers,
     /// Any peer that proves possession of an ed25519 key (seeds, open meshes).
     AnyAuthenticatedPeer,
-    /// A custom rule.
+    /// Peers presenting a membership certificate the rule accepts, and registered
+    /// peers. A certified peer is deregistered, and its connection closed, when its
+    /// certificate expires (revocation by expiry).
+    Certified(Arc<AdmissionRule>),
+    /// Peers on the list (which can change while the node runs), and registered peers.
+    AllowList(Arc<AllowList>),
+    /// A custom rule, decided at the TLS layer.
     Custom(Arc<dyn PeerAuthorizer>),
 }
 
@@ -118,6 +137,9 @@ pub struct QuicConfig {
     pub inbound_queue: usize,
     /// Who may connect to us.
     pub inbound_policy: InboundPolicy,
+    /// The membership certificate this node presents when it dials, for peers that
+    /// admit by certificate. Default none.
+    pub credentials: Option<MembershipCertificate>,
 }
 
 impl Default for QuicConfig {
@@ -140,6 +162,7 @@ impl Default for QuicConfig {
             max_pending_handshakes: 256,
             inbound_queue: 4_096,
             inbound_policy: InboundPolicy::default(),
+            credentials: None,
         }
     }
 }
@@ -170,6 +193,9 @@ struct Shared {
     inbound_tx: std::sync::Mutex<Option<mpsc::Sender<Inbound>>>,
     /// What one peer may cost the receiving side.
     limits: InboundLimits,
+    /// Peers registered on admission by certificate, with the latest expiry among their
+    /// certificates: deregistered when it passes.
+    certified_until: DashMap<AgentId, UnixMillis>,
 }
 
 impl QuicTransport {
@@ -192,7 +218,10 @@ impl QuicTransport {
         }
         let authorizer: Arc<dyn PeerAuthorizer> = match &config.inbound_policy {
             InboundPolicy::RegisteredPeers => registry.clone(),
-            InboundPolicy::AnyAuthenticatedPeer => Arc::new(AllowAnyPeer),
+            // Decided after the handshake, on what the peer presents.
+            InboundPolicy::AnyAuthenticatedPeer
+            | InboundPolicy::Certified(_)
+            | InboundPolicy::AllowList(_) => Arc::new(AllowAnyPeer),
             InboundPolicy::Custom(custom) => custom.clone(),
         };
         let (server_config, client_config) = quic_configs(key, authorizer, &config)?;
@@ -216,6 +245,7 @@ impl QuicTransport {
             pool: DashMap::new(),
             counters: Counters::default(),
             inbound_tx: std::sync::Mutex::new(Some(inbound_tx)),
+            certified_until: DashMap::new(),
         });
         let accept_task = tokio::spawn(accept_loop(shared.clone()));
         Ok(Self {
@@ -518,8 +548,26 @@ impl Shared {
             )
             .map_err(|e| unreachable(e.to_string()))?;
         let after = self.config.connect_timeout;
+        let hello = Hello {
+            credentials: self.config.credentials.clone(),
+        }
+        .encode();
         let handshake = async {
             let conn = connecting.await.map_err(DialFailure::Connection)?;
+            // The hello goes first; the acceptor decides on it before its welcome.
+            let said = async {
+                let mut stream = conn.open_uni().await?;
+                stream.write_all(&hello).await?;
+                stream.finish()?;
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+            };
+            if let Err(error) = said.await {
+                // A refusal can close the connection while we write: report that.
+                if let Some(close) = conn.close_reason() {
+                    return Err(DialFailure::Connection(close));
+                }
+                return Err(DialFailure::Protocol(format!("sending hello: {error}")));
+            }
             let mut welcome = conn.accept_uni().await.map_err(DialFailure::Connection)?;
             let greeting = welcome
                 .read_to_end(WELCOME.len())
@@ -550,6 +598,12 @@ impl Shared {
                 Counters::bump(&self.counters.connections_dialed);
                 tracing::debug!(peer = %peer.short(), addr = %info.addr, "connected");
                 Ok(conn)
+            }
+            Err(DialFailure::Connection(error)) if refusal_of(&error).is_some() => {
+                let reason = refusal_of(&error).unwrap_or(RefusalReason::Malformed);
+                Counters::bump(&self.counters.handshakes_rejected_outbound);
+                tracing::warn!(peer = %peer.short(), addr = %info.addr, %reason, "admission refused");
+                Err(TransportError::AdmissionRefused { peer, reason })
             }
             Err(DialFailure::Connection(error)) if is_handshake_rejection(&error) => {
                 Counters::bump(&self.counters.handshakes_rejected_outbound);
@@ -602,6 +656,20 @@ impl Shared {
 enum DialFailure {
     Connection(ConnectionError),
     Protocol(String),
+}
+
+/// The admission refusal an acceptor closed the connection with, if that is how it
+/// ended (an unknown code word reads as `Malformed`).
+fn refusal_of(error: &ConnectionError) -> Option<RefusalReason> {
+    match error {
+        ConnectionError::ApplicationClosed(close)
+            if close.error_code == VarInt::from_u32(ADMISSION_REFUSED) =>
+        {
+            let code = std::str::from_utf8(&close.reason).unwrap_or_default();
+            Some(RefusalReason::from_code(code).unwrap_or(RefusalReason::Malformed))
+        }
+        _ => None,
+    }
 }
 
 /// True if the connection failed in TLS (QUIC crypto error codes 0x100–0x1ff), raised
@@ -688,6 +756,10 @@ async fn accept_one(
         );
         return;
     }
+    if !admit(&shared, &conn, peer, remote).await {
+        shared.limits.release_connection(peer, &conn);
+        return;
+    }
     let welcomed = async {
         let mut stream = conn.open_uni().await.ok()?;
         stream.write_all(WELCOME).await.ok()?;
@@ -707,6 +779,129 @@ async fn accept_one(
     shared.adopt(peer, &conn);
     serve_connection(shared.clone(), conn.clone(), peer).await;
     shared.limits.release_connection(peer, &conn);
+}
+
+/// Reads the dialer's hello and decides under the inbound policy; a refused dialer's
+/// connection is closed with the reason. A peer admitted on what it presented and not
+/// yet registered is registered at `remote`. Returns whether the peer was admitted.
+async fn admit(
+    shared: &Arc<Shared>,
+    conn: &quinn::Connection,
+    peer: AgentId,
+    remote: SocketAddr,
+) -> bool {
+    let read = async {
+        let mut stream = conn.accept_uni().await.ok()?;
+        stream.read_to_end(MAX_HELLO_BYTES).await.ok()
+    };
+    let Ok(Some(bytes)) = tokio::time::timeout(shared.config.connect_timeout, read).await else {
+        Counters::bump(&shared.counters.handshakes_failed_inbound);
+        tracing::warn!(peer = %peer.short(), %remote, "no hello within the handshake deadline");
+        conn.close(VarInt::from_u32(1), b"no hello");
+        return false;
+    };
+    let now = UnixMillis::from_system_time(std::time::SystemTime::now());
+    let decision = Hello::decode(&bytes).and_then(|hello| {
+        admission::decide(
+            &shared.config.inbound_policy,
+            &shared.registry,
+            &hello,
+            &peer,
+            now,
+        )
+    });
+    let admitted = match decision {
+        Ok(admitted) => admitted,
+        Err(error) => {
+            let reason = error.reason();
+            shared.counters.refused(reason);
+            tracing::warn!(peer = %peer.short(), %remote, %error, "admission refused");
+            conn.close(
+                VarInt::from_u32(ADMISSION_REFUSED),
+                reason.as_str().as_bytes(),
+            );
+            return false;
+        }
+    };
+    let learned = match &admitted {
+        Admitted::Known => return true,
+        Admitted::Listed => PeerInfo::new(peer, remote),
+        Admitted::Certified(claims) => {
+            let until = claims.expires;
+            let skew = clock_skew(&shared.config.inbound_policy);
+            tokio::spawn(close_at_expiry(conn.clone(), until.saturating_add(skew)));
+            let known =
+                shared.registry.contains(&peer) && !shared.certified_until.contains_key(&peer);
+            // A peer the operator registered is never deregistered by expiry.
+            if !known {
+                let later = shared
+                    .certified_until
+                    .get(&peer)
+                    .is_none_or(|latest| *latest < until);
+                if later {
+                    shared.certified_until.insert(peer, until);
+                    tokio::spawn(deregister_at_expiry(shared.clone(), peer, until));
+                }
+            }
+            PeerInfo::new(peer, remote)
+                .with_region(claims.region)
+                .with_level(claims.role)
+        }
+    };
+    if shared.registry.contains(&peer) {
+        return true;
+    }
+    match shared.registry.register(learned) {
+        Ok(_) => {
+            Counters::bump(&shared.counters.peers_admitted);
+            tracing::info!(peer = %peer.short(), %remote, "admitted and registered a new peer");
+            true
+        }
+        Err(error) => {
+            Counters::bump(&shared.counters.handshakes_failed_inbound);
+            tracing::warn!(peer = %peer.short(), %remote, %error, "admitted but cannot be registered");
+            conn.close(VarInt::from_u32(1), b"registry full");
+            false
+        }
+    }
+}
+
+/// Revocation by expiry, for one connection: when the certificate it was admitted on
+/// runs out (clock skew allowed), the connection is closed with the reason.
+async fn close_at_expiry(conn: quinn::Connection, deadline: UnixMillis) {
+    let now = UnixMillis::from_system_time(std::time::SystemTime::now());
+    tokio::select! {
+        () = tokio::time::sleep(deadline.saturating_since(now)) => {
+            conn.close(
+                VarInt::from_u32(ADMISSION_REFUSED),
+                RefusalReason::Expired.as_str().as_bytes(),
+            );
+        }
+        _ = conn.closed() => {}
+    }
+}
+
+/// Revocation by expiry, for the peer: once the latest certificate it was admitted on
+/// runs out, it is deregistered (it must show a valid one again). One task per extension
+/// of a peer's validity, so a peer reconnecting often costs no more tasks.
+async fn deregister_at_expiry(shared: Arc<Shared>, peer: AgentId, until: UnixMillis) {
+    let deadline = until.saturating_add(clock_skew(&shared.config.inbound_policy));
+    let now = UnixMillis::from_system_time(std::time::SystemTime::now());
+    tokio::time::sleep(deadline.saturating_since(now)).await;
+    let expired = shared
+        .certified_until
+        .remove_if(&peer, |_, latest| *latest == until)
+        .is_some();
+    if expired && shared.registry.deregister(&peer).is_some() {
+        tracing::info!(peer = %peer.short(), "membership certificate expired: peer deregistered");
+    }
+}
+
+fn clock_skew(policy: &InboundPolicy) -> Duration {
+    match policy {
+        InboundPolicy::Certified(rule) => rule.max_clock_skew,
+        _ => Duration::ZERO,
+    }
 }
 
 /// The identity proven by the peer's certificate in a finished handshake.

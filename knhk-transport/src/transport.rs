@@ -170,6 +170,27 @@ pub struct TransportStats {
     pub frames_over_budget: u64,
     /// Bytes held right now by inbound frames being read or waiting to be taken.
     pub bytes_buffered: u64,
+    /// Peers refused admission after the handshake, by reason.
+    pub admissions_refused: AdmissionRefusals,
+    /// Peers the registry did not know, admitted on a certificate or the allow-list and
+    /// registered.
+    pub peers_admitted: u64,
+}
+
+/// Admission refusals counted by [`knhk_types::RefusalReason`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AdmissionRefusals([u64; knhk_types::RefusalReason::ALL.len()]);
+
+impl AdmissionRefusals {
+    /// Refusals for `reason`.
+    pub fn get(&self, reason: knhk_types::RefusalReason) -> u64 {
+        self.0.get(reason.index()).copied().unwrap_or(0)
+    }
+
+    /// Refusals for every reason together.
+    pub fn total(&self) -> u64 {
+        self.0.iter().sum()
+    }
 }
 
 /// Lock-free counters behind [`TransportStats`].
@@ -187,6 +208,8 @@ pub(crate) struct Counters {
     pub bytes_received: AtomicU64,
     pub frames_rejected_too_large: AtomicU64,
     pub frames_over_budget: AtomicU64,
+    pub admissions_refused: [AtomicU64; knhk_types::RefusalReason::ALL.len()],
+    pub peers_admitted: AtomicU64,
 }
 
 impl Counters {
@@ -197,6 +220,12 @@ impl Counters {
     pub(crate) fn sent(&self, len: usize) {
         Self::bump(&self.frames_sent);
         self.bytes_sent.fetch_add(len as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn refused(&self, reason: knhk_types::RefusalReason) {
+        if let Some(counter) = self.admissions_refused.get(reason.index()) {
+            Self::bump(counter);
+        }
     }
 
     pub(crate) fn received(&self, len: usize) {
@@ -221,6 +250,12 @@ impl Counters {
             frames_rejected_too_large: get(&self.frames_rejected_too_large),
             frames_over_budget: get(&self.frames_over_budget),
             bytes_buffered: 0,
+            admissions_refused: AdmissionRefusals(std::array::from_fn(|at| {
+                self.admissions_refused
+                    .get(at)
+                    .map_or(0, |counter| counter.load(Ordering::Relaxed))
+            })),
+            peers_admitted: get(&self.peers_admitted),
         }
     }
 }

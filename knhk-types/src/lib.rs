@@ -19,6 +19,7 @@
 //! # Ok::<(), knhk_types::EnvelopeError>(())
 //! ```
 
+mod admission;
 mod agent_id;
 mod envelope;
 mod error;
@@ -28,6 +29,10 @@ mod time;
 mod version_page;
 mod version_vector;
 
+pub use admission::{
+    AdmissionError, AdmissionRule, CERTIFICATE_CONTEXT, MAX_CERTIFICATE_BYTES, MAX_CLUSTER_NAME,
+    MembershipCertificate, MembershipClaims, RefusalReason,
+};
 pub use agent_id::{AgentId, ShortAgentId};
 pub use envelope::{
     DEFAULT_MAX_FRAME_BYTES, Envelope, EnvelopeHeader, EnvelopeRef, EnvelopeSigner, MessageKind,

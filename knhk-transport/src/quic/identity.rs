@@ -10,7 +10,7 @@ use x509_parser::oid_registry::OID_SIG_ED25519;
 use crate::error::TransportError;
 
 /// Application protocol negotiated on every connection.
-pub(crate) const ALPN: &[u8] = b"knhk-mesh/1";
+pub(crate) const ALPN: &[u8] = b"knhk-mesh/2";
 
 /// Certificate and private key presented in every handshake.
 pub(crate) struct TlsIdentity {
