@@ -6,7 +6,9 @@ use std::sync::Arc;
 use knhk_endpoint::runtime::{Driven, Observer, Runtime, RuntimeHandle};
 use knhk_endpoint::{Endpoint, EndpointConfig, EndpointStats, Event, LayerHandle, PeerView, Timer};
 use knhk_security::{Ed25519Verifier, NodeKey, ReputationSummary};
-use knhk_transport::{PeerRegistry, QuicConfig, QuicTransport, RegistryConfig, Transport};
+use knhk_transport::{
+    PeerRegistry, QuicConfig, QuicTransport, RegistryConfig, Transport, TransportStats,
+};
 use knhk_types::{AgentId, PeerInfo, Scope, SeedAddr};
 use tokio::sync::broadcast;
 
@@ -109,6 +111,8 @@ pub struct MeshStatus {
     pub node: EndpointStats,
     /// Its driver's counters (sends dropped or failed).
     pub driver: DriverStats,
+    /// Its transport's counters (connections, handshakes, admissions, frames, bytes).
+    pub transport: TransportStats,
 }
 
 /// Builds a [`Mesh`] over QUIC with mutual TLS.
@@ -439,6 +443,7 @@ fn mesh_status(
         gossip: status,
         node: node.endpoint.stats(),
         driver: node.driver,
+        transport: node.transport,
     })
 }
 
