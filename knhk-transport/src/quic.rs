@@ -593,14 +593,20 @@ impl Shared {
                     operation: "connect",
                     after,
                 })?;
+        let result = result.map_err(|failure| match failure {
+            DialFailure::Connection(error) => match refusal_of(&error) {
+                Some(reason) => DialFailure::Refused(reason),
+                None => DialFailure::Connection(error),
+            },
+            other => other,
+        });
         match result {
             Ok(conn) => {
                 Counters::bump(&self.counters.connections_dialed);
                 tracing::debug!(peer = %peer.short(), addr = %info.addr, "connected");
                 Ok(conn)
             }
-            Err(DialFailure::Connection(error)) if refusal_of(&error).is_some() => {
-                let reason = refusal_of(&error).unwrap_or(RefusalReason::Malformed);
+            Err(DialFailure::Refused(reason)) => {
                 Counters::bump(&self.counters.handshakes_rejected_outbound);
                 tracing::warn!(peer = %peer.short(), addr = %info.addr, %reason, "admission refused");
                 Err(TransportError::AdmissionRefused { peer, reason })
@@ -655,6 +661,8 @@ impl Shared {
 
 enum DialFailure {
     Connection(ConnectionError),
+    /// The acceptor closed the connection refusing admission, with this reason.
+    Refused(RefusalReason),
     Protocol(String),
 }
 
