@@ -64,7 +64,11 @@ fn descending_vector_pull(from: &NodeKey, nonce: u64, n: u32) -> Bytes {
 
 /// Sends one valid pull from a banned member and asserts the victim's transport
 /// refuses it (the dial waits for a welcome that a blocked peer never gets).
-async fn assert_a_banned_member_cannot_send(attacker: &QuicTransport, mallory: &NodeKey, victim: AgentId) {
+async fn assert_a_banned_member_cannot_send(
+    attacker: &QuicTransport,
+    mallory: &NodeKey,
+    victim: AgentId,
+) {
     let probe = pull_frame(mallory, now(), now().0 << 21, [0; 32], None);
     let sent = attacker.send(victim, Bytes::from(probe)).await;
     assert!(sent.is_err(), "a banned member's frame was taken: {sent:?}");

@@ -1,6 +1,7 @@
 //! [`TopologyConfig`]: every knob of the failure detector, with memberlist's LAN
 //! defaults.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::vivaldi::VivaldiConfig;
@@ -42,6 +43,25 @@ pub struct TopologyConfig {
     /// (if any), so the sides of a healed partition find each other again (a member
     /// wrongly buried hears of it and refutes). 0: never. Default 10.
     pub dead_probe_every: u64,
+    /// Every this many probe periods the node swaps some members with a random view
+    /// member (a shuffle), which spreads who is a member. 0: never. Default 5.
+    pub shuffle_every: u64,
+    /// Members offered in one shuffle (at most
+    /// [`crate::MAX_ENTRIES_PER_MESSAGE`]). Default 8.
+    pub shuffle_length: usize,
+    /// Every this many probe periods (the roadmap's `rebalance_rounds`) the view swaps
+    /// `rebalance_count` members with the reserve. 0: never. Default 100.
+    pub rebalance_every: u64,
+    /// Members swapped by one rebalance. Default 4.
+    pub rebalance_count: usize,
+    /// A view member dead this long gives its place to a reserve member (while this
+    /// node has a quorum). Default 30 s.
+    pub replace_dead_after: Duration,
+    /// View members told at once when this node leaves. Default 8.
+    pub leave_fanout: usize,
+    /// The address this node tells others it listens on (in its alive claims and
+    /// shuffles), so a member that learns of it by gossip can dial it. Default none.
+    pub advertise: Option<SocketAddr>,
     /// Vivaldi coordinate settings.
     pub vivaldi: VivaldiConfig,
 }
@@ -61,6 +81,13 @@ impl Default for TopologyConfig {
             max_piggyback: 8,
             max_indirect_pending: 64,
             dead_probe_every: 10,
+            shuffle_every: 5,
+            shuffle_length: 8,
+            rebalance_every: 100,
+            rebalance_count: 4,
+            replace_dead_after: Duration::from_secs(30),
+            leave_fanout: 8,
+            advertise: None,
             vivaldi: VivaldiConfig::default(),
         }
     }

@@ -79,6 +79,7 @@ mod tests {
             incarnation,
             claim: Claim::Alive,
             by: AgentId::from_bytes([0; 32]),
+            addr: None,
         }
     }
 

@@ -1,9 +1,11 @@
 //! Topology of the KNHK mesh: who is a member, who is alive, how far away each member
 //! is. Roadmap phase 3, first part.
 //!
-//! - [`Membership`]: the node's peer view (the endpoint's [`knhk_endpoint::PeerView`]):
-//!   members with their state (alive, suspect, dead), incarnation, round trips and
-//!   Vivaldi coordinate.
+//! - [`Membership`]: the node's peer view (the endpoint's [`knhk_endpoint::PeerView`]),
+//!   bounded: a view of members probed and chosen as peers (near, mid and far by round
+//!   trip) and a reserve to refill it from, each member with its state (alive,
+//!   suspect, dead, left), incarnation, address, round trips, Vivaldi coordinate and
+//!   cluster label; learned by alive claims, shuffles and admitted strangers' frames.
 //! - [`SwimLayer`]: SWIM failure detection with Lifeguard (local health, nacks,
 //!   suspicion timeouts that shrink with independent confirmations, buddy system), as a
 //!   sans-IO layer under the node endpoint; it keeps the [`Membership`].
@@ -24,8 +26,14 @@ mod swim;
 mod vivaldi;
 
 pub use config::TopologyConfig;
-pub use membership::{Applied, MAX_INCARNATION_JUMP, Member, MemberState, Membership};
-pub use message::{Claim, MAX_UPDATES_PER_MESSAGE, SwimMessage, Update};
+pub use membership::{
+    Applied, Directory, MAX_CLUSTER_HOPS, MAX_INCARNATION_JUMP, Member, MemberState, Membership,
+    ViewConfig,
+};
+pub use message::{
+    Claim, ClusterLabel, Entry, MAX_ENTRIES_PER_MESSAGE, MAX_UPDATES_PER_MESSAGE, SwimMessage,
+    Update,
+};
 pub use rtt::RttEstimate;
-pub use swim::{MemberChanged, SwimLayer, SwimStats};
+pub use swim::{MemberChanged, MemberJoined, SwimLayer, SwimStats};
 pub use vivaldi::{Coordinate, DIMENSIONS, VivaldiConfig};

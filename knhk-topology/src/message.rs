@@ -1,6 +1,8 @@
 //! What the failure detector's peers say to each other, inside signed envelopes of
 //! kind [`knhk_types::MessageKind::Membership`].
 
+use std::net::SocketAddr;
+
 use knhk_types::AgentId;
 use serde::{Deserialize, Serialize};
 
@@ -10,8 +12,15 @@ use crate::vivaldi::Coordinate;
 /// (honest nodes send at most `TopologyConfig::max_piggyback`).
 pub const MAX_UPDATES_PER_MESSAGE: usize = 64;
 
+/// Most members a shuffle may carry; a message with more is refused.
+pub const MAX_ENTRIES_PER_MESSAGE: usize = 32;
+
+/// A cluster label: the least member id a node knows within the cluster round trip,
+/// and how many hops it travelled.
+pub type ClusterLabel = (AgentId, u8);
+
 /// What one member claims about another (or itself).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Claim {
     /// The member is alive at this incarnation.
     Alive,
@@ -19,6 +28,9 @@ pub enum Claim {
     Suspect,
     /// The member was suspected at this incarnation for the whole suspicion timeout.
     Dead,
+    /// The member left the mesh at this incarnation (taken only from the member
+    /// itself, `by`).
+    Left,
 }
 
 /// One membership update, piggybacked on probes and their answers.
@@ -34,6 +46,20 @@ pub struct Update {
     /// Who made the claim first (for a suspicion: the accuser, so independent
     /// confirmations can be counted).
     pub by: AgentId,
+    /// Where the member listens (alive claims of the member itself; `None` otherwise
+    /// or when unknown).
+    pub addr: Option<SocketAddr>,
+}
+
+/// A member as a shuffle tells of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Its identity.
+    pub member: AgentId,
+    /// Its incarnation as the sender knows it.
+    pub incarnation: u64,
+    /// Where it listens, if the sender knows.
+    pub addr: Option<SocketAddr>,
 }
 
 /// One failure-detector message (postcard, as an envelope payload).
@@ -45,6 +71,8 @@ pub enum SwimMessage {
         seq: u64,
         /// The sender's Vivaldi coordinate.
         coordinate: Coordinate,
+        /// The sender's cluster label.
+        cluster: ClusterLabel,
         /// Membership updates piggybacked.
         updates: Vec<Update>,
     },
@@ -54,6 +82,8 @@ pub enum SwimMessage {
         seq: u64,
         /// The sender's Vivaldi coordinate.
         coordinate: Coordinate,
+        /// The sender's cluster label.
+        cluster: ClusterLabel,
         /// Membership updates piggybacked.
         updates: Vec<Update>,
     },
@@ -86,6 +116,21 @@ pub enum SwimMessage {
         /// Membership updates piggybacked.
         updates: Vec<Update>,
     },
+    /// Some members I know (this node among them): send me some of yours (the view
+    /// shuffle that spreads who is a member, and a joiner's first question).
+    Shuffle {
+        /// The members offered.
+        entries: Vec<Entry>,
+        /// Membership updates piggybacked.
+        updates: Vec<Update>,
+    },
+    /// The answer to a [`SwimMessage::Shuffle`]: members of mine.
+    ShuffleReply {
+        /// The members offered.
+        entries: Vec<Entry>,
+        /// Membership updates piggybacked.
+        updates: Vec<Update>,
+    },
 }
 
 impl SwimMessage {
@@ -96,7 +141,17 @@ impl SwimMessage {
             | Self::Ack { updates, .. }
             | Self::PingReq { updates, .. }
             | Self::IndirectAck { updates, .. }
-            | Self::Nack { updates, .. } => updates,
+            | Self::Nack { updates, .. }
+            | Self::Shuffle { updates, .. }
+            | Self::ShuffleReply { updates, .. } => updates,
+        }
+    }
+
+    /// The members a shuffle offers (none for other messages).
+    pub fn entries(&self) -> &[Entry] {
+        match self {
+            Self::Shuffle { entries, .. } | Self::ShuffleReply { entries, .. } => entries,
+            _ => &[],
         }
     }
 }

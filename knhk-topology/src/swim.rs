@@ -23,7 +23,9 @@ use crate::config::TopologyConfig;
 use crate::dissemination::Dissemination;
 use crate::health::{LocalHealth, suspicion_timeout};
 use crate::membership::{Applied, MemberState, Membership};
-use crate::message::{Claim, MAX_UPDATES_PER_MESSAGE, SwimMessage, Update};
+use crate::message::{
+    Claim, Entry, MAX_ENTRIES_PER_MESSAGE, MAX_UPDATES_PER_MESSAGE, SwimMessage, Update,
+};
 use crate::vivaldi::Coordinate;
 
 /// Timer kinds, in the top byte of a token; the rest is a sequence or an id.
@@ -44,6 +46,16 @@ pub struct MemberChanged {
     pub to: MemberState,
     /// Its incarnation now.
     pub incarnation: u64,
+}
+
+/// What the failure detector tells the application: a member it did not know is now
+/// in its view or reserve (a driver registers the address with its transport).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemberJoined {
+    /// The member.
+    pub member: AgentId,
+    /// Where it listens, if known.
+    pub addr: Option<std::net::SocketAddr>,
 }
 
 /// Counters of a [`SwimLayer`].
@@ -69,6 +81,14 @@ pub struct SwimStats {
     pub messages_refused: u64,
     /// Calls made while the endpoint's view was not a [`Membership`] (nothing done).
     pub without_membership: u64,
+    /// Members learned (by alive claims, shuffles and admitted strangers' frames).
+    pub members_learned: u64,
+    /// Shuffles this node started.
+    pub shuffles_sent: u64,
+    /// Members moved from the reserve into the view (refills and rebalances).
+    pub promotions: u64,
+    /// Accusations about members we do not know, relayed.
+    pub rumours_relayed: u64,
 }
 
 /// Our probe in progress.
@@ -121,6 +141,8 @@ pub struct SwimLayer {
     order_at: usize,
     /// Probe periods so far (every `dead_probe_every`-th probes a dead member).
     ticks: u64,
+    /// True once this node announced that it leaves: it probes no more.
+    left: bool,
     stats: SwimStats,
 }
 
@@ -150,6 +172,7 @@ impl SwimLayer {
             order: Vec::new(),
             order_at: 0,
             ticks: 0,
+            left: false,
             stats: SwimStats::default(),
         }
     }
@@ -205,8 +228,12 @@ impl SwimLayer {
 
     fn tick<V: SignatureVerifier>(&mut self, ctx: &mut Context<'_, V>) {
         self.conclude_probe(ctx);
+        if self.left {
+            return;
+        }
         let interval = self.health.scale(self.config.probe_interval);
         ctx.set_timer(interval, TICK | (self.generation & LOW));
+        self.maintain_view(ctx);
         let Some(target) = self.next_target(ctx) else {
             return;
         };
@@ -226,6 +253,134 @@ impl SwimLayer {
         ctx.set_timer(timeout, PROBE_TIMEOUT | (seq & LOW));
     }
 
+    /// Once a probe period: rank the view, refill it, and every so often shuffle and
+    /// rebalance (the ticks count is raised by [`SwimLayer::next_target`]).
+    fn maintain_view<V: SignatureVerifier>(&mut self, ctx: &mut Context<'_, V>) {
+        let now = ctx.now();
+        let own = self.coordinate;
+        let ticks = self.ticks + 1;
+        let (replace_after, every, count) = (
+            self.config.replace_dead_after,
+            self.config.rebalance_every,
+            self.config.rebalance_count,
+        );
+        let mut rng = <rand::rngs::SmallRng as rand::SeedableRng>::from_rng(ctx.rng());
+        let Some(view) = ctx.view_mut::<Membership>() else {
+            self.stats.without_membership += 1;
+            return;
+        };
+        view.rerank(&own);
+        let mut promoted = view.refill(now, replace_after, &mut rng).len();
+        if every > 0 && ticks.is_multiple_of(every) {
+            promoted += view.rebalance(count, &mut rng).len();
+        }
+        self.stats.promotions += promoted as u64;
+        let shuffle = self.config.shuffle_every;
+        if shuffle > 0 && ticks.is_multiple_of(shuffle) {
+            self.shuffle(ctx);
+        }
+    }
+
+    /// Offers a random view member some of the members this node knows (itself
+    /// first); its answer brings some of its own.
+    fn shuffle<V: SignatureVerifier>(&mut self, ctx: &mut Context<'_, V>) {
+        let mut partner = Vec::with_capacity(1);
+        ctx.sample_peers(1, &mut partner);
+        let Some(partner) = partner.first().copied() else {
+            return;
+        };
+        let entries = self.entries_to_offer(ctx, Some(partner));
+        self.stats.shuffles_sent += 1;
+        self.send(ctx, partner, |updates| SwimMessage::Shuffle {
+            entries,
+            updates,
+        });
+    }
+
+    /// This node and up to `shuffle_length - 1` random members it knows, never `to`.
+    fn entries_to_offer<V: SignatureVerifier>(
+        &self,
+        ctx: &mut Context<'_, V>,
+        to: Option<AgentId>,
+    ) -> Vec<Entry> {
+        let length = self.config.shuffle_length.clamp(1, MAX_ENTRIES_PER_MESSAGE);
+        let mut entries = vec![Entry {
+            member: ctx.id(),
+            incarnation: self.incarnation,
+            addr: self.config.advertise,
+        }];
+        let mut rng = <rand::rngs::SmallRng as rand::SeedableRng>::from_rng(ctx.rng());
+        if let Some(view) = ctx.view_mut::<Membership>() {
+            entries.extend(
+                view.sample_entries(length, &mut rng)
+                    .into_iter()
+                    .filter(|entry| Some(entry.member) != to)
+                    .take(length - 1),
+            );
+        }
+        entries
+    }
+
+    /// Takes in the members a shuffle (or a stranger's frame) told of.
+    fn learn_entries<V: SignatureVerifier>(&mut self, ctx: &mut Context<'_, V>, entries: &[Entry]) {
+        let now = ctx.now();
+        let mut joined = Vec::new();
+        if let Some(view) = ctx.view_mut::<Membership>() {
+            for entry in entries {
+                if view.learn_entry(entry, now) {
+                    joined.push(*entry);
+                }
+            }
+        }
+        for entry in joined {
+            self.stats.members_learned += 1;
+            ctx.emit(MemberJoined {
+                member: entry.member,
+                addr: entry.addr,
+            });
+        }
+    }
+
+    /// Leaves the mesh: tells `leave_fanout` view members at once (the claim then
+    /// spreads as any update) and stops probing. Members see this node as left (not
+    /// dead, not counted for their quorum); it can come back by starting again with a
+    /// higher incarnation.
+    pub fn leave<V: SignatureVerifier>(&mut self, ctx: &mut Context<'_, V>) {
+        self.left = true;
+        self.incarnation = self.incarnation.saturating_add(1);
+        let me = ctx.id();
+        let update = Update {
+            member: me,
+            incarnation: self.incarnation,
+            claim: Claim::Left,
+            by: me,
+            addr: None,
+        };
+        self.dissemination.push(update);
+        let mut told = Vec::new();
+        ctx.sample_peers(self.config.leave_fanout, &mut told);
+        let coordinate = self.coordinate;
+        for member in told {
+            self.seq += 1;
+            let seq = self.seq;
+            self.send(ctx, member, |mut updates| {
+                updates.retain(|u| u.member != me);
+                updates.insert(0, update);
+                SwimMessage::Ping {
+                    seq,
+                    coordinate,
+                    cluster: (me, 0),
+                    updates,
+                }
+            });
+        }
+    }
+
+    /// True once [`SwimLayer::leave`] ran.
+    pub fn has_left(&self) -> bool {
+        self.left
+    }
+
     /// Sends `target` a ping numbered `seq`. Buddy system: a suspect (or dead) target
     /// hears what we believe of it on the ping itself, so it can refute at once, even
     /// after the update stopped being disseminated.
@@ -234,7 +389,7 @@ impl SwimLayer {
         let claim = ctx.view_mut::<Membership>().and_then(|view| {
             let member = view.get(&target)?;
             let claim = match member.state {
-                MemberState::Alive => return None,
+                MemberState::Alive | MemberState::Left => return None,
                 MemberState::Suspect => Claim::Suspect,
                 MemberState::Dead => Claim::Dead,
             };
@@ -243,8 +398,10 @@ impl SwimLayer {
                 incarnation: member.incarnation,
                 claim,
                 by: view.me(),
+                addr: None,
             })
         });
+        let cluster = self.cluster_label(ctx);
         self.send(ctx, target, |mut updates| {
             if let Some(claim) = claim {
                 updates.retain(|update| update.member != target);
@@ -253,6 +410,7 @@ impl SwimLayer {
             SwimMessage::Ping {
                 seq,
                 coordinate,
+                cluster,
                 updates,
             }
         });
@@ -282,10 +440,13 @@ impl SwimLayer {
             while self.order_at < self.order.len() {
                 let candidate = self.order[self.order_at];
                 self.order_at += 1;
-                let alive = ctx
-                    .view_mut::<Membership>()
-                    .and_then(|view| view.get(&candidate).map(|m| m.state != MemberState::Dead));
-                if alive == Some(true) {
+                let alive = ctx.view_mut::<Membership>().is_some_and(|view| {
+                    view.in_view(&candidate)
+                        && view.get(&candidate).is_some_and(|m| {
+                            matches!(m.state, MemberState::Alive | MemberState::Suspect)
+                        })
+                });
+                if alive {
                     return Some(candidate);
                 }
             }
@@ -293,7 +454,7 @@ impl SwimLayer {
                 Some(view) => view
                     .members()
                     .iter()
-                    .filter(|m| m.state != MemberState::Dead)
+                    .filter(|m| matches!(m.state, MemberState::Alive | MemberState::Suspect))
                     .map(|m| m.id)
                     .collect(),
                 None => {
@@ -349,6 +510,7 @@ impl SwimLayer {
                     incarnation,
                     claim: Claim::Suspect,
                     by: me,
+                    addr: None,
                 },
             );
             // Tell the suspect at once (its ack, if it is alive after all, carries
@@ -414,14 +576,8 @@ impl SwimLayer {
             let seconds = rtt.as_secs_f64();
             let vivaldi = self.config.vivaldi;
             self.coordinate.update(&vivaldi, &their, seconds);
-            if let Some(member) = ctx
-                .view_mut::<Membership>()
-                .and_then(|view| view.get_mut(&from))
-            {
-                member.rtt.record(rtt);
-                if their.is_valid() {
-                    member.coordinate = Some(their);
-                }
+            if let Some(view) = ctx.view_mut::<Membership>() {
+                view.heard(&from, Some(rtt), Some(their), None);
             }
         }
         true
@@ -442,6 +598,18 @@ impl SwimLayer {
         let state = view.get(&update.member).map(|m| (m.state, m.incarnation));
         match applied {
             Applied::Ignored => {}
+            Applied::Joined => {
+                self.dissemination.push(update);
+                self.stats.members_learned += 1;
+                ctx.emit(MemberJoined {
+                    member: update.member,
+                    addr: update.addr,
+                });
+            }
+            Applied::Relay => {
+                self.stats.rumours_relayed += 1;
+                self.dissemination.push(update);
+            }
             Applied::AboutMe => self.refute(ctx, update.incarnation),
             Applied::Confirmed => self.confirm(ctx, update),
             Applied::Changed { from } => {
@@ -478,12 +646,25 @@ impl SwimLayer {
             }
         }
         let me = ctx.id();
+        self.announce(me);
+    }
+
+    /// Queues this node's alive claim (with its address) for dissemination: how a
+    /// refutation spreads, and how the mesh hears of a joiner.
+    fn announce(&mut self, me: AgentId) {
         self.dissemination.push(Update {
             member: me,
             incarnation: self.incarnation,
             claim: Claim::Alive,
             by: me,
+            addr: self.config.advertise,
         });
+    }
+
+    fn cluster_label<V: SignatureVerifier>(&self, ctx: &mut Context<'_, V>) -> (AgentId, u8) {
+        let me = ctx.id();
+        ctx.view_mut::<Membership>()
+            .map_or((me, 0), |view| view.cluster_label())
     }
 
     fn suspect<V: SignatureVerifier>(
@@ -594,6 +775,7 @@ impl SwimLayer {
                 incarnation,
                 claim: Claim::Dead,
                 by: me,
+                addr: None,
             },
         );
     }
@@ -604,33 +786,68 @@ impl SwimLayer {
         from: AgentId,
         message: SwimMessage,
     ) {
+        // An admitted sender we did not know (a joiner, or a member whose view holds
+        // us but not ours it) is taken in; its updates may raise its incarnation.
+        let stranger = ctx
+            .view_mut::<Membership>()
+            .is_some_and(|view| view.get(&from).is_none());
+        if stranger {
+            self.learn_entries(
+                ctx,
+                &[Entry {
+                    member: from,
+                    incarnation: 0,
+                    addr: None,
+                }],
+            );
+        }
         for update in message.updates() {
             self.learn(ctx, *update);
         }
+        if self.left {
+            return;
+        }
         match message {
             SwimMessage::Ping {
-                seq, coordinate, ..
+                seq,
+                coordinate,
+                cluster,
+                ..
             } => {
-                if coordinate.is_valid()
-                    && let Some(member) =
-                        ctx.view_mut::<Membership>().and_then(|v| v.get_mut(&from))
-                {
-                    member.coordinate = Some(coordinate);
+                if let Some(view) = ctx.view_mut::<Membership>() {
+                    view.heard(&from, None, Some(coordinate), Some(cluster));
                 }
                 let ours = self.coordinate;
+                let cluster = self.cluster_label(ctx);
                 self.send(ctx, from, |updates| SwimMessage::Ack {
                     seq,
                     coordinate: ours,
+                    cluster,
                     updates,
                 });
             }
             SwimMessage::Ack {
-                seq, coordinate, ..
+                seq,
+                coordinate,
+                cluster,
+                ..
             } => {
+                if let Some(view) = ctx.view_mut::<Membership>() {
+                    view.heard(&from, None, None, Some(cluster));
+                }
                 if !self.answered(ctx, seq, from, Some(coordinate)) {
                     self.relay_answered(ctx, seq, from);
                 }
             }
+            SwimMessage::Shuffle { entries, .. } => {
+                let ours = self.entries_to_offer(ctx, Some(from));
+                self.send(ctx, from, |updates| SwimMessage::ShuffleReply {
+                    entries: ours,
+                    updates,
+                });
+                self.learn_entries(ctx, &entries);
+            }
+            SwimMessage::ShuffleReply { entries, .. } => self.learn_entries(ctx, &entries),
             SwimMessage::PingReq { seq, target, .. } => self.relay(ctx, from, seq, target),
             SwimMessage::IndirectAck { seq, target, .. } => {
                 if self.probe.is_some_and(|p| p.target == target) {
@@ -674,9 +891,11 @@ impl SwimLayer {
             },
         );
         let coordinate = self.coordinate;
+        let cluster = self.cluster_label(ctx);
         self.send(ctx, target, |updates| SwimMessage::Ping {
             seq,
             coordinate,
+            cluster,
             updates,
         });
         ctx.set_timer(self.config.probe_timeout, RELAY_TIMEOUT | (seq & LOW));
@@ -727,6 +946,12 @@ impl<V: SignatureVerifier> Layer<V> for SwimLayer {
     fn start(&mut self, ctx: &mut Context<'_, V>) {
         self.generation += 1;
         self.probe = None;
+        self.left = false;
+        // Join: the mesh hears of this node from its alive claim, and a first shuffle
+        // with a seed brings members beyond the seeds.
+        let me = ctx.id();
+        self.announce(me);
+        self.shuffle(ctx);
         // A random point of the first period, so nodes started together do not probe
         // in lock step.
         let period = millis(self.config.probe_interval).max(1);
@@ -742,7 +967,12 @@ impl<V: SignatureVerifier> Layer<V> for SwimLayer {
         payload: &[u8],
     ) {
         let message = match postcard::from_bytes::<SwimMessage>(payload) {
-            Ok(message) if message.updates().len() <= MAX_UPDATES_PER_MESSAGE => message,
+            Ok(message)
+                if message.updates().len() <= MAX_UPDATES_PER_MESSAGE
+                    && message.entries().len() <= MAX_ENTRIES_PER_MESSAGE =>
+            {
+                message
+            }
             _ => {
                 self.stats.messages_refused += 1;
                 ctx.charge(from, RejectReason::BadPayload);

@@ -147,7 +147,7 @@ fn a_member_cut_off_briefly_refutes_and_is_never_declared_dead() {
         for i in (0..12).filter(|i| *i != 3) {
             match state_of(h, i, 3) {
                 MemberState::Suspect => suspected = true,
-                MemberState::Dead => panic!("node {i} declared node 3 dead"),
+                MemberState::Dead | MemberState::Left => panic!("node {i} declared node 3 gone"),
                 MemberState::Alive => {}
             }
         }
@@ -202,11 +202,13 @@ fn a_forged_death_at_the_highest_incarnation_is_refuted() {
     let lie = knhk_topology::SwimMessage::Ping {
         seq: 1,
         coordinate: knhk_topology::Coordinate::origin(&knhk_topology::VivaldiConfig::default()),
+        cluster: (mallory.agent_id(), 0),
         updates: vec![knhk_topology::Update {
             member: victim,
             incarnation: u64::MAX,
             claim: knhk_topology::Claim::Dead,
             by: mallory.agent_id(),
+            addr: None,
         }],
     };
     let payload = postcard::to_allocvec(&lie).unwrap();
