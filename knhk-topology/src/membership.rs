@@ -648,6 +648,38 @@ impl Membership {
         promoted
     }
 
+    /// Moves reserve member `id` into the view (a joiner that chose us as its
+    /// contact), sending a random alive view member to the reserve when the view is
+    /// full. Returns false if `id` is not in the reserve or not alive.
+    pub fn take_into_view(&mut self, id: &AgentId) -> bool {
+        let Some(Tier::Reserve(at)) = self.index.get(id).copied() else {
+            return false;
+        };
+        if self.reserve[at].state != MemberState::Alive {
+            return false;
+        }
+        if self.members.len() >= self.config.active {
+            let alive: Vec<usize> = (0..self.members.len())
+                .filter(|at| self.members[*at].state == MemberState::Alive)
+                .collect();
+            let Some(&out) = alive.get(spread(id, &self.me, alive.len().max(1))) else {
+                return false;
+            };
+            let member = self.remove_from_view(out);
+            let at = match self.index.get(id) {
+                Some(Tier::Reserve(at)) => *at,
+                _ => return false,
+            };
+            let joiner = self.remove_from_reserve(at);
+            self.place_in_view(joiner);
+            self.insert(member);
+        } else {
+            let joiner = self.remove_from_reserve(at);
+            self.place_in_view(joiner);
+        }
+        true
+    }
+
     fn has_alive_reserve(&self) -> bool {
         self.reserve.iter().any(|m| m.state == MemberState::Alive)
     }
@@ -693,7 +725,10 @@ impl Membership {
         let near = self.config.cluster_rtt.as_secs_f64();
         let mut best = (self.me, 0u8);
         for member in &self.members {
-            if member.state != MemberState::Alive || distance(member) > near || distance(member).is_nan() {
+            if member.state != MemberState::Alive
+                || distance(member) > near
+                || distance(member).is_nan()
+            {
                 continue;
             }
             if let Some((label, hops)) = member.cluster

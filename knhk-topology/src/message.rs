@@ -121,6 +121,10 @@ pub enum SwimMessage {
     Shuffle {
         /// The members offered.
         entries: Vec<Entry>,
+        /// True for a joiner's first shuffle, and for a node nobody pinged for a
+        /// while: the receiver takes the sender into its view at once (HyParView's
+        /// join), so every node is probed and chosen by someone.
+        join: bool,
         /// Membership updates piggybacked.
         updates: Vec<Update>,
     },

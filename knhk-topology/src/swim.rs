@@ -89,6 +89,9 @@ pub struct SwimStats {
     pub promotions: u64,
     /// Accusations about members we do not know, relayed.
     pub rumours_relayed: u64,
+    /// Times this node, pinged by nobody for a while, asked a member for a place in
+    /// its view.
+    pub places_asked: u64,
 }
 
 /// Our probe in progress.
@@ -143,6 +146,8 @@ pub struct SwimLayer {
     ticks: u64,
     /// True once this node announced that it leaves: it probes no more.
     left: bool,
+    /// When a member last pinged this node (directly or for an indirect probe).
+    last_pinged: Option<UnixMillis>,
     stats: SwimStats,
 }
 
@@ -173,6 +178,7 @@ impl SwimLayer {
             order_at: 0,
             ticks: 0,
             left: false,
+            last_pinged: None,
             stats: SwimStats::default(),
         }
     }
@@ -275,15 +281,27 @@ impl SwimLayer {
             promoted += view.rebalance(count, &mut rng).len();
         }
         self.stats.promotions += promoted as u64;
+        let active = view.config().active as u32;
+        // Nobody pinged us for twice the time a view takes to be probed through: no
+        // view holds us (views are not symmetric), so we are neither probed nor chosen.
+        // Ask a view member for a place, as a joiner does.
+        let lonely_after = self.config.probe_interval.saturating_mul(2 * active.max(1));
+        let pinged = *self.last_pinged.get_or_insert(now);
+        if now.0.saturating_sub(pinged.0) >= millis(lonely_after) {
+            self.last_pinged = Some(now);
+            self.stats.places_asked += 1;
+            self.shuffle(ctx, true);
+            return;
+        }
         let shuffle = self.config.shuffle_every;
         if shuffle > 0 && ticks.is_multiple_of(shuffle) {
-            self.shuffle(ctx);
+            self.shuffle(ctx, false);
         }
     }
 
     /// Offers a random view member some of the members this node knows (itself
     /// first); its answer brings some of its own.
-    fn shuffle<V: SignatureVerifier>(&mut self, ctx: &mut Context<'_, V>) {
+    fn shuffle<V: SignatureVerifier>(&mut self, ctx: &mut Context<'_, V>, join: bool) {
         let mut partner = Vec::with_capacity(1);
         ctx.sample_peers(1, &mut partner);
         let Some(partner) = partner.first().copied() else {
@@ -293,6 +311,7 @@ impl SwimLayer {
         self.stats.shuffles_sent += 1;
         self.send(ctx, partner, |updates| SwimMessage::Shuffle {
             entries,
+            join,
             updates,
         });
     }
@@ -814,6 +833,7 @@ impl SwimLayer {
                 cluster,
                 ..
             } => {
+                self.last_pinged = Some(ctx.now());
                 if let Some(view) = ctx.view_mut::<Membership>() {
                     view.heard(&from, None, Some(coordinate), Some(cluster));
                 }
@@ -839,7 +859,13 @@ impl SwimLayer {
                     self.relay_answered(ctx, seq, from);
                 }
             }
-            SwimMessage::Shuffle { entries, .. } => {
+            SwimMessage::Shuffle { entries, join, .. } => {
+                if join
+                    && let Some(view) = ctx.view_mut::<Membership>()
+                    && view.take_into_view(&from)
+                {
+                    self.stats.promotions += 1;
+                }
                 let ours = self.entries_to_offer(ctx, Some(from));
                 self.send(ctx, from, |updates| SwimMessage::ShuffleReply {
                     entries: ours,
@@ -947,11 +973,12 @@ impl<V: SignatureVerifier> Layer<V> for SwimLayer {
         self.generation += 1;
         self.probe = None;
         self.left = false;
+        self.last_pinged = None;
         // Join: the mesh hears of this node from its alive claim, and a first shuffle
         // with a seed brings members beyond the seeds.
         let me = ctx.id();
         self.announce(me);
-        self.shuffle(ctx);
+        self.shuffle(ctx, true);
         // A random point of the first period, so nodes started together do not probe
         // in lock step.
         let period = millis(self.config.probe_interval).max(1);
