@@ -48,14 +48,26 @@ pub struct CrashReport {
     pub seed: u64,
     /// Probe period, ms.
     pub probe_interval_ms: u64,
+    /// Members in each node's view (probed), and in its reserve.
+    pub view: (usize, usize),
+    /// Live nodes that knew the crashed node when it crashed (view or reserve): those
+    /// that must see it dead.
+    pub watchers: usize,
+    /// Of those, the nodes whose view held it (its probers).
+    pub probers: usize,
+    /// Mean estimated bytes per node (endpoint, view, layers) at the crash.
+    pub memory_per_node: u64,
     /// First time any live node suspected the crashed one.
     pub first_suspicion_ms: Option<u64>,
-    /// Median over live nodes of when each first saw it dead.
+    /// Median over watchers of when each first saw it dead.
     pub dead_p50_ms: Option<u64>,
     /// 99th percentile of the same.
     pub dead_p99_ms: Option<u64>,
-    /// When the last live node saw it dead (confirmed everywhere).
+    /// When the last watcher stopped believing it alive: saw it dead, or (a reserve
+    /// entry) forgot it (confirmed everywhere it was known).
     pub dead_everywhere_ms: Option<u64>,
+    /// Watchers that forgot it (a full reserve replaced it) before they heard it died.
+    pub forgot: usize,
     /// Healthy members some live node believed dead at the end (false positives).
     pub false_deaths: usize,
 }
@@ -73,17 +85,31 @@ pub fn crash_detection(
     sim.run_until(warmup_ms, |_| false);
     let victim = nodes / 2;
     let victim_id = sim.endpoint(victim).id();
+    let knows = |sim: &Simulator, i: usize| {
+        sim.membership(i)
+            .is_some_and(|view| view.get(&victim_id).is_some())
+    };
+    let watching: Vec<bool> = (0..nodes).map(|i| i != victim && knows(&sim, i)).collect();
+    let watchers = watching.iter().filter(|w| **w).count();
+    let probers = (0..nodes)
+        .filter(|i| sim.membership(*i).is_some_and(|v| v.in_view(&victim_id)))
+        .count();
+    let memory_per_node = (0..nodes)
+        .map(|i| sim.endpoint(i).approx_memory_bytes() as u64)
+        .sum::<u64>()
+        / nodes.max(1) as u64;
     sim.crash(victim);
     let crashed_at = sim.now_ms();
     let mut first_suspicion = None;
     let mut dead_at: Vec<Option<u64>> = vec![None; nodes];
     let mut next_check = crashed_at;
+    let mut forgot = 0;
     while sim.now_ms() < crashed_at + deadline_ms {
         if sim.now_ms() >= next_check {
             next_check += 10;
             let now = sim.now_ms() - crashed_at;
             for (i, seen) in dead_at.iter_mut().enumerate() {
-                if i == victim || seen.is_some() {
+                if !watching[i] || seen.is_some() {
                     continue;
                 }
                 let state = sim
@@ -94,17 +120,23 @@ pub fn crash_detection(
                     Some(MemberState::Suspect) => {
                         first_suspicion.get_or_insert(now);
                     }
-                    Some(MemberState::Dead) => {
+                    Some(MemberState::Alive) => {}
+                    // Dead (or gone from a full reserve, which is no belief that
+                    // it lives either).
+                    Some(MemberState::Dead | MemberState::Left) => {
                         first_suspicion.get_or_insert(now);
                         *seen = Some(now);
                     }
-                    _ => {}
+                    None => {
+                        forgot += 1;
+                        *seen = Some(now);
+                    }
                 }
             }
             if dead_at
                 .iter()
                 .enumerate()
-                .all(|(i, d)| i == victim || d.is_some())
+                .all(|(i, d)| !watching[i] || d.is_some())
             {
                 break;
             }
@@ -116,19 +148,27 @@ pub fn crash_detection(
     let mut times: Vec<u64> = dead_at
         .iter()
         .enumerate()
-        .filter(|(i, _)| *i != victim)
+        .filter(|(i, _)| watching[*i])
         .filter_map(|(_, d)| *d)
         .collect();
     times.sort_unstable();
-    let everywhere = times.len() == nodes - 1;
+    let everywhere = times.len() == watchers;
     CrashReport {
         nodes,
         seed,
         probe_interval_ms: millis(topology.probe_interval),
+        view: (
+            sim.membership(0).map_or(0, |v| v.config().active),
+            sim.membership(0).map_or(0, |v| v.config().reserve),
+        ),
+        watchers,
+        probers,
+        memory_per_node,
         first_suspicion_ms: first_suspicion,
         dead_p50_ms: percentile(&times, 50),
         dead_p99_ms: everywhere.then(|| percentile(&times, 99)).flatten(),
         dead_everywhere_ms: everywhere.then(|| times.last().copied()).flatten(),
+        forgot,
         false_deaths: false_deaths(&sim, Some(victim)),
     }
 }
@@ -229,6 +269,142 @@ pub fn stability(
     }
 }
 
+/// What a partition run measured (times in virtual ms after the cut or the heal).
+#[derive(Clone, Debug, Serialize)]
+pub struct PartitionReport {
+    /// Nodes (over three regions, assigned round robin).
+    pub nodes: usize,
+    /// Seed.
+    pub seed: u64,
+    /// Probe period, ms.
+    pub probe_interval_ms: u64,
+    /// How long the cut lasted, ms.
+    pub cut_ms: u64,
+    /// When the first node of the cut-off region lost its quorum.
+    pub first_read_only_ms: Option<u64>,
+    /// When every node of the cut-off region had lost its quorum.
+    pub all_read_only_ms: Option<u64>,
+    /// Nodes of the other two regions that lost their quorum at some check (should be
+    /// none).
+    pub majority_read_only: usize,
+    /// After the heal: when every node had its quorum back.
+    pub quorum_back_ms: Option<u64>,
+    /// After the heal: when every node held the majority's writes made during the
+    /// cut, with equal Merkle roots.
+    pub roots_equal_ms: Option<u64>,
+}
+
+/// Three regions (the simulator's WAN matrix), `nodes` nodes; after `warmup_ms` region
+/// 0 (a third of the nodes) is cut off from the others for `cut_ms` while the majority
+/// writes. Checks every 10 virtual ms.
+pub fn partition(
+    nodes: usize,
+    seed: u64,
+    topology: &TopologyConfig,
+    warmup_ms: u64,
+    cut_ms: u64,
+    deadline_ms: u64,
+) -> PartitionReport {
+    let regions = crate::network::RegionMatrix::three_regions();
+    let group: Vec<u8> = (0..nodes).map(|i| u8::from(i % 3 == 0)).collect();
+    let network = NetworkConfig {
+        regions: Some(regions),
+        ..NetworkConfig::default()
+    };
+    let mut sim = Simulator::new(SimConfig {
+        nodes,
+        seed,
+        gossip: GossipConfig::lan(),
+        network,
+        crypto: CryptoMode::Sim,
+        topology: Some(topology.clone()),
+        ..SimConfig::default()
+    });
+    sim.run_until(warmup_ms, |_| false);
+    let cut_at = sim.now_ms();
+    sim.set_partition(crate::network::Partition {
+        group,
+        from_ms: cut_at,
+        until_ms: cut_at + cut_ms,
+    });
+    let quorum = |sim: &Simulator, i: usize| {
+        sim.membership(i)
+            .is_some_and(|view| view.reachability().has_quorum())
+    };
+    let minority: Vec<usize> = (0..nodes).filter(|i| i % 3 == 0).collect();
+    let mut majority_lost = vec![false; nodes];
+    let (mut first, mut all) = (None, None);
+    let mut next_check = cut_at;
+    let mut wrote = 0;
+    while sim.now_ms() < cut_at + cut_ms {
+        if sim.now_ms() >= next_check {
+            next_check += 10;
+            let now = sim.now_ms() - cut_at;
+            let lost = minority.iter().filter(|i| !quorum(&sim, **i)).count();
+            if lost > 0 {
+                first.get_or_insert(now);
+            }
+            if lost == minority.len() {
+                all.get_or_insert(now);
+            }
+            for (i, flag) in majority_lost.iter_mut().enumerate() {
+                if i % 3 != 0 && !quorum(&sim, i) {
+                    *flag = true;
+                }
+            }
+            if now >= 1_000 && wrote < 10 && now.is_multiple_of(100) {
+                // The majority keeps writing (a writer without a quorum is refused,
+                // which the count above reports).
+                let writer = 1 + 3 * wrote;
+                if sim
+                    .put(writer, &format!("during-cut/{wrote}"), vec![1])
+                    .is_ok()
+                {
+                    wrote += 1;
+                }
+            }
+        }
+        if !sim.step() {
+            break;
+        }
+    }
+    let healed_at = sim.now_ms();
+    let (mut quorum_back, mut roots_equal) = (None, None);
+    let mut next_check = healed_at;
+    while sim.now_ms() < healed_at + deadline_ms {
+        if sim.now_ms() >= next_check {
+            next_check += 10;
+            let now = sim.now_ms() - healed_at;
+            if quorum_back.is_none() && (0..nodes).all(|i| quorum(&sim, i)) {
+                quorum_back = Some(now);
+            }
+            let held = wrote > 0
+                && sim.fraction_of_live(|g| g.get(&format!("during-cut/{}", wrote - 1)).is_some())
+                    >= 1.0;
+            if roots_equal.is_none() && held && sim.live_roots_agree() {
+                roots_equal = Some(now);
+            }
+            if quorum_back.is_some() && roots_equal.is_some() {
+                break;
+            }
+        }
+        if !sim.step() {
+            break;
+        }
+    }
+    PartitionReport {
+        nodes,
+        seed,
+        probe_interval_ms: millis(topology.probe_interval),
+        cut_ms,
+        first_read_only_ms: first,
+        all_read_only_ms: all,
+        majority_read_only: majority_lost.iter().filter(|f| **f).count(),
+        quorum_back_ms: quorum_back,
+        roots_equal_ms: roots_equal,
+    }
+}
+
 /// Deaths seen by every observer of the first `slow` nodes (`slowed`) or of the rest.
 fn buried(sim: &Simulator, slow: usize, slowed: bool) -> u64 {
     let ids: Vec<_> = (0..sim.len())
@@ -300,6 +476,15 @@ mod tests {
         assert_eq!(report.slow_buried, 0, "{report:?}");
         assert_eq!(report.nodes_without_quorum, 0, "{report:?}");
         assert_eq!(report.dead_at_end, 0, "{report:?}");
+    }
+
+    #[test]
+    fn a_third_cut_off_goes_read_only_and_heals() {
+        let report = partition(60, 2, &fast(), 3_000, 20_000, 30_000);
+        assert!(report.all_read_only_ms.is_some(), "{report:?}");
+        assert_eq!(report.majority_read_only, 0, "{report:?}");
+        assert!(report.quorum_back_ms.is_some(), "{report:?}");
+        assert!(report.roots_equal_ms.is_some(), "{report:?}");
     }
 
     #[test]

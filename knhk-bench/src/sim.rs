@@ -8,7 +8,7 @@ use knhk_endpoint::harness::{Harness, Links, VIRTUAL_START};
 use knhk_endpoint::{Endpoint, EndpointConfig, LayerHandle, MemberList, StaticView};
 use knhk_gossip::{GossipConfig, GossipLayer};
 use knhk_security::{Ed25519Verifier, NodeKey, ValidatorConfig};
-use knhk_topology::{Membership, SwimLayer, TopologyConfig};
+use knhk_topology::{Membership, SwimLayer, TopologyConfig, ViewConfig};
 use knhk_types::{AgentId, EnvelopeSigner, Scope, UnixMillis};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -48,6 +48,10 @@ pub struct SimConfig {
     /// Run the failure detector too: each node's view is then a [`Membership`] kept by
     /// a [`SwimLayer`] with these settings (instead of a static member list).
     pub topology: Option<TopologyConfig>,
+    /// With `topology`: the shape of every node's bounded view. Each node starts with
+    /// `active + reserve` members drawn at random (a settled mesh); the simulator's
+    /// member list is the directory (admission).
+    pub view: ViewConfig,
 }
 
 impl Default for SimConfig {
@@ -63,6 +67,7 @@ impl Default for SimConfig {
             max_clock_skew_ms: 0,
             start: VIRTUAL_START,
             topology: None,
+            view: ViewConfig::default(),
         }
     }
 }
@@ -255,7 +260,7 @@ impl Simulator {
                 } else {
                     self.config.start
                 };
-                let view = Membership::new(id, self.members.ids().iter().copied(), now);
+                let view = self.bounded_view(id, seed, now);
                 Endpoint::with_crypto(key, verifier, view, config)
             }
         };
@@ -273,6 +278,25 @@ impl Simulator {
         });
         (self.add_layers)(&mut endpoint, i);
         (endpoint, gossip, swim)
+    }
+
+    /// Node `id`'s bounded view: `active + reserve` members drawn at random with the
+    /// node's seed, admitted by the member list.
+    fn bounded_view(&self, id: AgentId, seed: u64, now: UnixMillis) -> Membership {
+        let ids = self.members.ids();
+        let wanted = (self.config.view.active + self.config.view.reserve + 1).min(ids.len());
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x7669_6577);
+        let seeds = rand::seq::index::sample(&mut rng, ids.len(), wanted)
+            .into_iter()
+            .map(|at| ids[at]);
+        let list = self.members.clone();
+        let config = ViewConfig {
+            directory: Some(Arc::new(move |member: &AgentId| {
+                list.ids().binary_search(member).is_ok()
+            })),
+            ..self.config.view.clone()
+        };
+        Membership::with_config(id, seeds, now, config)
     }
 
     /// A signer for a member with secret `seed`, in this simulation's crypto mode.

@@ -510,7 +510,8 @@ impl<S: EnvelopeSigner, V: SignatureVerifier + 'static> Endpoint<S, V> {
     }
 
     /// Estimated bytes this node holds: the endpoint itself, the gate's replay window,
-    /// signature cache and sender table, queued outputs, and every layer's own estimate.
+    /// signature cache and sender table, queued outputs, its peer view, and every
+    /// layer's own estimate.
     /// Deterministic (counts and sizes, not allocator readings): an *estimate* for
     /// memory-per-node figures, which undercounts allocator overhead.
     pub fn approx_memory_bytes(&self) -> usize {
@@ -520,6 +521,7 @@ impl<S: EnvelopeSigner, V: SignatureVerifier + 'static> Endpoint<S, V> {
             + gate.tracked_senders * 96
             + self.validator.verifier().memory_bytes()
             + self.outbox.outputs.len() * 64
+            + self.view.approx_memory_bytes()
             + self
                 .layers
                 .iter()

@@ -30,6 +30,12 @@ pub trait PeerView: std::any::Any {
         self.len() == 0
     }
 
+    /// Estimated bytes this view holds for this node (for memory-per-node figures).
+    /// Default 0: a view shared by many nodes (a static list) costs none of them.
+    fn approx_memory_bytes(&self) -> usize {
+        0
+    }
+
     /// How many of the members (ourselves included) this node can reach now, as its
     /// failure detector believes. Default: every member (a static view knows no
     /// failures). Layers that must not act in a minority partition (writes) check

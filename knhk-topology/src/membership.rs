@@ -289,7 +289,7 @@ impl Membership {
     }
 
     /// Bytes this view holds, roughly (what the simulator reports per node).
-    pub fn approx_memory_bytes(&self) -> usize {
+    pub fn memory_bytes(&self) -> usize {
         let member = std::mem::size_of::<Member>() + 48;
         (self.members.capacity() + self.reserve.capacity()) * member
             + self.relayed_order.len() * 120
@@ -819,6 +819,10 @@ impl PeerView for Membership {
 
     fn len(&self) -> usize {
         self.not_dead
+    }
+
+    fn approx_memory_bytes(&self) -> usize {
+        self.memory_bytes()
     }
 
     /// Reachable: this node and the view members believed alive (a suspect is not,

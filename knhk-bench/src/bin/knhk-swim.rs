@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! cargo run --release -p knhk-bench --bin knhk-swim -- crash --nodes 1000
+//! cargo run --release -p knhk-bench --bin knhk-swim -- partition --nodes 1000
 //! cargo run --release -p knhk-bench --bin knhk-swim -- stability --nodes 1000 \
 //!     --minutes 10 --loss 0.05 --slow 10 --slow-extra-ms 60 [--no-lifeguard]
 //! ```
@@ -12,7 +13,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use knhk_bench::failure::{crash_detection, stability};
+use knhk_bench::failure::{crash_detection, partition, stability};
 use knhk_topology::TopologyConfig;
 
 /// Failure-detection runs of the production SWIM layer on virtual time.
@@ -48,6 +49,22 @@ enum Run {
         warmup_ms: u64,
         /// Give up after this many virtual ms.
         #[arg(long, default_value_t = 120_000)]
+        deadline_ms: u64,
+    },
+    /// Three regions; cut one (a third of the nodes) off for a while: time until it is
+    /// read-only everywhere, and after the heal until quorums and roots are back.
+    Partition {
+        /// Nodes.
+        #[arg(long, default_value_t = 1_000)]
+        nodes: usize,
+        /// Virtual ms before the cut.
+        #[arg(long, default_value_t = 5_000)]
+        warmup_ms: u64,
+        /// How long the cut lasts, virtual ms.
+        #[arg(long, default_value_t = 10_000)]
+        cut_ms: u64,
+        /// Give up this many virtual ms after the heal.
+        #[arg(long, default_value_t = 60_000)]
         deadline_ms: u64,
     },
     /// No failure at all for a while: count false suspicions and deaths.
@@ -88,6 +105,19 @@ fn main() -> ExitCode {
             args.seed,
             &topology,
             warmup_ms,
+            deadline_ms,
+        )),
+        Run::Partition {
+            nodes,
+            warmup_ms,
+            cut_ms,
+            deadline_ms,
+        } => serde_json::to_string_pretty(&partition(
+            nodes.max(3),
+            args.seed,
+            &topology,
+            warmup_ms,
+            cut_ms,
             deadline_ms,
         )),
         Run::Stability {
