@@ -284,6 +284,8 @@ pub struct PartitionReport {
     pub first_read_only_ms: Option<u64>,
     /// When every node of the cut-off region had lost its quorum.
     pub all_read_only_ms: Option<u64>,
+    /// Nodes of the cut-off region read-only just before the heal, of how many.
+    pub minority_read_only_at_heal: (usize, usize),
     /// Nodes of the other two regions that lost their quorum at some check (should be
     /// none).
     pub majority_read_only: usize,
@@ -368,6 +370,7 @@ pub fn partition(
             break;
         }
     }
+    let read_only_at_heal = minority.iter().filter(|i| !quorum(&sim, **i)).count();
     let healed_at = sim.now_ms();
     let (mut quorum_back, mut roots_equal) = (None, None);
     let mut next_check = healed_at;
@@ -399,6 +402,7 @@ pub fn partition(
         cut_ms,
         first_read_only_ms: first,
         all_read_only_ms: all,
+        minority_read_only_at_heal: (read_only_at_heal, minority.len()),
         majority_read_only: majority_lost.iter().filter(|f| **f).count(),
         quorum_back_ms: quorum_back,
         roots_equal_ms: roots_equal,

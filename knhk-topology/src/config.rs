@@ -62,6 +62,16 @@ pub struct TopologyConfig {
     /// The address this node tells others it listens on (in its alive claims and
     /// shuffles), so a member that learns of it by gossip can dial it. Default none.
     pub advertise: Option<SocketAddr>,
+    /// The partition detector: members of the view and reserve pinged at once when a
+    /// direct ping goes unanswered (and every probe period while this node lacks a
+    /// quorum); the share that answers is the node's reachability. 0: off (the quorum
+    /// then counts view member states only). Default 64: with a third of the mesh cut
+    /// off, a sample this large looks like half by chance about once in 300 checks
+    /// (32, the view alone: once in 30).
+    pub partition_check: usize,
+    /// A check that found a quorum decides reachability for this many probe periods,
+    /// then the member states do again. Default 10.
+    pub partition_check_valid_for: u32,
     /// Vivaldi coordinate settings.
     pub vivaldi: VivaldiConfig,
 }
@@ -88,6 +98,8 @@ impl Default for TopologyConfig {
             replace_dead_after: Duration::from_secs(30),
             leave_fanout: 8,
             advertise: None,
+            partition_check: 64,
+            partition_check_valid_for: 10,
             vivaldi: VivaldiConfig::default(),
         }
     }

@@ -35,5 +35,5 @@ pub use message::{
     Update,
 };
 pub use rtt::RttEstimate;
-pub use swim::{MemberChanged, MemberJoined, SwimLayer, SwimStats};
+pub use swim::{MemberChanged, MemberJoined, PartitionChanged, SwimLayer, SwimStats};
 pub use vivaldi::{Coordinate, DIMENSIONS, VivaldiConfig};

@@ -203,6 +203,7 @@ pub struct Membership {
     cluster: (AgentId, u8),
     relayed: HashSet<(AgentId, u64, Claim)>,
     relayed_order: VecDeque<(AgentId, u64, Claim)>,
+    check: Option<Reachability>,
 }
 
 impl Membership {
@@ -232,6 +233,7 @@ impl Membership {
             cluster: (me, 0),
             relayed: HashSet::new(),
             relayed_order: VecDeque::new(),
+            check: None,
         };
         for id in seeds {
             if view.members.len() >= view.config.active && view.reserve.len() >= view.config.reserve
@@ -333,11 +335,11 @@ impl Membership {
             return false;
         }
         if self.reserve.len() >= self.config.reserve {
-            let victim = self
+            let gone = self
                 .reserve
                 .iter()
-                .position(|m| matches!(m.state, MemberState::Dead | MemberState::Left))
-                .unwrap_or_else(|| spread(&member.id, &self.me, self.reserve.len()));
+                .position(|m| matches!(m.state, MemberState::Dead | MemberState::Left));
+            let victim = gone.unwrap_or_else(|| spread(&member.id, &self.me, self.reserve.len()));
             self.remove_from_reserve(victim);
         }
         self.index
@@ -382,9 +384,10 @@ impl Membership {
     /// know it. Returns true if it was new.
     pub fn learn_entry(&mut self, entry: &Entry, now: UnixMillis) -> bool {
         if entry.member == self.me || !self.admits(&entry.member) {
-            if let Some(member) = self.get_mut(&entry.member)
-                && member.addr.is_none()
-            {
+            return false;
+        }
+        if let Some(member) = self.get_mut(&entry.member) {
+            if member.addr.is_none() {
                 member.addr = entry.addr;
             }
             return false;
@@ -655,6 +658,7 @@ impl Membership {
         let Some(Tier::Reserve(at)) = self.index.get(id).copied() else {
             return false;
         };
+
         if self.reserve[at].state != MemberState::Alive {
             return false;
         }
@@ -752,6 +756,33 @@ impl Membership {
         }
     }
 
+    /// Reachable by the failure detector's states: this node and the view members
+    /// believed alive (a suspect is not, until it answers or refutes); counted: this
+    /// node and every view member but those that left (dead ones included), so the side
+    /// of a cut with fewer than half of a node's view finds itself without a quorum.
+    pub fn reachability_by_states(&self) -> Reachability {
+        Reachability {
+            reachable: self.count(MemberState::Alive) + 1,
+            members: self
+                .members
+                .iter()
+                .filter(|m| m.state != MemberState::Left)
+                .count()
+                + 1,
+        }
+    }
+
+    /// The partition detector's latest sample, if current.
+    pub fn reachability_check(&self) -> Option<Reachability> {
+        self.check
+    }
+
+    /// Sets (or, with `None`, retires) the partition detector's sample, which then
+    /// decides [`PeerView::reachability`].
+    pub(crate) fn set_reachability_check(&mut self, check: Option<Reachability>) {
+        self.check = check;
+    }
+
     fn pick_ring(&self, rng: &mut dyn rand::RngCore, present: [bool; 3]) -> Option<u8> {
         let weights: Vec<u32> = (0..3)
             .map(|r| {
@@ -825,21 +856,12 @@ impl PeerView for Membership {
         self.memory_bytes()
     }
 
-    /// Reachable: this node and the view members believed alive (a suspect is not,
-    /// until it answers or refutes); counted: this node and every view member but those
-    /// that left (dead ones included), so the side of a cut with fewer than half of a
-    /// node's view finds itself without a quorum. The view is a random sample of the
-    /// mesh, so this is the quorum of the mesh, estimated.
+    /// The last reachability check's sample while it is current (see
+    /// [`Membership::reachability_by_states`] otherwise): this node and the members
+    /// that answered it, of this node and those asked. The view is a random sample of
+    /// the mesh, so either is the quorum of the mesh, estimated.
     fn reachability(&self) -> Reachability {
-        Reachability {
-            reachable: self.count(MemberState::Alive) + 1,
-            members: self
-                .members
-                .iter()
-                .filter(|m| m.state != MemberState::Left)
-                .count()
-                + 1,
-        }
+        self.check.unwrap_or_else(|| self.reachability_by_states())
     }
 }
 

@@ -73,6 +73,11 @@ pub enum SwimMessage {
         coordinate: Coordinate,
         /// The sender's cluster label.
         cluster: ClusterLabel,
+        /// True if the receiver is in the view of the prober (the sender, or the
+        /// requester of an indirect probe): a node pinged this way by nobody for a
+        /// while asks for a place in a view. False for pings of a reachability check
+        /// to the reserve and for a leave.
+        in_view: bool,
         /// Membership updates piggybacked.
         updates: Vec<Update>,
     },

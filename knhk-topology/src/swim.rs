@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use knhk_endpoint::{Context, Layer};
+use knhk_endpoint::{Context, Layer, PeerView, Reachability};
 use knhk_security::{RejectReason, SignatureVerifier};
 use knhk_types::{AgentId, MessageKind, UnixMillis};
 use rand::seq::{IndexedRandom, SliceRandom};
@@ -33,6 +33,10 @@ const TICK: u64 = 1 << 56;
 const PROBE_TIMEOUT: u64 = 2 << 56;
 const RELAY_TIMEOUT: u64 = 3 << 56;
 const SUSPICION: u64 = 4 << 56;
+const CHECK_TIMEOUT: u64 = 5 << 56;
+
+/// Pings remembered for measuring round trips of late acks.
+const SENT_PINGS_KEPT: usize = 128;
 const LOW: u64 = (1 << 56) - 1;
 
 /// What the failure detector tells the application: a member's state changed.
@@ -56,6 +60,25 @@ pub struct MemberJoined {
     pub member: AgentId,
     /// Where it listens, if known.
     pub addr: Option<std::net::SocketAddr>,
+}
+
+/// What the failure detector tells the application: this node lost its quorum (it is
+/// on the minority side of a cut, or most of its view failed) or found it again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PartitionChanged {
+    /// True when the quorum was lost (local writes are then refused).
+    pub partitioned: bool,
+    /// The reachability that decided it.
+    pub reachability: Reachability,
+}
+
+/// A reachability check in progress: members pinged at once.
+#[derive(Clone, Debug)]
+struct Check {
+    id: u64,
+    first_seq: u64,
+    targets: Vec<AgentId>,
+    answered: Vec<bool>,
 }
 
 /// Counters of a [`SwimLayer`].
@@ -92,6 +115,10 @@ pub struct SwimStats {
     /// Times this node, pinged by nobody for a while, asked a member for a place in
     /// its view.
     pub places_asked: u64,
+    /// Reachability checks run by the partition detector.
+    pub partition_checks: u64,
+    /// Times this node lost its quorum.
+    pub partitions_detected: u64,
 }
 
 /// Our probe in progress.
@@ -99,7 +126,6 @@ pub struct SwimStats {
 struct Probe {
     seq: u64,
     target: AgentId,
-    sent_at: UnixMillis,
     answered: bool,
     nacks: u32,
     expected_nacks: u32,
@@ -146,8 +172,19 @@ pub struct SwimLayer {
     ticks: u64,
     /// True once this node announced that it leaves: it probes no more.
     left: bool,
-    /// When a member last pinged this node (directly or for an indirect probe).
+    /// When a member last pinged this node from its view (directly or for an
+    /// indirect probe).
     last_pinged: Option<UnixMillis>,
+    check: Option<Check>,
+    /// While this node lacks a quorum: the members its check found mostly silent,
+    /// checked again (the same ones) until most answer. A fresh sample would lean
+    /// toward this side of a cut as rumours bury the other side.
+    held_check: Option<Vec<AgentId>>,
+    sent_pings: std::collections::VecDeque<(u64, AgentId, UnixMillis)>,
+    checks: u64,
+    check_taken_at: Option<UnixMillis>,
+    /// True while this node lacks a quorum (as last reported).
+    partitioned: bool,
     stats: SwimStats,
 }
 
@@ -179,6 +216,12 @@ impl SwimLayer {
             ticks: 0,
             left: false,
             last_pinged: None,
+            check: None,
+            held_check: None,
+            sent_pings: std::collections::VecDeque::new(),
+            checks: 0,
+            check_taken_at: None,
+            partitioned: false,
             stats: SwimStats::default(),
         }
     }
@@ -240,6 +283,7 @@ impl SwimLayer {
         let interval = self.health.scale(self.config.probe_interval);
         ctx.set_timer(interval, TICK | (self.generation & LOW));
         self.maintain_view(ctx);
+        self.watch_partition(ctx);
         let Some(target) = self.next_target(ctx) else {
             return;
         };
@@ -248,7 +292,6 @@ impl SwimLayer {
         self.probe = Some(Probe {
             seq,
             target,
-            sent_at: ctx.now(),
             answered: false,
             nacks: 0,
             expected_nacks: 0,
@@ -257,6 +300,149 @@ impl SwimLayer {
         self.ping(ctx, target, seq);
         let timeout = self.health.scale(self.config.probe_timeout);
         ctx.set_timer(timeout, PROBE_TIMEOUT | (seq & LOW));
+    }
+
+    /// Once a probe period: retire a check sample that found a quorum and is old, and
+    /// check again while this node lacks a quorum (by the sample or by the states), so
+    /// a heal is found within a period.
+    fn watch_partition<V: SignatureVerifier>(&mut self, ctx: &mut Context<'_, V>) {
+        if self.config.partition_check == 0 {
+            return;
+        }
+        let now = ctx.now();
+        let valid_for = self
+            .config
+            .probe_interval
+            .saturating_mul(self.config.partition_check_valid_for);
+        let taken = self.check_taken_at;
+        let Some(view) = ctx.view_mut::<Membership>() else {
+            return;
+        };
+        let sample = view.reachability_check();
+        let stale = taken.is_some_and(|at| now.0.saturating_sub(at.0) >= millis(valid_for));
+        if sample.is_some_and(|s| s.has_quorum()) && stale {
+            view.set_reachability_check(None);
+        }
+        let lacking =
+            !view.reachability().has_quorum() || !view.reachability_by_states().has_quorum();
+        self.report_partition(ctx);
+        if lacking {
+            self.start_check(ctx);
+        }
+    }
+
+    /// Pings up to `partition_check` random members at once (view members but those
+    /// that left, reserve members believed alive or suspect), each with what we
+    /// believe of it (so one wrongly buried refutes); the answers within the deadline
+    /// are the sample. While a quorum is lacking, the same members as the check that
+    /// found it lacking.
+    fn start_check<V: SignatureVerifier>(&mut self, ctx: &mut Context<'_, V>) {
+        if self.check.is_some() || self.config.partition_check == 0 || self.left {
+            return;
+        }
+        let held = self.held_check.clone();
+        let (mut targets, slowest): (Vec<AgentId>, Duration) = match ctx.view_mut::<Membership>() {
+            Some(view) => {
+                let view_members = view
+                    .members()
+                    .iter()
+                    .filter(|m| m.state != MemberState::Left);
+                let reserve_members = view
+                    .reserve()
+                    .iter()
+                    .filter(|m| matches!(m.state, MemberState::Alive | MemberState::Suspect));
+                let slowest = view_members
+                    .clone()
+                    .filter_map(|m| m.rtt.smoothed())
+                    .max()
+                    .unwrap_or_default();
+                let targets = match held {
+                    Some(held) => held,
+                    None => view_members.chain(reserve_members).map(|m| m.id).collect(),
+                };
+                (targets, slowest)
+            }
+            None => return,
+        };
+        if targets.is_empty() {
+            return;
+        }
+        targets.shuffle(ctx.rng());
+        targets.truncate(self.config.partition_check);
+        self.checks += 1;
+        self.stats.partition_checks += 1;
+        let id = self.checks & LOW;
+        let first_seq = self.seq + 1;
+        for target in &targets {
+            self.seq += 1;
+            let seq = self.seq;
+            self.ping(ctx, *target, seq);
+        }
+        self.check = Some(Check {
+            id,
+            first_seq,
+            answered: vec![false; targets.len()],
+            targets,
+        });
+        // Long enough for the slowest member we measured to answer.
+        let deadline = self.config.probe_timeout.max(slowest.saturating_mul(3) / 2);
+        ctx.set_timer(deadline, CHECK_TIMEOUT | id);
+    }
+
+    /// An ack for a check's ping: counted if it comes from the member asked.
+    fn check_answered(&mut self, seq: u64, from: AgentId) -> bool {
+        let Some(check) = &mut self.check else {
+            return false;
+        };
+        let Some(at) = seq.checked_sub(check.first_seq).map(|at| at as usize) else {
+            return false;
+        };
+        if check.targets.get(at) == Some(&from) {
+            check.answered[at] = true;
+            return true;
+        }
+        false
+    }
+
+    /// The check's deadline: its sample now decides reachability.
+    fn check_timed_out<V: SignatureVerifier>(&mut self, ctx: &mut Context<'_, V>, id: u64) {
+        let Some(check) = self.check.take_if(|c| c.id == id) else {
+            return;
+        };
+        let answered = check.answered.iter().filter(|a| **a).count();
+        let sample = Reachability {
+            reachable: answered + 1,
+            members: check.targets.len() + 1,
+        };
+        self.held_check = (!sample.has_quorum()).then_some(check.targets);
+        self.check_taken_at = Some(ctx.now());
+        if let Some(view) = ctx.view_mut::<Membership>() {
+            view.set_reachability_check(Some(sample));
+        }
+        self.report_partition(ctx);
+    }
+
+    /// Emits [`PartitionChanged`] when the quorum was lost or found.
+    fn report_partition<V: SignatureVerifier>(&mut self, ctx: &mut Context<'_, V>) {
+        let Some(reachability) = ctx.view_mut::<Membership>().map(|v| v.reachability()) else {
+            return;
+        };
+        let partitioned = !reachability.has_quorum();
+        if partitioned != self.partitioned {
+            self.partitioned = partitioned;
+            if partitioned {
+                self.stats.partitions_detected += 1;
+            }
+            ctx.emit(PartitionChanged {
+                partitioned,
+                reachability,
+            });
+        }
+    }
+
+    /// True while this node lacks a quorum (its writes are refused).
+    pub fn is_partitioned(&self) -> bool {
+        self.partitioned
     }
 
     /// Once a probe period: rank the view, refill it, and every so often shuffle and
@@ -302,9 +488,20 @@ impl SwimLayer {
     /// Offers a random view member some of the members this node knows (itself
     /// first); its answer brings some of its own.
     fn shuffle<V: SignatureVerifier>(&mut self, ctx: &mut Context<'_, V>, join: bool) {
-        let mut partner = Vec::with_capacity(1);
-        ctx.sample_peers(1, &mut partner);
-        let Some(partner) = partner.first().copied() else {
+        // Uniformly over the view, not near-first as gossip chooses: what a node knows
+        // must stay a uniform sample of the mesh, or its quorum estimate (and the
+        // reserve its view refills from) would lean toward its own region.
+        let candidates: Vec<AgentId> = ctx
+            .view_mut::<Membership>()
+            .map(|view| {
+                view.members()
+                    .iter()
+                    .filter(|m| m.state == MemberState::Alive)
+                    .map(|m| m.id)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let Some(partner) = candidates.choose(ctx.rng()).copied() else {
             return;
         };
         let entries = self.entries_to_offer(ctx, Some(partner));
@@ -389,6 +586,7 @@ impl SwimLayer {
                     seq,
                     coordinate,
                     cluster: (me, 0),
+                    in_view: false,
                     updates,
                 }
             });
@@ -421,6 +619,10 @@ impl SwimLayer {
             })
         });
         let cluster = self.cluster_label(ctx);
+        let in_view = ctx
+            .view_mut::<Membership>()
+            .is_some_and(|view| view.in_view(&target));
+        self.sent_ping(seq, target, ctx.now());
         self.send(ctx, target, |mut updates| {
             if let Some(claim) = claim {
                 updates.retain(|update| update.member != target);
@@ -430,6 +632,7 @@ impl SwimLayer {
                 seq,
                 coordinate,
                 cluster,
+                in_view,
                 updates,
             }
         });
@@ -546,6 +749,8 @@ impl SwimLayer {
         let Some(probe) = self.probe.filter(|p| p.seq & LOW == seq && !p.answered) else {
             return;
         };
+        // One member silent: is it the member, or are we cut off? Ask many at once.
+        self.start_check(ctx);
         // Helpers among the members believed alive (a suspect could not help, and its
         // missing nack would count against our own health).
         let mut helpers: Vec<AgentId> = ctx
@@ -574,32 +779,51 @@ impl SwimLayer {
         }
     }
 
-    fn answered<V: SignatureVerifier>(
-        &mut self,
-        ctx: &mut Context<'_, V>,
-        seq: u64,
-        from: AgentId,
-        coordinate: Option<Coordinate>,
-    ) -> bool {
+    /// Our probe numbered `seq` was answered (directly or through a helper).
+    fn answered(&mut self, seq: u64) -> bool {
         let Some(probe) = self.probe.as_mut().filter(|p| p.seq == seq && !p.answered) else {
             return false;
         };
         probe.answered = true;
         self.stats.probes_answered += 1;
         self.health.better();
-        let probe = *probe;
-        if let Some(their) = coordinate
-            && from == probe.target
-        {
-            let rtt = Duration::from_millis(ctx.now().0.saturating_sub(probe.sent_at.0));
-            let seconds = rtt.as_secs_f64();
-            let vivaldi = self.config.vivaldi;
-            self.coordinate.update(&vivaldi, &their, seconds);
-            if let Some(view) = ctx.view_mut::<Membership>() {
-                view.heard(&from, Some(rtt), Some(their), None);
-            }
-        }
         true
+    }
+
+    /// Remembers a ping sent, to measure the round trip when its ack comes, however
+    /// late (a member farther than the probe timeout is still measured).
+    fn sent_ping(&mut self, seq: u64, target: AgentId, at: UnixMillis) {
+        if self.sent_pings.len() >= SENT_PINGS_KEPT {
+            self.sent_pings.pop_front();
+        }
+        self.sent_pings.push_back((seq, target, at));
+    }
+
+    /// An ack for a ping of ours: the round trip and the member's coordinate update
+    /// ours (Vivaldi) and its record.
+    fn measure<V: SignatureVerifier>(
+        &mut self,
+        ctx: &mut Context<'_, V>,
+        seq: u64,
+        from: AgentId,
+        their: Coordinate,
+    ) {
+        let Some(at) = self
+            .sent_pings
+            .iter()
+            .position(|(s, target, _)| *s == seq && *target == from)
+        else {
+            return;
+        };
+        let Some((_, _, sent_at)) = self.sent_pings.remove(at) else {
+            return;
+        };
+        let rtt = Duration::from_millis(ctx.now().0.saturating_sub(sent_at.0));
+        let vivaldi = self.config.vivaldi;
+        self.coordinate.update(&vivaldi, &their, rtt.as_secs_f64());
+        if let Some(view) = ctx.view_mut::<Membership>() {
+            view.heard(&from, Some(rtt), Some(their), None);
+        }
     }
 
     /// Applies one update and carries out what follows from it.
@@ -805,21 +1029,9 @@ impl SwimLayer {
         from: AgentId,
         message: SwimMessage,
     ) {
-        // An admitted sender we did not know (a joiner, or a member whose view holds
-        // us but not ours it) is taken in; its updates may raise its incarnation.
-        let stranger = ctx
-            .view_mut::<Membership>()
-            .is_some_and(|view| view.get(&from).is_none());
-        if stranger {
-            self.learn_entries(
-                ctx,
-                &[Entry {
-                    member: from,
-                    incarnation: 0,
-                    addr: None,
-                }],
-            );
-        }
+        // A sender we do not know is taken in only through what it says of itself
+        // (its alive claim, its shuffle's first entry), never for a ping alone: the
+        // pings of another node's reachability check must not fill our reserve.
         for update in message.updates() {
             self.learn(ctx, *update);
         }
@@ -831,9 +1043,12 @@ impl SwimLayer {
                 seq,
                 coordinate,
                 cluster,
+                in_view,
                 ..
             } => {
-                self.last_pinged = Some(ctx.now());
+                if in_view {
+                    self.last_pinged = Some(ctx.now());
+                }
                 if let Some(view) = ctx.view_mut::<Membership>() {
                     view.heard(&from, None, Some(coordinate), Some(cluster));
                 }
@@ -855,29 +1070,44 @@ impl SwimLayer {
                 if let Some(view) = ctx.view_mut::<Membership>() {
                     view.heard(&from, None, None, Some(cluster));
                 }
-                if !self.answered(ctx, seq, from, Some(coordinate)) {
+                self.measure(ctx, seq, from, coordinate);
+                if !self.check_answered(seq, from) && !self.answered(seq) {
                     self.relay_answered(ctx, seq, from);
                 }
             }
             SwimMessage::Shuffle { entries, join, .. } => {
-                if join
-                    && let Some(view) = ctx.view_mut::<Membership>()
-                    && view.take_into_view(&from)
-                {
-                    self.stats.promotions += 1;
-                }
                 let ours = self.entries_to_offer(ctx, Some(from));
                 self.send(ctx, from, |updates| SwimMessage::ShuffleReply {
                     entries: ours,
                     updates,
                 });
-                self.learn_entries(ctx, &entries);
+                // The sender's own entry comes first: a joiner is known from here on.
+                // It is placed before the rest are learned, which could evict it from a
+                // full reserve.
+                let (own, rest) = entries.split_at(entries.len().min(1));
+                self.learn_entries(ctx, own);
+                if join {
+                    let (taken, believed) =
+                        ctx.view_mut::<Membership>().map_or((false, None), |view| {
+                            (view.take_into_view(&from), view.get(&from).map(|m| m.state))
+                        });
+                    if taken {
+                        self.stats.promotions += 1;
+                    } else if matches!(believed, Some(MemberState::Suspect | MemberState::Dead)) {
+                        // It asks for a place while we believe it down: tell it (the
+                        // ping carries the claim), so it refutes and its next ask works.
+                        self.seq += 1;
+                        let seq = self.seq;
+                        self.ping(ctx, from, seq);
+                    }
+                }
+                self.learn_entries(ctx, rest);
             }
             SwimMessage::ShuffleReply { entries, .. } => self.learn_entries(ctx, &entries),
             SwimMessage::PingReq { seq, target, .. } => self.relay(ctx, from, seq, target),
             SwimMessage::IndirectAck { seq, target, .. } => {
                 if self.probe.is_some_and(|p| p.target == target) {
-                    self.answered(ctx, seq, from, None);
+                    self.answered(seq);
                 }
             }
             SwimMessage::Nack { seq, target, .. } => {
@@ -918,10 +1148,13 @@ impl SwimLayer {
         );
         let coordinate = self.coordinate;
         let cluster = self.cluster_label(ctx);
+        self.sent_ping(seq, target, ctx.now());
+        // For a requester that probes `target` from its view.
         self.send(ctx, target, |updates| SwimMessage::Ping {
             seq,
             coordinate,
             cluster,
+            in_view: true,
             updates,
         });
         ctx.set_timer(self.config.probe_timeout, RELAY_TIMEOUT | (seq & LOW));
@@ -1015,6 +1248,7 @@ impl<V: SignatureVerifier> Layer<V> for SwimLayer {
             TICK if low == self.generation & LOW => self.tick(ctx),
             PROBE_TIMEOUT => self.probe_timed_out(ctx, low),
             RELAY_TIMEOUT => self.relay_timed_out(ctx, low),
+            CHECK_TIMEOUT => self.check_timed_out(ctx, low),
             SUSPICION => self.suspicion_fired(ctx, low),
             _ => {}
         }

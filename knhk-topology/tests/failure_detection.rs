@@ -203,6 +203,7 @@ fn a_forged_death_at_the_highest_incarnation_is_refuted() {
         seq: 1,
         coordinate: knhk_topology::Coordinate::origin(&knhk_topology::VivaldiConfig::default()),
         cluster: (mallory.agent_id(), 0),
+        in_view: true,
         updates: vec![knhk_topology::Update {
             member: victim,
             incarnation: u64::MAX,
