@@ -66,6 +66,8 @@ pub struct CrashReport {
     /// When the last watcher stopped believing it alive: saw it dead, or (a reserve
     /// entry) forgot it (confirmed everywhere it was known).
     pub dead_everywhere_ms: Option<u64>,
+    /// When the last prober (a node whose view held it) saw it dead.
+    pub dead_at_every_prober_ms: Option<u64>,
     /// Watchers that forgot it (a full reserve replaced it) before they heard it died.
     pub forgot: usize,
     /// Healthy members some live node believed dead at the end (false positives).
@@ -91,9 +93,10 @@ pub fn crash_detection(
     };
     let watching: Vec<bool> = (0..nodes).map(|i| i != victim && knows(&sim, i)).collect();
     let watchers = watching.iter().filter(|w| **w).count();
-    let probers = (0..nodes)
-        .filter(|i| sim.membership(*i).is_some_and(|v| v.in_view(&victim_id)))
-        .count();
+    let probing: Vec<bool> = (0..nodes)
+        .map(|i| sim.membership(i).is_some_and(|v| v.in_view(&victim_id)))
+        .collect();
+    let probers = probing.iter().filter(|p| **p).count();
     let memory_per_node = (0..nodes)
         .map(|i| sim.endpoint(i).approx_memory_bytes() as u64)
         .sum::<u64>()
@@ -153,6 +156,17 @@ pub fn crash_detection(
         .collect();
     times.sort_unstable();
     let everywhere = times.len() == watchers;
+    let prober_times: Vec<Option<u64>> = dead_at
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| probing[*i])
+        .map(|(_, d)| *d)
+        .collect();
+    let dead_at_every_prober_ms = prober_times
+        .iter()
+        .copied()
+        .collect::<Option<Vec<u64>>>()
+        .and_then(|t| t.into_iter().max());
     CrashReport {
         nodes,
         seed,
@@ -168,6 +182,7 @@ pub fn crash_detection(
         dead_p50_ms: percentile(&times, 50),
         dead_p99_ms: everywhere.then(|| percentile(&times, 99)).flatten(),
         dead_everywhere_ms: everywhere.then(|| times.last().copied()).flatten(),
+        dead_at_every_prober_ms,
         forgot,
         false_deaths: false_deaths(&sim, Some(victim)),
     }

@@ -12,6 +12,7 @@
 pub mod crypto;
 pub mod failure;
 pub mod network;
+pub mod peer_choice;
 pub mod scenario;
 pub mod sim;
 pub mod telemetry_live;

@@ -85,6 +85,10 @@ pub struct Traffic {
     pub partitioned: u64,
     /// Frames sent to a crashed node.
     pub to_dead: u64,
+    /// Bytes of frames put on a link between two different regions.
+    pub cross_region_bytes: u64,
+    /// Bytes of frames put on any link (delivered or not).
+    pub carried_bytes: u64,
 }
 
 /// The simulated network as the harness's [`Links`]: regions, latency draws, loss and
@@ -96,9 +100,18 @@ pub struct SimLinks {
     rng: ChaCha8Rng,
     lost: u64,
     partitioned: u64,
+    carried_bytes: u64,
+    cross_region_bytes: u64,
 }
 
 impl Links for SimLinks {
+    fn carried(&mut self, from: usize, to: usize, bytes: usize) {
+        self.carried_bytes += bytes as u64;
+        if self.regions.get(from) != self.regions.get(to) {
+            self.cross_region_bytes += bytes as u64;
+        }
+    }
+
     fn delay_us(&mut self, from: usize, to: usize, now_us: u64) -> Option<u64> {
         if self.network.loss > 0.0 && self.rng.random::<f64>() < self.network.loss {
             self.lost += 1;
@@ -195,6 +208,8 @@ impl Simulator {
             rng: ChaCha8Rng::seed_from_u64(config.seed ^ 0x006e_6574_776f_726b),
             lost: 0,
             partitioned: 0,
+            carried_bytes: 0,
+            cross_region_bytes: 0,
         };
         let skew = config.max_clock_skew_ms as i64;
         let mut simulator = Self {
@@ -366,6 +381,8 @@ impl Simulator {
             lost: links.lost,
             partitioned: links.partitioned,
             to_dead: harness.to_dead,
+            cross_region_bytes: links.cross_region_bytes,
+            carried_bytes: links.carried_bytes,
         }
     }
 

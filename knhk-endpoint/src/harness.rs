@@ -29,6 +29,13 @@ pub trait Links {
     /// `to`, sent at virtual `now_us` (since the start), or `None` if the frame is lost
     /// (the model counts its own losses).
     fn delay_us(&mut self, from: usize, to: usize, now_us: u64) -> Option<u64>;
+
+    /// A frame of `bytes` from node `from` to node `to` is on its way (after
+    /// [`Links::delay_us`] gave it a delay), for models that count traffic by link.
+    /// Default: nothing.
+    fn carried(&mut self, from: usize, to: usize, bytes: usize) {
+        let _ = (from, to, bytes);
+    }
 }
 
 /// Every frame takes the same time; none is lost.
@@ -335,6 +342,7 @@ impl<S: EnvelopeSigner, V: SignatureVerifier + 'static, L: Links> Harness<S, V, 
             self.traffic.lost += 1;
             return;
         };
+        self.links.carried(from, target, frame.len());
         let sender = self.nodes[from].endpoint.id();
         let at = self.now_us + delay;
         self.schedule(

@@ -168,8 +168,12 @@ pub enum Applied {
         /// The state before.
         from: MemberState,
     },
-    /// A member we did not know, now in the view or reserve.
-    Joined,
+    /// A member we did not know, now in the view or reserve; `relay` unless we had
+    /// relayed this very claim already (within the relay memory).
+    Joined {
+        /// True if the claim is to be passed on.
+        relay: bool,
+    },
     /// An accusation about a member we do not know: not stored, relayed once.
     Relay,
     /// The update accuses this node (suspect or dead): at its incarnation or later it
@@ -537,27 +541,38 @@ impl Membership {
                     update.addr,
                     now,
                 );
-                if self.insert(member) {
-                    Applied::Joined
+                if !self.insert(member) {
+                    return Applied::Ignored;
+                }
+                let relay = self.first_relay((update.member, update.incarnation, Claim::Alive));
+                Applied::Joined { relay }
+            }
+            Claim::Suspect | Claim::Dead | Claim::Left => {
+                if self.first_relay((update.member, update.incarnation, update.claim)) {
+                    Applied::Relay
                 } else {
                     Applied::Ignored
                 }
             }
-            Claim::Suspect | Claim::Dead | Claim::Left => {
-                let key = (update.member, update.incarnation, update.claim);
-                if self.config.relay_memory == 0 || self.relayed.contains(&key) {
-                    return Applied::Ignored;
-                }
-                if self.relayed_order.len() >= self.config.relay_memory
-                    && let Some(old) = self.relayed_order.pop_front()
-                {
-                    self.relayed.remove(&old);
-                }
-                self.relayed.insert(key);
-                self.relayed_order.push_back(key);
-                Applied::Relay
-            }
         }
+    }
+
+    /// True the first time (within the relay memory) this claim is seen: it is then
+    /// remembered. A member a full reserve forgot and learns again from an old alive
+    /// claim must not set the claim travelling again (an echo that would crowd out
+    /// fresh news from every piggyback).
+    fn first_relay(&mut self, key: (AgentId, u64, Claim)) -> bool {
+        if self.config.relay_memory == 0 || self.relayed.contains(&key) {
+            return false;
+        }
+        if self.relayed_order.len() >= self.config.relay_memory
+            && let Some(old) = self.relayed_order.pop_front()
+        {
+            self.relayed.remove(&old);
+        }
+        self.relayed.insert(key);
+        self.relayed_order.push_back(key);
+        true
     }
 
     /// Records the round trip `rtt` to `id` and the coordinate and cluster label it
@@ -1062,7 +1077,7 @@ mod tests {
         let mut open = Membership::with_config(id(0), [id(1)], NOW, small(4, 8));
         assert_eq!(
             open.apply(&update(2, 3, Claim::Alive), NOW),
-            Applied::Joined
+            Applied::Joined { relay: true }
         );
         assert_eq!(open.get(&id(2)).unwrap().incarnation, 3);
     }

@@ -185,6 +185,8 @@ pub struct SwimLayer {
     check_taken_at: Option<UnixMillis>,
     /// True while this node lacks a quorum (as last reported).
     partitioned: bool,
+    /// True while sending a check's burst: piggybacked updates are not counted.
+    uncounted: bool,
     stats: SwimStats,
 }
 
@@ -222,6 +224,7 @@ impl SwimLayer {
             checks: 0,
             check_taken_at: None,
             partitioned: false,
+            uncounted: false,
             stats: SwimStats::default(),
         }
     }
@@ -266,9 +269,10 @@ impl SwimLayer {
             .view_mut::<Membership>()
             .and_then(|view| view.get(&to).map(|m| m.state == MemberState::Alive))
             .unwrap_or(false);
+        let counted = alive && !self.uncounted;
         let updates = self
             .dissemination
-            .take(self.config.max_piggyback, limit, &to, alive);
+            .take(self.config.max_piggyback, limit, &to, counted);
         let message = message(updates);
         // Serializing this message into a Vec cannot fail.
         let payload = postcard::to_allocvec(&message).unwrap_or_default();
@@ -373,11 +377,15 @@ impl SwimLayer {
         self.stats.partition_checks += 1;
         let id = self.checks & LOW;
         let first_seq = self.seq + 1;
+        // A burst of pings must not use up every update's retransmissions at once
+        // (a refutation would then never ride on the acks its accusers wait for).
+        self.uncounted = true;
         for target in &targets {
             self.seq += 1;
             let seq = self.seq;
             self.ping(ctx, *target, seq);
         }
+        self.uncounted = false;
         self.check = Some(Check {
             id,
             first_seq,
@@ -647,8 +655,11 @@ impl SwimLayer {
             let dead: Vec<AgentId> = ctx
                 .view_mut::<Membership>()
                 .map(|view| {
+                    // The reserve's dead too: a member buried by mistake and moved
+                    // out of the view must still hear of it, or it stays dead here.
                     view.members()
                         .iter()
+                        .chain(view.reserve())
                         .filter(|m| m.state == MemberState::Dead)
                         .map(|m| m.id)
                         .collect()
@@ -841,8 +852,10 @@ impl SwimLayer {
         let state = view.get(&update.member).map(|m| (m.state, m.incarnation));
         match applied {
             Applied::Ignored => {}
-            Applied::Joined => {
-                self.dissemination.push(update);
+            Applied::Joined { relay } => {
+                if relay {
+                    self.dissemination.push(update);
+                }
                 self.stats.members_learned += 1;
                 ctx.emit(MemberJoined {
                     member: update.member,
@@ -1029,9 +1042,25 @@ impl SwimLayer {
         from: AgentId,
         message: SwimMessage,
     ) {
-        // A sender we do not know is taken in only through what it says of itself
-        // (its alive claim, its shuffle's first entry), never for a ping alone: the
-        // pings of another node's reachability check must not fill our reserve.
+        // A sender we do not know is taken in when it probes us from its view (it
+        // holds us, so we may well hold it), and otherwise only through what it says
+        // of itself (its alive claim, its shuffle's first entry): the pings of another
+        // node's reachability check must not fill our reserve.
+        let probes_us = matches!(message, SwimMessage::Ping { in_view: true, .. });
+        let stranger = probes_us
+            && ctx
+                .view_mut::<Membership>()
+                .is_some_and(|view| view.get(&from).is_none());
+        if stranger {
+            self.learn_entries(
+                ctx,
+                &[Entry {
+                    member: from,
+                    incarnation: 0,
+                    addr: None,
+                }],
+            );
+        }
         for update in message.updates() {
             self.learn(ctx, *update);
         }

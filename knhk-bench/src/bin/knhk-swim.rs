@@ -3,6 +3,7 @@
 //! ```text
 //! cargo run --release -p knhk-bench --bin knhk-swim -- crash --nodes 1000
 //! cargo run --release -p knhk-bench --bin knhk-swim -- partition --nodes 1000
+//! cargo run --release -p knhk-bench --bin knhk-swim -- peer-choice --nodes 1000 --shares 1,1,1
 //! cargo run --release -p knhk-bench --bin knhk-swim -- stability --nodes 1000 \
 //!     --minutes 10 --loss 0.05 --slow 10 --slow-extra-ms 60 [--no-lifeguard]
 //! ```
@@ -14,6 +15,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use knhk_bench::failure::{crash_detection, partition, stability};
+use knhk_bench::peer_choice::peer_choice;
 use knhk_topology::TopologyConfig;
 
 /// Failure-detection runs of the production SWIM layer on virtual time.
@@ -32,6 +34,10 @@ struct Args {
     /// Seed of everything.
     #[arg(long, default_value_t = 1, global = true)]
     seed: u64,
+    /// Members the partition detector pings at once (0: off, the quorum then counts
+    /// member states only).
+    #[arg(long, default_value_t = 64, global = true)]
+    partition_check: usize,
     #[command(subcommand)]
     run: Run,
 }
@@ -67,6 +73,26 @@ enum Run {
         #[arg(long, default_value_t = 60_000)]
         deadline_ms: u64,
     },
+    /// Three regions: writes until every node holds them, with near/mid/far peer choice
+    /// (`--shares 50,30,20`) or uniform (`--shares 1,1,1`); time, bytes, cross-region
+    /// share.
+    PeerChoice {
+        /// Nodes.
+        #[arg(long, default_value_t = 1_000)]
+        nodes: usize,
+        /// Shares of choices to the near, mid and far third of each view.
+        #[arg(long, default_value = "50,30,20")]
+        shares: String,
+        /// Virtual ms before the first write (the views learn their round trips).
+        #[arg(long, default_value_t = 20_000)]
+        warmup_ms: u64,
+        /// Writes, one after another.
+        #[arg(long, default_value_t = 10)]
+        writes: usize,
+        /// Give each write this many virtual ms.
+        #[arg(long, default_value_t = 30_000)]
+        deadline_ms: u64,
+    },
     /// No failure at all for a while: count false suspicions and deaths.
     Stability {
         /// Nodes.
@@ -87,12 +113,23 @@ enum Run {
     },
 }
 
+/// "a,b,c" as three shares, not all zero.
+fn parse_shares(text: &str) -> Option<[u32; 3]> {
+    let parts: Vec<u32> = text
+        .split(',')
+        .map(|part| part.trim().parse().ok())
+        .collect::<Option<_>>()?;
+    let shares: [u32; 3] = parts.try_into().ok()?;
+    (shares.iter().sum::<u32>() > 0).then_some(shares)
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     let topology = TopologyConfig {
         probe_interval: Duration::from_millis(args.probe_interval_ms.max(1)),
         probe_timeout: Duration::from_millis(args.probe_timeout_ms.max(1)),
         lifeguard: !args.no_lifeguard,
+        partition_check: args.partition_check,
         ..TopologyConfig::default()
     };
     let report = match args.run {
@@ -120,6 +157,29 @@ fn main() -> ExitCode {
             cut_ms,
             deadline_ms,
         )),
+        Run::PeerChoice {
+            nodes,
+            shares,
+            warmup_ms,
+            writes,
+            deadline_ms,
+        } => {
+            let Some(shares) = parse_shares(&shares) else {
+                eprintln!(
+                    "knhk-swim: --shares takes three whole numbers such as 50,30,20, not {shares:?}"
+                );
+                return ExitCode::from(2);
+            };
+            serde_json::to_string_pretty(&peer_choice(
+                nodes.max(3),
+                args.seed,
+                &topology,
+                shares,
+                warmup_ms,
+                writes,
+                deadline_ms,
+            ))
+        }
         Run::Stability {
             nodes,
             minutes,
