@@ -22,6 +22,14 @@ fn quiet_gossip() -> GossipConfig {
     }
 }
 
+/// Every node starts at once with random views: a settled mesh, not a join storm.
+fn settled(topology: &TopologyConfig) -> TopologyConfig {
+    TopologyConfig {
+        announce_on_start: false,
+        ..topology.clone()
+    }
+}
+
 fn simulator(
     nodes: usize,
     seed: u64,
@@ -34,7 +42,7 @@ fn simulator(
         gossip: quiet_gossip(),
         network,
         crypto: CryptoMode::Sim,
-        topology: Some(topology.clone()),
+        topology: Some(settled(topology)),
         ..SimConfig::default()
     })
 }
@@ -334,7 +342,7 @@ pub fn partition(
         gossip: GossipConfig::lan(),
         network,
         crypto: CryptoMode::Sim,
-        topology: Some(topology.clone()),
+        topology: Some(settled(topology)),
         ..SimConfig::default()
     });
     sim.run_until(warmup_ms, |_| false);

@@ -60,7 +60,10 @@ pub fn peer_choice(
             ..NetworkConfig::default()
         },
         crypto: CryptoMode::Sim,
-        topology: Some(topology.clone()),
+        topology: Some(TopologyConfig {
+            announce_on_start: false,
+            ..topology.clone()
+        }),
         view: ViewConfig {
             ring_shares,
             ..ViewConfig::default()

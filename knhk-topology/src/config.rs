@@ -59,6 +59,11 @@ pub struct TopologyConfig {
     pub replace_dead_after: Duration,
     /// View members told at once when this node leaves. Default 8.
     pub leave_fanout: usize,
+    /// Announce this node's alive claim when it starts (how the mesh hears of a
+    /// joiner beyond its contact). Default true; a simulation that starts every node of
+    /// a settled mesh at once turns it off (a join storm of every node is not what it
+    /// measures).
+    pub announce_on_start: bool,
     /// The address this node tells others it listens on (in its alive claims and
     /// shuffles), so a member that learns of it by gossip can dial it. Default none.
     pub advertise: Option<SocketAddr>,
@@ -98,6 +103,7 @@ impl Default for TopologyConfig {
             replace_dead_after: Duration::from_secs(30),
             leave_fanout: 8,
             advertise: None,
+            announce_on_start: true,
             partition_check: 64,
             partition_check_valid_for: 10,
             vivaldi: VivaldiConfig::default(),

@@ -1238,8 +1238,10 @@ impl<V: SignatureVerifier> Layer<V> for SwimLayer {
         self.last_pinged = None;
         // Join: the mesh hears of this node from its alive claim, and a first shuffle
         // with a seed brings members beyond the seeds.
-        let me = ctx.id();
-        self.announce(me);
+        if self.config.announce_on_start {
+            let me = ctx.id();
+            self.announce(me);
+        }
         self.shuffle(ctx, true);
         // A random point of the first period, so nodes started together do not probe
         // in lock step.
