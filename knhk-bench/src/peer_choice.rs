@@ -37,6 +37,11 @@ pub struct PeerChoiceReport {
     pub cross_region_bytes: u64,
     /// `cross_region_bytes / bytes`.
     pub cross_region_share: f64,
+    /// Median over 10,000 random node pairs of |coordinate distance − true round
+    /// trip| / true round trip, at the end (Vivaldi with height, learned on probes).
+    pub coordinate_error_p50: Option<f64>,
+    /// The same over the pairs in different regions only.
+    pub coordinate_error_cross_region_p50: Option<f64>,
 }
 
 /// Warms up for `warmup_ms` (the views learn their round trips), then makes `writes`
@@ -95,6 +100,8 @@ pub fn peer_choice(
             }
         }
     }
+    let coordinate_error_p50 = coordinate_error(&sim, nodes, seed, false);
+    let coordinate_error_cross_region_p50 = coordinate_error(&sim, nodes, seed, true);
     let after = sim.traffic();
     let bytes = after.carried_bytes - before.carried_bytes;
     let cross = after.cross_region_bytes - before.cross_region_bytes;
@@ -116,7 +123,31 @@ pub fn peer_choice(
         } else {
             cross as f64 / bytes as f64
         },
+        coordinate_error_p50,
+        coordinate_error_cross_region_p50,
     }
+}
+
+/// The median relative error of the coordinates' predicted round trips against the
+/// simulator's (the region matrix plus the links' constant 1 ms each way), over 10,000
+/// random pairs (in different regions only, with `cross_region`).
+fn coordinate_error(sim: &Simulator, nodes: usize, seed: u64, cross_region: bool) -> Option<f64> {
+    use rand::{Rng, SeedableRng};
+    let regions = RegionMatrix::three_regions();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x636f_6f72);
+    let mut errors: Vec<f64> = (0..10_000)
+        .filter_map(|_| {
+            let (a, b) = (rng.random_range(0..nodes), rng.random_range(0..nodes));
+            if a == b || (cross_region && a % 3 == b % 3) {
+                return None;
+            }
+            let (ca, cb) = (sim.swim(a)?.coordinate(), sim.swim(b)?.coordinate());
+            let truth = regions.rtt_ms[a % 3][b % 3] / 1_000.0 + 0.002;
+            Some((ca.distance_to(&cb) - truth).abs() / truth)
+        })
+        .collect();
+    errors.sort_by(f64::total_cmp);
+    errors.get(errors.len() / 2).copied()
 }
 
 #[cfg(test)]
