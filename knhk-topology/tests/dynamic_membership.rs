@@ -135,7 +135,18 @@ impl Mesh {
     /// (a probe's ack and a pull's answer carry news back, so news flows both ways
     /// over an edge).
     fn views_connected(&self) -> bool {
-        let edges = self.edges();
+        self.views_connected_among(0..self.harness.len())
+    }
+
+    /// True if the nodes `among` form one component over their view edges to each
+    /// other (taken both ways).
+    fn views_connected_among(&self, among: std::ops::Range<usize>) -> bool {
+        let edges: Vec<(usize, Vec<usize>)> = self
+            .edges()
+            .into_iter()
+            .filter(|(n, _)| among.contains(n))
+            .map(|(n, to)| (n, to.into_iter().filter(|t| among.contains(t)).collect()))
+            .collect();
         let Some((first, _)) = edges.first() else {
             return true;
         };
@@ -143,15 +154,16 @@ impl Mesh {
         let mut stack = vec![*first];
         while let Some(n) = stack.pop() {
             for (from, to) in &edges {
-                let linked = if *from == n { to.clone() } else { Vec::new() };
-                let back = if to.contains(&n) {
+                let next: Vec<usize> = if *from == n {
+                    to.clone()
+                } else if to.contains(&n) {
                     vec![*from]
                 } else {
                     Vec::new()
                 };
-                for next in linked.into_iter().chain(back) {
-                    if seen.insert(next) {
-                        stack.push(next);
+                for m in next {
+                    if seen.insert(m) {
+                        stack.push(m);
                     }
                 }
             }
@@ -214,6 +226,46 @@ fn a_node_joins_through_one_seed_and_the_mesh_learns_it() {
     let stranger = NodeKey::from_seed([250; 32]).agent_id();
     assert!((0..31).all(|n| !mesh.view(n).contains(&stranger)));
     assert!(mesh.views_connected());
+}
+
+#[test]
+fn a_node_the_directory_does_not_admit_is_refused_and_never_known() {
+    // 20 admitted identities; the 21st runs the same layer, knows five members as
+    // seeds, and is admitted by nobody.
+    let mut mesh = Mesh::new(21, (8, 16));
+    let admitted: HashSet<AgentId> = mesh.keys[..20].iter().map(NodeKey::agent_id).collect();
+    mesh.directory = Arc::new(admitted);
+    for k in 0..20 {
+        mesh.start(k, &[(k + 1) % 20, (k + 2) % 20, (k + 5) % 20]);
+    }
+    mesh.run_to(2_000_000);
+    let outsider = mesh.start(20, &[0, 1, 2, 3, 4]);
+    mesh.run_to(12_000_000);
+    let outsider_id = mesh.harness.endpoint(outsider).id();
+    let refused: u64 = (0..20)
+        .map(|n| {
+            mesh.harness
+                .endpoint(n)
+                .validator()
+                .stats()
+                .rejected_for(knhk_security::RejectReason::UnknownSender)
+        })
+        .sum();
+    assert!(
+        refused > 0,
+        "the outsider's frames were refused at the gate"
+    );
+    for n in 0..20 {
+        assert!(
+            mesh.view(n).get(&outsider_id).is_none(),
+            "node {n} took the outsider in"
+        );
+    }
+    // The members it knew never answered: it finds itself without a quorum, so it
+    // refuses writes of its own, and the mesh is undisturbed.
+    assert!(!mesh.view(outsider).reachability().has_quorum());
+    assert!((0..20).all(|n| mesh.view(n).reachability().has_quorum()));
+    assert!(mesh.views_connected_among(0..20));
 }
 
 #[test]
