@@ -432,6 +432,104 @@ pub fn partition(
     }
 }
 
+/// What a join run measured (times in virtual ms after the joiner started).
+#[derive(Clone, Debug, Serialize)]
+pub struct JoinReport {
+    /// Nodes of the settled mesh (the joiner not counted).
+    pub nodes: usize,
+    /// Seed.
+    pub seed: u64,
+    /// Keys in the mesh's state before the join.
+    pub keys: usize,
+    /// When the joiner's view was full.
+    pub view_full_ms: Option<u64>,
+    /// When some other node's view held the joiner (it is probed and chosen).
+    pub in_a_view_ms: Option<u64>,
+    /// Nodes that knew the joiner (view or reserve) at the end.
+    pub known_by: usize,
+    /// When the joiner held every key.
+    pub full_state_ms: Option<u64>,
+}
+
+/// A settled mesh of `nodes` with `keys` keys converged; then a new node joins through
+/// one seed. Checks every 10 virtual ms for up to `deadline_ms`.
+pub fn join(
+    nodes: usize,
+    seed: u64,
+    topology: &TopologyConfig,
+    keys: usize,
+    deadline_ms: u64,
+) -> JoinReport {
+    let mut sim = Simulator::new(SimConfig {
+        nodes: nodes + 1,
+        seed,
+        gossip: GossipConfig::lan(),
+        crypto: CryptoMode::Sim,
+        topology: Some(settled(topology)),
+        late_joiners: 1,
+        ..SimConfig::default()
+    });
+    for key in 0..keys {
+        // Writers spread over the mesh (a failed write, without a quorum, is retried
+        // by the next key's writer: none fail in a settled mesh).
+        let _ = sim.put(key * 7 % nodes.max(1), &format!("state/{key}"), vec![1; 32]);
+    }
+    let last = format!("state/{}", keys.saturating_sub(1));
+    sim.run_until(60_000, |sim| {
+        (0..nodes).all(|i| sim.gossip(i).get(&last).is_some())
+    });
+    let joiner = nodes;
+    sim.join(joiner, &[0]);
+    let joined_at = sim.now_ms();
+    let joiner_id = sim.endpoint(joiner).id();
+    let (mut view_full, mut in_a_view, mut full_state) = (None, None, None);
+    let active = sim.membership(0).map_or(0, |v| v.config().active);
+    let mut next_check = joined_at;
+    while sim.now_ms() < joined_at + deadline_ms {
+        if sim.now_ms() >= next_check {
+            next_check += 10;
+            let now = sim.now_ms() - joined_at;
+            if view_full.is_none()
+                && sim
+                    .membership(joiner)
+                    .is_some_and(|v| v.members().len() >= active)
+            {
+                view_full = Some(now);
+            }
+            if in_a_view.is_none()
+                && (0..nodes).any(|i| sim.membership(i).is_some_and(|v| v.in_view(&joiner_id)))
+            {
+                in_a_view = Some(now);
+            }
+            if full_state.is_none()
+                && (0..keys).all(|k| sim.gossip(joiner).get(&format!("state/{k}")).is_some())
+            {
+                full_state = Some(now);
+            }
+            if view_full.is_some() && in_a_view.is_some() && full_state.is_some() {
+                break;
+            }
+        }
+        if !sim.step() {
+            break;
+        }
+    }
+    JoinReport {
+        nodes,
+        seed,
+        keys,
+        view_full_ms: view_full,
+        in_a_view_ms: in_a_view,
+        known_by: (0..nodes)
+            .filter(|i| {
+                sim.membership(*i)
+                    .is_some_and(|v| v.get(&joiner_id).is_some())
+            })
+            .count(),
+        full_state_ms: full_state,
+    }
+}
+
 /// Deaths seen by every observer of the first `slow` nodes (`slowed`) or of the rest.
 fn buried(sim: &Simulator, slow: usize, slowed: bool) -> u64 {
     let ids: Vec<_> = (0..sim.len())
@@ -512,6 +610,15 @@ mod tests {
         assert_eq!(report.majority_read_only, 0, "{report:?}");
         assert!(report.quorum_back_ms.is_some(), "{report:?}");
         assert!(report.roots_equal_ms.is_some(), "{report:?}");
+    }
+
+    #[test]
+    fn a_node_joins_a_settled_mesh_and_gets_its_state() {
+        let report = join(100, 3, &fast(), 50, 20_000);
+        assert!(report.view_full_ms.is_some(), "{report:?}");
+        assert!(report.in_a_view_ms.is_some(), "{report:?}");
+        assert!(report.full_state_ms.is_some(), "{report:?}");
+        assert!(report.known_by > 10, "{report:?}");
     }
 
     #[test]

@@ -52,6 +52,9 @@ pub struct SimConfig {
     /// `active + reserve` members drawn at random (a settled mesh); the simulator's
     /// member list is the directory (admission).
     pub view: ViewConfig,
+    /// With `topology`: the last this many nodes are not started and are in nobody's
+    /// view: each joins later through [`Simulator::join`], as a node new to the mesh.
+    pub late_joiners: usize,
 }
 
 impl Default for SimConfig {
@@ -68,6 +71,7 @@ impl Default for SimConfig {
             start: VIRTUAL_START,
             topology: None,
             view: ViewConfig::default(),
+            late_joiners: 0,
         }
     }
 }
@@ -160,6 +164,8 @@ pub struct Simulator {
     members: MemberList,
     config: SimConfig,
     add_layers: AddLayers,
+    /// Identities of the late joiners (in nobody's initial view).
+    late_ids: Vec<AgentId>,
 }
 
 impl std::fmt::Debug for Simulator {
@@ -219,6 +225,12 @@ impl Simulator {
             specs: Vec::with_capacity(config.nodes),
             crypto: config.crypto,
             keyring: Arc::new(keyring),
+            late_ids: match config.topology {
+                Some(_) => {
+                    ids[config.nodes.saturating_sub(config.late_joiners)..config.nodes].to_vec()
+                }
+                None => Vec::new(),
+            },
             members: MemberList::new(ids),
             config,
             add_layers,
@@ -236,8 +248,13 @@ impl Simulator {
             simulator.swim.push(swim);
             simulator.harness.add_node(endpoint, skew_ms);
         }
+        let late = simulator.first_late_joiner();
         for i in 0..simulator.harness.len() {
-            simulator.harness.start_node(i);
+            if i < late {
+                simulator.harness.start_node(i);
+            } else {
+                simulator.harness.crash(i);
+            }
         }
         simulator
     }
@@ -256,12 +273,7 @@ impl Simulator {
             validator: self.config.validator.clone(),
             ..EndpointConfig::default()
         };
-        let verifier = match self.crypto {
-            CryptoMode::Ed25519 => SimVerifier::Real(Ed25519Verifier::new(
-                config.validator.signature_cache_capacity,
-            )),
-            CryptoMode::Sim => SimVerifier::StandIn(self.keyring.clone(), Default::default()),
-        };
+        let verifier = self.verifier(&config);
         let key = self.specs[i].key.clone();
         let id = key.agent_id();
         let mut endpoint = match &self.config.topology {
@@ -295,23 +307,94 @@ impl Simulator {
         (endpoint, gossip, swim)
     }
 
+    /// A node's signature verifier, in this simulation's crypto mode.
+    fn verifier(&self, config: &EndpointConfig) -> SimVerifier {
+        match self.crypto {
+            CryptoMode::Ed25519 => SimVerifier::Real(Ed25519Verifier::new(
+                config.validator.signature_cache_capacity,
+            )),
+            CryptoMode::Sim => SimVerifier::StandIn(self.keyring.clone(), Default::default()),
+        }
+    }
+
+    /// Index of the first late joiner (the node count if there are none).
+    fn first_late_joiner(&self) -> usize {
+        match self.config.topology {
+            Some(_) => self.config.nodes.saturating_sub(self.config.late_joiners),
+            None => self.config.nodes,
+        }
+    }
+
     /// Node `id`'s bounded view: `active + reserve` members drawn at random with the
-    /// node's seed, admitted by the member list.
+    /// node's seed (never a late joiner), admitted by the member list.
     fn bounded_view(&self, id: AgentId, seed: u64, now: UnixMillis) -> Membership {
         let ids = self.members.ids();
-        let wanted = (self.config.view.active + self.config.view.reserve + 1).min(ids.len());
+        let late = &self.late_ids;
+        let wanted =
+            (self.config.view.active + self.config.view.reserve + 1 + late.len()).min(ids.len());
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x7669_6577);
-        let seeds = rand::seq::index::sample(&mut rng, ids.len(), wanted)
+        let seeds: Vec<AgentId> = rand::seq::index::sample(&mut rng, ids.len(), wanted)
             .into_iter()
-            .map(|at| ids[at]);
+            .map(|at| ids[at])
+            .filter(|member| !late.contains(member))
+            .collect();
+        Membership::with_config(id, seeds, now, self.admitted_view())
+    }
+
+    /// The view shape with the member list as directory.
+    fn admitted_view(&self) -> ViewConfig {
         let list = self.members.clone();
-        let config = ViewConfig {
+        ViewConfig {
             directory: Some(Arc::new(move |member: &AgentId| {
                 list.ids().binary_search(member).is_ok()
             })),
             ..self.config.view.clone()
+        }
+    }
+
+    /// Starts late joiner `i` as a node new to the mesh: empty state, a view of only
+    /// `seeds` (node indexes), announcing itself. Does nothing for a node that is not
+    /// a late joiner or already runs.
+    pub fn join(&mut self, i: usize, seeds: &[usize]) {
+        if i < self.first_late_joiner() || i >= self.len() || self.harness.is_alive(i) {
+            return;
+        }
+        let Some(topology) = self.config.topology.clone() else {
+            return;
         };
-        Membership::with_config(id, seeds, now, config)
+        let key = self.specs[i].key.clone();
+        let id = key.agent_id();
+        let seed_ids: Vec<AgentId> = seeds
+            .iter()
+            .filter(|s| **s < self.specs.len())
+            .map(|s| self.specs[*s].key.agent_id())
+            .collect();
+        let view =
+            Membership::with_config(id, seed_ids, self.harness.clock(i), self.admitted_view());
+        let config = EndpointConfig {
+            seed: self.specs[i].seed,
+            validator: self.config.validator.clone(),
+            ..EndpointConfig::default()
+        };
+        let verifier = self.verifier(&config);
+        let mut endpoint = Endpoint::with_crypto(key, verifier, view, config);
+        let Ok(gossip) =
+            endpoint.add_layer(Scope::DEFAULT, GossipLayer::new(self.config.gossip.clone()))
+        else {
+            return;
+        };
+        let joining = TopologyConfig {
+            announce_on_start: true,
+            ..topology
+        };
+        let Ok(swim) = endpoint.add_layer(Scope::DEFAULT, SwimLayer::new(joining)) else {
+            return;
+        };
+        (self.add_layers)(&mut endpoint, i);
+        self.gossip[i] = gossip;
+        self.swim[i] = Some(swim);
+        self.harness.replace_endpoint(i, endpoint);
+        self.harness.revive(i);
     }
 
     /// A signer for a member with secret `seed`, in this simulation's crypto mode.

@@ -3,6 +3,7 @@
 //! ```text
 //! cargo run --release -p knhk-bench --bin knhk-swim -- crash --nodes 1000
 //! cargo run --release -p knhk-bench --bin knhk-swim -- partition --nodes 1000
+//! cargo run --release -p knhk-bench --bin knhk-swim -- join --nodes 10000 --keys 1000
 //! cargo run --release -p knhk-bench --bin knhk-swim -- peer-choice --nodes 1000 --shares 1,1,1
 //! cargo run --release -p knhk-bench --bin knhk-swim -- stability --nodes 1000 \
 //!     --minutes 10 --loss 0.05 --slow 10 --slow-extra-ms 60 [--no-lifeguard]
@@ -14,7 +15,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use knhk_bench::failure::{crash_detection, partition, stability};
+use knhk_bench::failure::{crash_detection, join, partition, stability};
 use knhk_bench::peer_choice::peer_choice;
 use knhk_topology::TopologyConfig;
 
@@ -93,6 +94,19 @@ enum Run {
         #[arg(long, default_value_t = 30_000)]
         deadline_ms: u64,
     },
+    /// A settled mesh with some state; a new node joins through one seed: when its
+    /// view is full, when a view holds it, when it holds the whole state.
+    Join {
+        /// Nodes of the settled mesh.
+        #[arg(long, default_value_t = 1_000)]
+        nodes: usize,
+        /// Keys in the state before the join.
+        #[arg(long, default_value_t = 1_000)]
+        keys: usize,
+        /// Give up after this many virtual ms.
+        #[arg(long, default_value_t = 60_000)]
+        deadline_ms: u64,
+    },
     /// No failure at all for a while: count false suspicions and deaths.
     Stability {
         /// Nodes.
@@ -155,6 +169,17 @@ fn main() -> ExitCode {
             &topology,
             warmup_ms,
             cut_ms,
+            deadline_ms,
+        )),
+        Run::Join {
+            nodes,
+            keys,
+            deadline_ms,
+        } => serde_json::to_string_pretty(&join(
+            nodes.max(3),
+            args.seed,
+            &topology,
+            keys,
             deadline_ms,
         )),
         Run::PeerChoice {
