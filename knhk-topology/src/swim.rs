@@ -185,8 +185,6 @@ pub struct SwimLayer {
     check_taken_at: Option<UnixMillis>,
     /// True while this node lacks a quorum (as last reported).
     partitioned: bool,
-    /// True while sending a check's burst: piggybacked updates are not counted.
-    uncounted: bool,
     stats: SwimStats,
 }
 
@@ -224,7 +222,6 @@ impl SwimLayer {
             checks: 0,
             check_taken_at: None,
             partitioned: false,
-            uncounted: false,
             stats: SwimStats::default(),
         }
     }
@@ -261,6 +258,19 @@ impl SwimLayer {
         to: AgentId,
         message: impl FnOnce(Vec<Update>) -> SwimMessage,
     ) {
+        self.send_counted(ctx, to, true, message);
+    }
+
+    /// As [`SwimLayer::send`]; with `counted` false the piggybacked updates do not use
+    /// up their retransmissions (a burst of a check's pings would otherwise spend them
+    /// all at once, and a refutation would never ride on the acks its accusers wait for).
+    fn send_counted<V: SignatureVerifier>(
+        &mut self,
+        ctx: &mut Context<'_, V>,
+        to: AgentId,
+        counted: bool,
+        message: impl FnOnce(Vec<Update>) -> SwimMessage,
+    ) {
         let members = ctx.peers().len();
         let limit = self.retransmit_limit(members);
         // A copy sent to a member we do not believe alive is likely lost: it does not
@@ -269,7 +279,7 @@ impl SwimLayer {
             .view_mut::<Membership>()
             .and_then(|view| view.get(&to).map(|m| m.state == MemberState::Alive))
             .unwrap_or(false);
-        let counted = alive && !self.uncounted;
+        let counted = alive && counted;
         let updates = self
             .dissemination
             .take(self.config.max_piggyback, limit, &to, counted);
@@ -377,15 +387,11 @@ impl SwimLayer {
         self.stats.partition_checks += 1;
         let id = self.checks & LOW;
         let first_seq = self.seq + 1;
-        // A burst of pings must not use up every update's retransmissions at once
-        // (a refutation would then never ride on the acks its accusers wait for).
-        self.uncounted = true;
         for target in &targets {
             self.seq += 1;
             let seq = self.seq;
-            self.ping(ctx, *target, seq);
+            self.ping_counted(ctx, *target, seq, false);
         }
-        self.uncounted = false;
         self.check = Some(Check {
             id,
             first_seq,
@@ -610,6 +616,18 @@ impl SwimLayer {
     /// hears what we believe of it on the ping itself, so it can refute at once, even
     /// after the update stopped being disseminated.
     fn ping<V: SignatureVerifier>(&mut self, ctx: &mut Context<'_, V>, target: AgentId, seq: u64) {
+        self.ping_counted(ctx, target, seq, true);
+    }
+
+    /// As [`SwimLayer::ping`], counting the piggybacked updates or not
+    /// ([`SwimLayer::send_counted`]).
+    fn ping_counted<V: SignatureVerifier>(
+        &mut self,
+        ctx: &mut Context<'_, V>,
+        target: AgentId,
+        seq: u64,
+        counted: bool,
+    ) {
         let coordinate = self.coordinate;
         let claim = ctx.view_mut::<Membership>().and_then(|view| {
             let member = view.get(&target)?;
@@ -631,7 +649,7 @@ impl SwimLayer {
             .view_mut::<Membership>()
             .is_some_and(|view| view.in_view(&target));
         self.sent_ping(seq, target, ctx.now());
-        self.send(ctx, target, |mut updates| {
+        self.send_counted(ctx, target, counted, |mut updates| {
             if let Some(claim) = claim {
                 updates.retain(|update| update.member != target);
                 updates.insert(0, claim);
