@@ -174,7 +174,8 @@ pub enum Applied {
         /// True if the claim is to be passed on.
         relay: bool,
     },
-    /// An accusation about a member we do not know: not stored, relayed once.
+    /// An accusation about a member we do not know (but the directory admits): not
+    /// stored, relayed once.
     Relay,
     /// The update accuses this node (suspect or dead): at its incarnation or later it
     /// must refute with a higher one; at an older one, it re-announces the current one.
@@ -546,6 +547,11 @@ impl Membership {
                 }
                 let relay = self.first_relay((update.member, update.incarnation, Claim::Alive));
                 Applied::Joined { relay }
+            }
+            // Only about members the directory admits: accusations about made-up ids
+            // would fill the relay memory and every piggyback for nothing.
+            Claim::Suspect | Claim::Dead | Claim::Left if !self.admits(&update.member) => {
+                Applied::Ignored
             }
             Claim::Suspect | Claim::Dead | Claim::Left => {
                 if self.first_relay((update.member, update.incarnation, update.claim)) {
@@ -1094,6 +1100,12 @@ mod tests {
         assert!(
             view.get(&id(7)).is_none(),
             "an accusation never adds a member"
+        );
+        // About an id no directory admits: neither stored nor relayed.
+        let mut closed = Membership::new(id(0), [id(1)], NOW);
+        assert_eq!(
+            closed.apply(&update(7, 2, Claim::Dead), NOW),
+            Applied::Ignored
         );
     }
 
