@@ -871,6 +871,9 @@ impl SwimLayer {
         match applied {
             Applied::Ignored => {}
             Applied::Joined { relay } => {
+                // A member let go and taken back: whatever we suspected of it before
+                // is older than this claim.
+                self.forget_suspicion(&update.member);
                 if relay {
                     self.dissemination.push(update);
                 }
@@ -1034,6 +1037,17 @@ impl SwimLayer {
             u32::try_from(suspicion.accusers.len().saturating_sub(1)).unwrap_or(u32::MAX);
         let deadline = suspicion.started.0 + millis(self.suspicion_timeout(ctx, confirmations));
         let incarnation = suspicion.incarnation;
+        // The view may have let the member go (a reserve entry replaced) and taken it
+        // back on a later claim while this timer ran: only a member still suspect at
+        // the suspicion's incarnation is buried.
+        let still_suspect = ctx.view_mut::<Membership>().is_some_and(|view| {
+            view.get(&member)
+                .is_some_and(|m| m.state == MemberState::Suspect && m.incarnation == incarnation)
+        });
+        if !still_suspect {
+            self.forget_suspicion(&member);
+            return;
+        }
         let now = ctx.now().0;
         if now < deadline {
             ctx.set_timer(Duration::from_millis(deadline - now), SUSPICION | token);

@@ -17,7 +17,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use knhk_bench::failure::{crash_detection, join, partition, stability};
 use knhk_bench::peer_choice::peer_choice;
-use knhk_topology::TopologyConfig;
+use knhk_topology::{TopologyConfig, ViewConfig};
 
 /// Failure-detection runs of the production SWIM layer on virtual time.
 #[derive(Debug, Parser)]
@@ -124,6 +124,12 @@ enum Run {
         /// A slowed node's frames wait up to this many extra ms.
         #[arg(long, default_value_t = 60.0)]
         slow_extra_ms: f64,
+        /// Members in each node's view (probed) [default: the library's].
+        #[arg(long)]
+        view: Option<usize>,
+        /// Members in each node's reserve [default: the library's].
+        #[arg(long)]
+        reserve: Option<usize>,
     },
 }
 
@@ -211,15 +217,24 @@ fn main() -> ExitCode {
             loss,
             slow,
             slow_extra_ms,
+            view,
+            reserve,
         } => {
             if !(0.0..1.0).contains(&loss) {
                 eprintln!("knhk-swim: --loss must be in [0, 1), not {loss}");
                 return ExitCode::from(2);
             }
+            let defaults = ViewConfig::default();
+            let view = ViewConfig {
+                active: view.unwrap_or(defaults.active).max(1),
+                reserve: reserve.unwrap_or(defaults.reserve),
+                ..defaults
+            };
             serde_json::to_string_pretty(&stability(
                 nodes.max(3),
                 args.seed,
                 &topology,
+                view,
                 minutes,
                 loss,
                 slow,
