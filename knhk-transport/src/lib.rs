@@ -2,6 +2,8 @@
 //!
 //! - [`PeerRegistry`]: who we know and where, with O(1) random sampling at any size;
 //!   loom-checked for concurrent register / deregister / sample.
+//! - [`AddressBook`]: where members learned by gossip listen, for dialing only (never
+//!   an admission).
 //! - [`Transport`]: send a frame, send a request and await its response, receive frames
 //!   with their authenticated sender. Implemented by
 //!   - [`QuicTransport`] (feature `quic`): QUIC over quinn with mutual TLS in which each
@@ -29,6 +31,7 @@
 //! # Ok(()) }
 //! ```
 
+mod address_book;
 mod error;
 mod registry;
 mod sync;
@@ -40,6 +43,7 @@ mod memory;
 #[cfg(feature = "quic")]
 mod quic;
 
+pub use address_book::{AddressBook, DEFAULT_ADDRESS_BOOK_CAPACITY};
 pub use error::{RegistryError, TransportError};
 
 pub use registry::{PeerRegistry, Registration, RegistryConfig};

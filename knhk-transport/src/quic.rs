@@ -43,11 +43,11 @@ use tracing::Instrument as _;
 pub use admission::AllowList;
 pub use verify::{AllowAnyPeer, PeerAuthorizer};
 
-use crate::PeerRegistry;
 use crate::error::TransportError;
 use crate::transport::{
     Counters, Inbound, Inbox, Responder, ResponderInner, Transport, TransportStats, check_frame_len,
 };
+use crate::{AddressBook, PeerRegistry};
 use admission::{ADMISSION_REFUSED, Admitted, Hello, MAX_HELLO_BYTES};
 use identity::{ALPN, agent_id_from_certificate, self_signed_identity, server_name_for};
 pub(crate) use limits::FrameBudget as FrameBudgetHold;
@@ -185,6 +185,8 @@ struct Shared {
     endpoint: quinn::Endpoint,
     client_config: quinn::ClientConfig,
     registry: Arc<PeerRegistry>,
+    /// Dial addresses of members learned by gossip (never an admission).
+    addresses: Arc<AddressBook>,
     config: QuicConfig,
     pool: DashMap<AgentId, Arc<Mutex<Option<quinn::Connection>>>>,
     counters: Counters,
@@ -241,6 +243,7 @@ impl QuicTransport {
             endpoint,
             client_config,
             registry,
+            addresses: Arc::new(AddressBook::default()),
             config,
             pool: DashMap::new(),
             counters: Counters::default(),
@@ -253,6 +256,14 @@ impl QuicTransport {
             inbox: Inbox::new(inbound_rx),
             accept_task,
         })
+    }
+
+    /// The book of dial addresses this transport falls back on for a peer that is not
+    /// registered: whoever learns members by gossip (the topology layer's driver)
+    /// writes to it. Being in it admits no one; dialing an address from it is safe
+    /// because the handshake pins the server's key to the id dialed.
+    pub fn address_book(&self) -> Arc<AddressBook> {
+        self.shared.addresses.clone()
     }
 
     /// The bound UDP address (with the real port if `0` was asked for).
@@ -495,7 +506,7 @@ impl Shared {
     /// `knhk.transport.handshake` span that records the outcome.
     async fn dial(&self, peer: AgentId) -> Result<quinn::Connection, TransportError> {
         // No address, no handshake: not a handshake failure.
-        if self.registry.lookup(&peer).is_none() {
+        if self.dial_addr(&peer).is_none() {
             return Err(TransportError::UnknownPeer(peer));
         }
         if self.limits.is_blocked(&peer) {
@@ -529,23 +540,26 @@ impl Shared {
         result
     }
 
+    /// Where to dial `peer`: its registered address, else the address book's.
+    fn dial_addr(&self, peer: &AgentId) -> Option<SocketAddr> {
+        self.registry
+            .lookup(peer)
+            .map(|info| info.addr)
+            .or_else(|| self.addresses.get(peer))
+    }
+
     async fn handshake(&self, peer: AgentId) -> Result<quinn::Connection, TransportError> {
-        let info = self
-            .registry
-            .lookup(&peer)
+        let addr = self
+            .dial_addr(&peer)
             .ok_or(TransportError::UnknownPeer(peer))?;
         let unreachable = |reason: String| TransportError::Unreachable {
             peer,
-            addr: Some(info.addr),
+            addr: Some(addr),
             reason,
         };
         let connecting = self
             .endpoint
-            .connect_with(
-                self.client_config.clone(),
-                info.addr,
-                &server_name_for(&peer),
-            )
+            .connect_with(self.client_config.clone(), addr, &server_name_for(&peer))
             .map_err(|e| unreachable(e.to_string()))?;
         let after = self.config.connect_timeout;
         let hello = Hello {
@@ -603,17 +617,17 @@ impl Shared {
         match result {
             Ok(conn) => {
                 Counters::bump(&self.counters.connections_dialed);
-                tracing::debug!(peer = %peer.short(), addr = %info.addr, "connected");
+                tracing::debug!(peer = %peer.short(), addr = %addr, "connected");
                 Ok(conn)
             }
             Err(DialFailure::Refused(reason)) => {
                 Counters::bump(&self.counters.handshakes_rejected_outbound);
-                tracing::warn!(peer = %peer.short(), addr = %info.addr, %reason, "admission refused");
+                tracing::warn!(peer = %peer.short(), addr = %addr, %reason, "admission refused");
                 Err(TransportError::AdmissionRefused { peer, reason })
             }
             Err(DialFailure::Connection(error)) if is_handshake_rejection(&error) => {
                 Counters::bump(&self.counters.handshakes_rejected_outbound);
-                tracing::warn!(peer = %peer.short(), addr = %info.addr, %error, "handshake rejected");
+                tracing::warn!(peer = %peer.short(), addr = %addr, %error, "handshake rejected");
                 Err(TransportError::HandshakeRejected {
                     peer,
                     reason: error.to_string(),
