@@ -289,6 +289,32 @@ impl Mesh {
         transport: T,
         meter: &Meter,
     ) -> Self {
+        Self::spawn(endpoint, gossip, transport, meter, None)
+    }
+
+    /// As [`Mesh::start_endpoint`], with `beside` observing the endpoint's other
+    /// layers: it is told when the node starts, gets every event a layer other than
+    /// gossip emits, and every timer of those layers (its span included). This is how
+    /// a layer above gossip (topology, for one) reports its own telemetry and acts on
+    /// its events without any change to the mesh. Must be called inside a tokio
+    /// runtime.
+    pub fn start_endpoint_observed<T: Transport>(
+        endpoint: Endpoint,
+        gossip: LayerHandle<GossipLayer>,
+        transport: T,
+        meter: &Meter,
+        beside: impl Observer<NodeKey, Ed25519Verifier>,
+    ) -> Self {
+        Self::spawn(endpoint, gossip, transport, meter, Some(Box::new(beside)))
+    }
+
+    fn spawn<T: Transport>(
+        endpoint: Endpoint,
+        gossip: LayerHandle<GossipLayer>,
+        transport: T,
+        meter: &Meter,
+        beside: Option<BesideObserver>,
+    ) -> Self {
         let (updates, _) = broadcast::channel(SUBSCRIPTION_BUFFER);
         let weak_updates = updates.downgrade();
         let observer = MeshObserver {
@@ -296,6 +322,7 @@ impl Mesh {
             updates,
             telemetry: MeshTelemetry::register(meter),
             reputation: ReputationSummary::default(),
+            beside,
         };
         let node = Runtime::spawn(endpoint, transport, observer);
         Self {
@@ -454,7 +481,12 @@ struct MeshObserver {
     telemetry: MeshTelemetry,
     /// The last reputation summary published.
     reputation: ReputationSummary,
+    /// The observer of the other layers, if any.
+    beside: Option<BesideObserver>,
 }
+
+/// An observer of the layers beside gossip (see [`Mesh::start_endpoint_observed`]).
+type BesideObserver = Box<dyn Observer<NodeKey, Ed25519Verifier>>;
 
 /// Rounds between two walks of the sender table for the reputation gauges.
 const REPUTATION_EVERY: u64 = 10;
@@ -513,6 +545,9 @@ impl MeshObserver {
 impl Observer<NodeKey, Ed25519Verifier> for MeshObserver {
     fn started(&mut self, node: &mut MeshDriven<'_>) {
         self.publish(node);
+        if let Some(beside) = self.beside.as_mut() {
+            beside.started(node);
+        }
     }
 
     fn event(&mut self, node: &mut MeshDriven<'_>, event: Event) {
@@ -524,8 +559,12 @@ impl Observer<NodeKey, Ed25519Verifier> for MeshObserver {
             Err(Event::Banned { peer, duration }) => {
                 tracing::info!(node = %node.endpoint.id().short(), peer = %peer.short(), ?duration, "banned");
             }
-            // Another layer's event: not the mesh's to report.
-            Err(Event::Layer { .. }) => {}
+            // Another layer's event: not the mesh's to report, but its observer's.
+            Err(event @ Event::Layer { .. }) => {
+                if let Some(beside) = self.beside.as_mut() {
+                    beside.event(node, event);
+                }
+            }
         }
     }
 
@@ -535,7 +574,10 @@ impl Observer<NodeKey, Ed25519Verifier> for MeshObserver {
 
     fn timer_span(&mut self, node: &mut MeshDriven<'_>, timer: Timer) -> tracing::Span {
         if timer.layer() != self.gossip.id() {
-            return tracing::Span::none();
+            return self
+                .beside
+                .as_mut()
+                .map_or_else(tracing::Span::none, |beside| beside.timer_span(node, timer));
         }
         tracing::info_span!(
             semconv::span::GOSSIP_ROUND,
@@ -547,6 +589,9 @@ impl Observer<NodeKey, Ed25519Verifier> for MeshObserver {
 
     fn timer_fired(&mut self, node: &mut MeshDriven<'_>, timer: Timer, span: &tracing::Span) {
         if timer.layer() != self.gossip.id() {
+            if let Some(beside) = self.beside.as_mut() {
+                beside.timer_fired(node, timer, span);
+            }
             return;
         }
         let round = node
