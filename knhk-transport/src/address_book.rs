@@ -26,9 +26,12 @@ pub struct AddressBook {
 
 #[derive(Debug, Default)]
 struct Book {
-    addrs: HashMap<AgentId, SocketAddr>,
-    /// Insertion order, for eviction; may hold ids already replaced or forgotten.
-    order: VecDeque<AgentId>,
+    /// Each address with the sequence number of the learn that put it there.
+    addrs: HashMap<AgentId, (SocketAddr, u64)>,
+    /// Learns in order, for eviction; an entry whose sequence number no longer matches
+    /// its id's (forgotten, or forgotten and learned again) is skipped.
+    order: VecDeque<(AgentId, u64)>,
+    next: u64,
 }
 
 impl AddressBook {
@@ -44,30 +47,36 @@ impl AddressBook {
     /// oldest entry if the book is full.
     pub fn learn(&self, id: AgentId, addr: SocketAddr) {
         let mut book = self.lock();
-        if book.addrs.insert(id, addr).is_none() {
-            book.order.push_back(id);
+        let Book { addrs, order, next } = &mut *book;
+        if let Some((known, _)) = addrs.get_mut(&id) {
+            *known = addr;
+            return;
         }
-        while book.addrs.len() > self.capacity {
-            let Some(oldest) = book.order.pop_front() else {
+        *next += 1;
+        addrs.insert(id, (addr, *next));
+        order.push_back((id, *next));
+        while addrs.len() > self.capacity {
+            let Some((oldest, seq)) = order.pop_front() else {
                 break;
             };
-            book.addrs.remove(&oldest);
+            if addrs.get(&oldest).is_some_and(|(_, at)| *at == seq) {
+                addrs.remove(&oldest);
+            }
         }
         // Forgotten ids leave stale entries in `order`; compact when they dominate.
-        if book.order.len() > 2 * self.capacity {
-            let Book { addrs, order } = &mut *book;
-            order.retain(|id| addrs.contains_key(id));
+        if order.len() > 2 * self.capacity {
+            order.retain(|(id, seq)| addrs.get(id).is_some_and(|(_, at)| at == seq));
         }
     }
 
     /// Forgets `id`'s address; returns it if one was known.
     pub fn forget(&self, id: &AgentId) -> Option<SocketAddr> {
-        self.lock().addrs.remove(id)
+        self.lock().addrs.remove(id).map(|(addr, _)| addr)
     }
 
     /// Where `id` listens, if the book knows.
     pub fn get(&self, id: &AgentId) -> Option<SocketAddr> {
-        self.lock().addrs.get(id).copied()
+        self.lock().addrs.get(id).map(|(addr, _)| *addr)
     }
 
     /// Addresses held.
@@ -127,6 +136,20 @@ mod tests {
         book.learn(id(3), addr(3));
         assert_eq!(book.len(), 2);
         assert_eq!(book.get(&id(1)), None);
+        assert_eq!(book.get(&id(3)), Some(addr(3)));
+    }
+
+    #[test]
+    fn an_id_forgotten_and_learned_again_counts_as_new() {
+        let book = AddressBook::new(2);
+        book.learn(id(1), addr(1));
+        book.learn(id(2), addr(2));
+        book.forget(&id(1));
+        book.learn(id(1), addr(11));
+        // Full again: the oldest learn still held is id 2's, not id 1's second one.
+        book.learn(id(3), addr(3));
+        assert_eq!(book.get(&id(1)), Some(addr(11)));
+        assert_eq!(book.get(&id(2)), None);
         assert_eq!(book.get(&id(3)), Some(addr(3)));
     }
 
