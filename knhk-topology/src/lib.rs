@@ -11,9 +11,6 @@
 //!   sans-IO layer under the node endpoint; it keeps the [`Membership`].
 //! - [`Coordinate`]: Vivaldi coordinates with height; [`RttEstimate`]: smoothed and
 //!   minimum round trips; [`health`]: Lifeguard's maths.
-//! - `runtime` (feature `runtime`): the observer that writes learned addresses into the
-//!   transport's address book, and the `Topology` API (status, members, leave) on a
-//!   running tokio node.
 //!
 //! No clock reads, sockets or tasks: time comes from the endpoint, timers are relative,
 //! randomness is the node's seeded RNG, so the simulator runs this same code.
@@ -22,17 +19,13 @@ pub mod health;
 
 mod config;
 mod dissemination;
-mod error;
 mod membership;
 mod message;
 mod rtt;
-#[cfg(feature = "runtime")]
-pub mod runtime;
 mod swim;
 mod vivaldi;
 
 pub use config::TopologyConfig;
-pub use error::TopologyError;
 pub use membership::{
     Applied, Directory, MAX_CLUSTER_HOPS, MAX_INCARNATION_JUMP, Member, MemberState, Membership,
     ViewConfig,
