@@ -11,6 +11,9 @@
 //!   sans-IO layer under the node endpoint; it keeps the [`Membership`].
 //! - [`Coordinate`]: Vivaldi coordinates with height; [`RttEstimate`]: smoothed and
 //!   minimum round trips; [`health`]: Lifeguard's maths.
+//! - `runtime` (feature `runtime`): the observer that writes learned addresses into the
+//!   transport's address book, and the `Topology` API (status, members, leave) on a
+//!   running tokio node.
 //!
 //! No clock reads, sockets or tasks: time comes from the endpoint, timers are relative,
 //! randomness is the node's seeded RNG, so the simulator runs this same code.
@@ -19,13 +22,17 @@ pub mod health;
 
 mod config;
 mod dissemination;
+mod error;
 mod membership;
 mod message;
 mod rtt;
+#[cfg(feature = "runtime")]
+pub mod runtime;
 mod swim;
 mod vivaldi;
 
 pub use config::TopologyConfig;
+pub use error::TopologyError;
 pub use membership::{
     Applied, Directory, MAX_CLUSTER_HOPS, MAX_INCARNATION_JUMP, Member, MemberState, Membership,
     ViewConfig,
@@ -35,5 +42,7 @@ pub use message::{
     Update,
 };
 pub use rtt::RttEstimate;
-pub use swim::{MemberChanged, MemberJoined, PartitionChanged, SwimLayer, SwimStats};
+pub use swim::{
+    MemberAddressed, MemberChanged, MemberJoined, PartitionChanged, SwimLayer, SwimStats,
+};
 pub use vivaldi::{Coordinate, DIMENSIONS, VivaldiConfig};

@@ -489,6 +489,13 @@ impl Membership {
         let from = member.state;
         let newer = update.incarnation > member.incarnation;
         let same = update.incarnation == member.incarnation;
+        // A member first taken in without an address (a seed, an in-view ping, a
+        // shuffle entry from a node that had none) takes the first one a current alive
+        // claim carries, even when the claim is old news otherwise. An address known
+        // already changes only with a newer incarnation (a restart), below.
+        if same && update.claim == Claim::Alive && member.addr.is_none() {
+            member.addr = update.addr;
+        }
         use MemberState::{Alive, Dead, Left, Suspect};
         let to = match (update.claim, member.state) {
             (Claim::Alive, _) if newer => Alive,
@@ -965,6 +972,38 @@ mod tests {
             view.apply(&update(2, 0, Claim::Alive), NOW),
             Applied::Ignored
         );
+    }
+
+    #[test]
+    fn a_member_known_without_an_address_takes_one_from_a_current_alive_claim() {
+        let mut view = Membership::new(id(0), [id(1)], NOW);
+        assert_eq!(view.get(&id(1)).unwrap().addr, None);
+        let here: std::net::SocketAddr = "127.0.0.1:4001".parse().unwrap();
+        let there: std::net::SocketAddr = "127.0.0.1:4002".parse().unwrap();
+        let claim = |incarnation, addr| Update {
+            addr: Some(addr),
+            ..update(1, incarnation, Claim::Alive)
+        };
+        // Old news about the state, but the first address heard: taken.
+        assert_eq!(view.apply(&claim(0, here), NOW), Applied::Ignored);
+        assert_eq!(view.get(&id(1)).unwrap().addr, Some(here));
+        // Another address at the same incarnation does not move a known one.
+        view.apply(&claim(0, there), NOW);
+        assert_eq!(view.get(&id(1)).unwrap().addr, Some(here));
+        // A newer incarnation (a restart) does.
+        view.apply(&claim(1, there), NOW);
+        assert_eq!(view.get(&id(1)).unwrap().addr, Some(there));
+        // An older claim never does, even on a member without one.
+        let mut view = Membership::new(id(0), [id(2)], NOW);
+        view.apply(&update(2, 3, Claim::Alive), NOW);
+        view.apply(
+            &Update {
+                addr: Some(here),
+                ..update(2, 2, Claim::Alive)
+            },
+            NOW,
+        );
+        assert_eq!(view.get(&id(2)).unwrap().addr, None);
     }
 
     #[test]

@@ -62,6 +62,18 @@ pub struct MemberJoined {
     pub addr: Option<std::net::SocketAddr>,
 }
 
+/// What the failure detector tells the application: it learned where a member it
+/// already knew listens (the member was first heard of without an address), or the
+/// member came back at a newer incarnation from another address. A driver hands the
+/// address to its transport for dialing, as for [`MemberJoined`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemberAddressed {
+    /// The member.
+    pub member: AgentId,
+    /// Where it listens now.
+    pub addr: std::net::SocketAddr,
+}
+
 /// What the failure detector tells the application: this node lost its quorum (it is
 /// on the minority side of a cut, or most of its view failed) or found it again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -555,10 +567,19 @@ impl SwimLayer {
     fn learn_entries<V: SignatureVerifier>(&mut self, ctx: &mut Context<'_, V>, entries: &[Entry]) {
         let now = ctx.now();
         let mut joined = Vec::new();
+        let mut addressed = Vec::new();
         if let Some(view) = ctx.view_mut::<Membership>() {
             for entry in entries {
+                let addr_before = view.get(&entry.member).map(|m| m.addr);
                 if view.learn_entry(entry, now) {
                     joined.push(*entry);
+                } else if let (Some(None), Some(addr)) = (addr_before, entry.addr)
+                    && view.get(&entry.member).and_then(|m| m.addr) == Some(addr)
+                {
+                    addressed.push(MemberAddressed {
+                        member: entry.member,
+                        addr,
+                    });
                 }
             }
         }
@@ -568,6 +589,9 @@ impl SwimLayer {
                 member: entry.member,
                 addr: entry.addr,
             });
+        }
+        for event in addressed {
+            ctx.emit(event);
         }
     }
 
@@ -866,8 +890,20 @@ impl SwimLayer {
         let Some(update) = view.sanitize(&update, self.incarnation) else {
             return;
         };
+        let addr_before = view.get(&update.member).and_then(|m| m.addr);
         let applied = view.apply(&update, now);
-        let state = view.get(&update.member).map(|m| (m.state, m.incarnation));
+        let member = view.get(&update.member);
+        let state = member.map(|m| (m.state, m.incarnation));
+        let addr_after = member.and_then(|m| m.addr);
+        if !matches!(applied, Applied::Joined { .. })
+            && addr_after != addr_before
+            && let Some(addr) = addr_after
+        {
+            ctx.emit(MemberAddressed {
+                member: update.member,
+                addr,
+            });
+        }
         match applied {
             Applied::Ignored => {}
             Applied::Joined { relay } => {

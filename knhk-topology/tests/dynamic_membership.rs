@@ -4,14 +4,17 @@
 //! Times are virtual.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use knhk_endpoint::harness::{FixedLatency, Harness, VIRTUAL_START};
 use knhk_endpoint::{Endpoint, EndpointConfig, LayerHandle, PeerView};
 use knhk_security::{Ed25519Verifier, NodeKey};
-use knhk_topology::{MemberState, Membership, SwimLayer, TopologyConfig, ViewConfig};
+use knhk_topology::{
+    MemberAddressed, MemberJoined, MemberState, Membership, SwimLayer, TopologyConfig, ViewConfig,
+};
 use knhk_types::{AgentId, Scope};
 use proptest::prelude::*;
 
@@ -58,6 +61,23 @@ impl Mesh {
 
     /// Starts identity `k` (as the next node) knowing only `seeds` (identities).
     fn start(&mut self, k: usize, seeds: &[usize]) -> usize {
+        self.start_with(k, seeds, topology())
+    }
+
+    /// As [`Mesh::start`], advertising `127.0.0.1:(5000 + k)` as its address.
+    fn start_advertising(&mut self, k: usize, seeds: &[usize]) -> usize {
+        let advertise = Some(address(k));
+        self.start_with(
+            k,
+            seeds,
+            TopologyConfig {
+                advertise,
+                ..topology()
+            },
+        )
+    }
+
+    fn start_with(&mut self, k: usize, seeds: &[usize], topology: TopologyConfig) -> usize {
         let directory = self.directory.clone();
         let config = ViewConfig {
             active: self.view.0,
@@ -82,7 +102,7 @@ impl Mesh {
             },
         );
         let handle = endpoint
-            .add_layer(Scope::DEFAULT, SwimLayer::new(topology()))
+            .add_layer(Scope::DEFAULT, SwimLayer::new(topology))
             .unwrap();
         self.swim.push(handle);
         let at = self.harness.add_node(endpoint, 0);
@@ -226,6 +246,65 @@ fn a_node_joins_through_one_seed_and_the_mesh_learns_it() {
     let stranger = NodeKey::from_seed([250; 32]).agent_id();
     assert!((0..31).all(|n| !mesh.view(n).contains(&stranger)));
     assert!(mesh.views_connected());
+}
+
+fn address(k: usize) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 5_000 + k as u16))
+}
+
+/// The addresses node `n`'s events told its driver of, by member: what a runtime
+/// observer writes into the transport's address book.
+fn addresses_told(mesh: &Mesh, n: usize) -> HashMap<AgentId, SocketAddr> {
+    let swim = mesh.swim[n];
+    let mut told = HashMap::new();
+    for event in mesh.harness.events(n) {
+        if let Some(joined) = event.downcast_ref::<SwimLayer, MemberJoined>(swim)
+            && let Some(addr) = joined.addr
+        {
+            told.insert(joined.member, addr);
+        }
+        if let Some(addressed) = event.downcast_ref::<SwimLayer, MemberAddressed>(swim) {
+            told.insert(addressed.member, addressed.addr);
+        }
+    }
+    told
+}
+
+#[test]
+fn every_address_a_node_learns_is_told_to_its_driver() {
+    // Seeds are known by id only (as a node's configured seeds often are): the first
+    // sight of most members carries no address, and the addresses come later, on
+    // alive claims and shuffle entries. Each must reach the driver as an event, or a
+    // QUIC node never learns where to dial.
+    let mut mesh = Mesh::new(20, (6, 12));
+    for k in 0..20 {
+        mesh.start_advertising(k, &[(k + 1) % 20, (k + 3) % 20]);
+    }
+    mesh.run_to(10_000_000);
+    let mut known = 0;
+    for n in 0..20 {
+        let told = addresses_told(&mesh, n);
+        let view = mesh.view(n);
+        for member in view.members().iter().chain(view.reserve()) {
+            let k = mesh.harness.index_of(&member.id).unwrap();
+            if let Some(addr) = member.addr {
+                assert_eq!(addr, address(k), "node {n} holds a wrong address for {k}");
+                assert_eq!(
+                    told.get(&member.id),
+                    Some(&addr),
+                    "node {n} holds {k}'s address but never told its driver"
+                );
+                known += 1;
+            }
+        }
+        // Every view member's address is known by now (each announced itself).
+        let missing: Vec<_> = view.members().iter().filter(|m| m.addr.is_none()).collect();
+        assert!(
+            missing.is_empty(),
+            "node {n}: view members without an address: {missing:?}"
+        );
+    }
+    assert!(known >= 20 * 6, "{known} addresses known");
 }
 
 #[test]

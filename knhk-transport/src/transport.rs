@@ -222,6 +222,7 @@ impl Counters {
         self.bytes_sent.fetch_add(len as u64, Ordering::Relaxed);
     }
 
+    #[cfg(feature = "quic")]
     pub(crate) fn refused(&self, reason: knhk_types::RefusalReason) {
         if let Some(counter) = self.admissions_refused.get(reason.index()) {
             Self::bump(counter);
