@@ -1,8 +1,9 @@
 //! The live telemetry scenario behind `cargo xtask weaver`: real meshes (ten nodes on
 //! the in-memory transport plus a member that sends garbage until it is banned, three
-//! over QUIC with mutual TLS, and a stranger whose handshakes are refused) doing real
-//! work, with every span, event and metric they emit recorded through the
-//! OpenTelemetry SDK.
+//! over QUIC with mutual TLS, and a stranger whose handshakes are refused; then three
+//! QUIC nodes with the topology layer, of which one leaves and one crashes, so that
+//! the last is left without a quorum) doing real work, with every span, event and
+//! metric they emit recorded through the OpenTelemetry SDK.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -26,6 +27,12 @@ pub enum ScenarioError {
     /// The meshes did not converge within the bound.
     #[error("{0} did not converge within {1:?}")]
     NoConvergence(&'static str, Duration),
+    /// A topology node failed.
+    #[error("topology: {0}")]
+    Topology(#[from] knhk_topology::TopologyError),
+    /// The topology nodes did not reach the awaited state within the bound.
+    #[error("the topology nodes did not {0} within {1:?}")]
+    Stuck(&'static str, Duration),
 }
 
 /// Hands out a meter per mesh.
@@ -45,7 +52,8 @@ const CONVERGENCE_BOUND: Duration = Duration::from_secs(30);
 /// Errors: [`ScenarioError`] if a mesh cannot start or a group does not converge.
 pub async fn run(meters: Meters<'_>, export: &(dyn Fn() + Sync)) -> Result<(), ScenarioError> {
     in_memory(meters, export).await?;
-    over_quic(meters, export).await
+    over_quic(meters, export).await?;
+    topology_over_quic(meters, export).await
 }
 
 fn config(seed: u64) -> MeshConfig {
@@ -170,4 +178,94 @@ async fn converge(what: &'static str, meshes: &[Mesh]) -> Result<(), ScenarioErr
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Err(ScenarioError::NoConvergence(what, CONVERGENCE_BOUND))
+}
+
+/// Three QUIC nodes with the topology layer, each knowing only the first: they learn
+/// each other, the third leaves gracefully, the second crashes, and the first, left
+/// alone with a dead member in its view, loses its quorum.
+async fn topology_over_quic(
+    meters: Meters<'_>,
+    export: &(dyn Fn() + Sync),
+) -> Result<(), ScenarioError> {
+    use knhk_topology::{MemberState, QuicNode, QuicNodeConfig, TopologyConfig, ViewConfig};
+    use std::sync::Arc;
+
+    let keys: Vec<NodeKey> = (0..3u8)
+        .map(|i| NodeKey::from_seed([210 + i; 32]))
+        .collect();
+    let ids: Arc<Vec<AgentId>> = Arc::new(keys.iter().map(NodeKey::agent_id).collect());
+    let config = |seed: Option<PeerInfo>, i: u64| {
+        let directory = ids.clone();
+        QuicNodeConfig {
+            quic: knhk_transport::QuicConfig {
+                inbound_policy: knhk_transport::InboundPolicy::AnyAuthenticatedPeer,
+                ..knhk_transport::QuicConfig::default()
+            },
+            gossip: config(i).gossip,
+            topology: TopologyConfig {
+                probe_interval: Duration::from_millis(100),
+                probe_timeout: Duration::from_millis(50),
+                ..TopologyConfig::default()
+            },
+            view: ViewConfig {
+                directory: Some(Arc::new(move |id: &AgentId| directory.contains(id))),
+                ..ViewConfig::default()
+            },
+            seeds: seed.into_iter().collect(),
+            ..QuicNodeConfig::default()
+        }
+    };
+    let mut keys = keys.into_iter();
+    let (Some(first), Some(second), Some(third)) = (keys.next(), keys.next(), keys.next()) else {
+        return Ok(());
+    };
+    let first = QuicNode::start(first, config(None, 0), &meters())?;
+    let seed = PeerInfo::new(first.id(), first.local_addr());
+    let second = QuicNode::start(second, config(Some(seed), 1), &meters())?;
+    let third = QuicNode::start(third, config(Some(seed), 2), &meters())?;
+    let alive_at_first = |states: Vec<MemberState>| {
+        states.len() == 2 && states.iter().all(|s| *s == MemberState::Alive)
+    };
+    wait_for("learn each other", || async {
+        let mut all = true;
+        for node in [&first, &second, &third] {
+            all &= alive_at_first(view_states(node).await?);
+        }
+        Ok(all)
+    })
+    .await?;
+    third.leave_and_shutdown(Duration::from_millis(300)).await?;
+    second.shutdown().await?;
+    wait_for("leave the first node without a quorum", || async {
+        let status = first.topology().status(first.mesh().node()).await?;
+        Ok(status.partitioned)
+    })
+    .await?;
+    export();
+    first.shutdown().await?;
+    Ok(())
+}
+
+/// What `node` believes of the members of its view.
+async fn view_states(
+    node: &knhk_topology::QuicNode,
+) -> Result<Vec<knhk_topology::MemberState>, ScenarioError> {
+    let view = node.topology().view(node.mesh().node()).await?;
+    Ok(view.iter().map(|m| m.state).collect())
+}
+
+/// Waits until `condition` holds, for at most [`CONVERGENCE_BOUND`].
+async fn wait_for<F, Fut>(what: &'static str, mut condition: F) -> Result<(), ScenarioError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<bool, ScenarioError>>,
+{
+    let deadline = tokio::time::Instant::now() + CONVERGENCE_BOUND;
+    while tokio::time::Instant::now() < deadline {
+        if condition().await? {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Err(ScenarioError::Stuck(what, CONVERGENCE_BOUND))
 }

@@ -6,17 +6,15 @@
 //! sample of the time a frame took. Every name, unit and instrument comes from
 //! [`knhk_telemetry::semconv`], generated from the registry.
 
-use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use knhk_security::{RejectReason, ReputationSummary, ValidatorStats};
+use knhk_telemetry::MetricSpec;
+use knhk_telemetry::observed::{Published, Read};
 use knhk_telemetry::semconv::{attribute, metric, value};
-use knhk_telemetry::{Instrument, MetricSpec};
 use knhk_transport::TransportStats;
 use opentelemetry::KeyValue;
-use opentelemetry::metrics::{
-    AsyncInstrument, Histogram, Meter, ObservableCounter, ObservableGauge,
-};
+use opentelemetry::metrics::{Histogram, Meter};
 
 use crate::mesh::MeshStatus;
 
@@ -29,43 +27,22 @@ pub(crate) struct Snapshot {
     pub(crate) transport: TransportStats,
 }
 
-type Shared = Arc<Mutex<Snapshot>>;
-/// Emits one value with its attributes.
-type Emit<'a> = &'a mut dyn FnMut(u64, &[KeyValue]);
-/// Reads the values of one metric from a snapshot.
-type Read = fn(&Snapshot, Emit<'_>);
-
-/// A registered observable instrument. Its callback lives as long as the meter
-/// provider; it holds the snapshot weakly, so once the mesh is gone it reports nothing
-/// and the snapshot is freed.
-#[derive(Debug)]
-#[allow(dead_code)] // Held for the record; dropping it does not unregister the callback.
-enum Observed {
-    Counter(ObservableCounter<u64>),
-    Gauge(ObservableGauge<u64>),
-}
-
 /// The mesh's instruments and the convergence being timed.
 #[derive(Debug)]
 pub(crate) struct MeshTelemetry {
-    snapshot: Shared,
+    snapshot: Published<Snapshot>,
     frame_duration: Histogram<f64>,
     convergence_duration: Histogram<f64>,
     convergence_rounds: Histogram<u64>,
     /// When (and in which round) the state first changed since the last convergence.
     change_started: Option<(Instant, u64)>,
-    _observed: Vec<Observed>,
 }
 
 impl MeshTelemetry {
     /// Registers every instrument of the mesh on `meter`.
     pub(crate) fn register(meter: &Meter) -> Self {
-        let snapshot = Shared::default();
-        let observed = OBSERVED
-            .iter()
-            .map(|(spec, read)| observe(meter, *spec, &snapshot, *read))
-            .collect();
         Self {
+            snapshot: Published::register(meter, Snapshot::default(), OBSERVED),
             frame_duration: histogram(meter, metric::GOSSIP_FRAME_DURATION, &FRAME_SECONDS),
             convergence_duration: histogram(
                 meter,
@@ -77,15 +54,13 @@ impl MeshTelemetry {
                 .with_unit(metric::GOSSIP_CONVERGENCE_ROUNDS.unit)
                 .with_boundaries(CONVERGENCE_ROUNDS.to_vec())
                 .build(),
-            snapshot,
             change_started: None,
-            _observed: observed,
         }
     }
 
     /// Replaces the snapshot the metrics are read from.
     pub(crate) fn publish(&self, snapshot: Snapshot) {
-        *self.snapshot.lock().unwrap_or_else(PoisonError::into_inner) = snapshot;
+        self.snapshot.publish(snapshot);
     }
 
     /// One inbound frame took `elapsed` to check and apply.
@@ -125,38 +100,6 @@ fn histogram(meter: &Meter, spec: MetricSpec, bounds: &[f64]) -> Histogram<f64> 
         .build()
 }
 
-/// Registers `spec` as the observable instrument its registry entry names, reading its
-/// values from the shared snapshot at each collection.
-fn observe(meter: &Meter, spec: MetricSpec, snapshot: &Shared, read: Read) -> Observed {
-    let shared: Weak<Mutex<Snapshot>> = Arc::downgrade(snapshot);
-    let callback = move |observer: &dyn AsyncInstrument<u64>| {
-        let Some(shared) = shared.upgrade() else {
-            return;
-        };
-        let snapshot = shared.lock().unwrap_or_else(PoisonError::into_inner);
-        read(&snapshot, &mut |value, attributes| {
-            observer.observe(value, attributes);
-        });
-    };
-    match spec.instrument {
-        Instrument::Gauge => Observed::Gauge(
-            meter
-                .u64_observable_gauge(spec.name)
-                .with_unit(spec.unit)
-                .with_callback(callback)
-                .build(),
-        ),
-        // Counters; the registry check keeps every other observed spec a counter.
-        _ => Observed::Counter(
-            meter
-                .u64_observable_counter(spec.name)
-                .with_unit(spec.unit)
-                .with_callback(callback)
-                .build(),
-        ),
-    }
-}
-
 fn kv(key: &'static str, value: &'static str) -> KeyValue {
     KeyValue::new(key, value)
 }
@@ -183,7 +126,7 @@ fn node(snapshot: &Snapshot) -> knhk_endpoint::EndpointStats {
 }
 
 /// Every observed metric and how to read it.
-const OBSERVED: &[(MetricSpec, Read)] = &[
+const OBSERVED: &[(MetricSpec, Read<Snapshot>)] = &[
     (metric::TRANSPORT_FRAMES, |s, emit| {
         emit(
             s.transport.frames_sent,
@@ -386,6 +329,7 @@ mod tests {
 
     #[test]
     fn observed_metrics_are_counters_or_gauges_and_the_rest_are_histograms() {
+        use knhk_telemetry::Instrument;
         for (spec, _) in OBSERVED {
             assert!(
                 matches!(spec.instrument, Instrument::Counter | Instrument::Gauge),
@@ -395,8 +339,10 @@ mod tests {
             );
         }
         let observed: Vec<&str> = OBSERVED.iter().map(|(spec, _)| spec.name).collect();
+        // The layers above gossip report their own metrics.
+        let above = ["knhk.topology."];
         for spec in metric::ALL {
-            if !observed.contains(&spec.name) {
+            if !observed.contains(&spec.name) && !above.iter().any(|p| spec.name.starts_with(p)) {
                 assert_eq!(
                     spec.instrument,
                     Instrument::Histogram,

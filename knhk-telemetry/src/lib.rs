@@ -9,6 +9,7 @@
 //! from here, so a name cannot drift.
 //!
 //! - [`semconv`]: the names, and each metric's unit and instrument ([`MetricSpec`]).
+//! - [`observed`]: observable metrics read from a snapshot a driver publishes.
 //! - [`EmittedSignals`]: what a run emitted, as compared against the registry.
 //! - `init_from_env` (feature `otlp`): human-readable logs on stderr filtered by
 //!   `RUST_LOG`, plus OTLP export of spans, metrics and registered events when
@@ -18,6 +19,7 @@
 //! - `Collector` (feature `testing`): in-memory exporters that record every signal.
 
 mod emitted;
+pub mod observed;
 pub mod semconv;
 
 #[cfg(feature = "testing")]

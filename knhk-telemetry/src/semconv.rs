@@ -25,6 +25,18 @@ pub mod attribute {
     pub const MESH_PEER_ID: &str = "knhk.mesh.peer.id";
     /// Why the gate refused a frame.
     pub const SECURITY_REJECTION_REASON: &str = "knhk.security.rejection.reason";
+    /// The member's incarnation (raised by the member each time it refutes a suspicion).
+    pub const TOPOLOGY_MEMBER_INCARNATION: &str = "knhk.topology.member.incarnation";
+    /// What this node believed of the member before the change.
+    pub const TOPOLOGY_MEMBER_PREVIOUS_STATE: &str = "knhk.topology.member.previous_state";
+    /// What this node believes of a member.
+    pub const TOPOLOGY_MEMBER_STATE: &str = "knhk.topology.member.state";
+    /// True when this node lost its quorum (local writes are refused); false when it found it again.
+    pub const TOPOLOGY_PARTITIONED: &str = "knhk.topology.partitioned";
+    /// Members (itself included) this node must reach to accept local writes.
+    pub const TOPOLOGY_QUORUM: &str = "knhk.topology.quorum";
+    /// Members of this node's view it reaches, itself included.
+    pub const TOPOLOGY_REACHABLE: &str = "knhk.topology.reachable";
     /// Why a peer that passed the TLS handshake was not admitted as a member.
     pub const TRANSPORT_ADMISSION_REFUSAL: &str = "knhk.transport.admission.refusal";
     /// Who opened the connection.
@@ -140,6 +152,32 @@ pub mod value {
             BANNED,
             OVERLOADED,
         ];
+    }
+    /// Values of `knhk.topology.member.previous_state`.
+    pub mod topology_member_previous_state {
+        /// Answering probes (or not yet suspected).
+        pub const ALIVE: &str = "alive";
+        /// A probe failed; dead unless it refutes before its suspicion times out.
+        pub const SUSPECT: &str = "suspect";
+        /// Declared dead: its suspicion timed out unrefuted.
+        pub const DEAD: &str = "dead";
+        /// Left the mesh gracefully (announced).
+        pub const LEFT: &str = "left";
+        /// Every value, in registry order.
+        pub const ALL: &[&str] = &[ALIVE, SUSPECT, DEAD, LEFT];
+    }
+    /// Values of `knhk.topology.member.state`.
+    pub mod topology_member_state {
+        /// Answering probes (or not yet suspected).
+        pub const ALIVE: &str = "alive";
+        /// A probe failed; dead unless it refutes before its suspicion times out.
+        pub const SUSPECT: &str = "suspect";
+        /// Declared dead: its suspicion timed out unrefuted.
+        pub const DEAD: &str = "dead";
+        /// Left the mesh gracefully (announced).
+        pub const LEFT: &str = "left";
+        /// Every value, in registry order.
+        pub const ALL: &[&str] = &[ALIVE, SUSPECT, DEAD, LEFT];
     }
     /// Values of `knhk.transport.admission.refusal`.
     pub mod transport_admission_refusal {
@@ -376,6 +414,54 @@ pub mod metric {
         unit: "{entry}",
         instrument: Instrument::Gauge,
     };
+    /// Members of this node's active view (the ones it probes), by what it believes of them.
+    pub const TOPOLOGY_MEMBERS: MetricSpec = MetricSpec {
+        name: "knhk.topology.members",
+        unit: "{member}",
+        instrument: Instrument::Gauge,
+    };
+    /// Members in this node's passive view (the reserve the active view is refilled from).
+    pub const TOPOLOGY_RESERVE: MetricSpec = MetricSpec {
+        name: "knhk.topology.reserve",
+        unit: "{member}",
+        instrument: Instrument::Gauge,
+    };
+    /// Direct probes this node sent for its own failure detection.
+    pub const TOPOLOGY_PROBES: MetricSpec = MetricSpec {
+        name: "knhk.topology.probes",
+        unit: "{probe}",
+        instrument: Instrument::Counter,
+    };
+    /// Members this node suspected itself (a probe and its indirect probes went unanswered).
+    pub const TOPOLOGY_SUSPICIONS: MetricSpec = MetricSpec {
+        name: "knhk.topology.suspicions",
+        unit: "{suspicion}",
+        instrument: Instrument::Counter,
+    };
+    /// Members this node declared dead itself (their suspicion timed out unrefuted).
+    pub const TOPOLOGY_DEATHS: MetricSpec = MetricSpec {
+        name: "knhk.topology.deaths",
+        unit: "{member}",
+        instrument: Instrument::Counter,
+    };
+    /// Suspicions of this node that it refuted with a higher incarnation.
+    pub const TOPOLOGY_REFUTATIONS: MetricSpec = MetricSpec {
+        name: "knhk.topology.refutations",
+        unit: "{refutation}",
+        instrument: Instrument::Counter,
+    };
+    /// Lifeguard's local health score: 0 when healthy; higher while this node misses acks or refutes suspicions, which slows its probing and lengthens its suspicions.
+    pub const TOPOLOGY_LOCAL_HEALTH: MetricSpec = MetricSpec {
+        name: "knhk.topology.local_health",
+        unit: "1",
+        instrument: Instrument::Gauge,
+    };
+    /// 1 while this node lacks a quorum of its view (local writes refused, reads served); else 0.
+    pub const TOPOLOGY_PARTITIONED: MetricSpec = MetricSpec {
+        name: "knhk.topology.partitioned",
+        unit: "1",
+        instrument: Instrument::Gauge,
+    };
     /// Frames carried by the transport.
     pub const TRANSPORT_FRAMES: MetricSpec = MetricSpec {
         name: "knhk.transport.frames",
@@ -450,6 +536,14 @@ pub mod metric {
         SECURITY_SENDERS_TRACKED,
         SECURITY_FRAMES_DELAYED,
         SECURITY_REPLAY_ENTRIES,
+        TOPOLOGY_MEMBERS,
+        TOPOLOGY_RESERVE,
+        TOPOLOGY_PROBES,
+        TOPOLOGY_SUSPICIONS,
+        TOPOLOGY_DEATHS,
+        TOPOLOGY_REFUTATIONS,
+        TOPOLOGY_LOCAL_HEALTH,
+        TOPOLOGY_PARTITIONED,
         TRANSPORT_FRAMES,
         TRANSPORT_BYTES,
         TRANSPORT_FRAMES_OVERSIZED,
@@ -473,4 +567,8 @@ pub mod span {
 pub mod event {
     /// This node declared convergence on a root (once per root); its round attribute is the round whose answers completed the agreement.
     pub const GOSSIP_CONVERGED: &str = "knhk.gossip.converged";
+    /// This node's belief about a member changed (alive, suspect, dead or left).
+    pub const TOPOLOGY_MEMBER_CHANGED: &str = "knhk.topology.member.changed";
+    /// This node lost its quorum (it is read-only) or found it again.
+    pub const TOPOLOGY_PARTITION_CHANGED: &str = "knhk.topology.partition.changed";
 }

@@ -25,10 +25,14 @@ mod dissemination;
 mod error;
 mod membership;
 mod message;
+#[cfg(feature = "runtime")]
+mod node;
 mod rtt;
 #[cfg(feature = "runtime")]
 pub mod runtime;
 mod swim;
+#[cfg(feature = "runtime")]
+mod telemetry;
 mod vivaldi;
 
 pub use config::TopologyConfig;
@@ -41,6 +45,8 @@ pub use message::{
     Claim, ClusterLabel, Entry, MAX_ENTRIES_PER_MESSAGE, MAX_UPDATES_PER_MESSAGE, SwimMessage,
     Update,
 };
+#[cfg(feature = "runtime")]
+pub use node::{QuicNode, QuicNodeConfig};
 pub use rtt::RttEstimate;
 pub use swim::{
     MemberAddressed, MemberChanged, MemberJoined, PartitionChanged, SwimLayer, SwimStats,

@@ -10,16 +10,19 @@
 use std::sync::Arc;
 
 use knhk_endpoint::runtime::{Driven, Observer, RuntimeHandle};
-use knhk_endpoint::{Event, LayerHandle, Reachability};
+use knhk_endpoint::{Event, LayerHandle, Reachability, Timer};
 use knhk_security::{Ed25519Verifier, NodeKey};
 use knhk_transport::AddressBook;
 use knhk_types::AgentId;
+
+use opentelemetry::metrics::Meter;
 
 use crate::error::TopologyError;
 use crate::membership::{Member, MemberState, Membership};
 use crate::swim::{
     MemberAddressed, MemberChanged, MemberJoined, PartitionChanged, SwimLayer, SwimStats,
 };
+use crate::telemetry::{self, TopologyTelemetry};
 use crate::vivaldi::Coordinate;
 
 type Node = RuntimeHandle<NodeKey, Ed25519Verifier>;
@@ -27,22 +30,57 @@ type NodeDriven<'a> = Driven<'a, NodeKey, Ed25519Verifier>;
 
 /// Acts on the events of the node's [`SwimLayer`]: learned addresses go into the
 /// address book; changes of state and of partition are logged (`tracing`, target
-/// `knhk_topology`). Events of other layers are ignored.
+/// `knhk_topology`) and, with a meter ([`TopologyObserver::with_meter`]), emitted as
+/// the registry's events, beside the layer's metrics. Events of other layers are
+/// ignored.
 #[derive(Debug)]
 pub struct TopologyObserver {
     swim: LayerHandle<SwimLayer>,
     addresses: Arc<AddressBook>,
+    telemetry: Option<TopologyTelemetry>,
 }
 
 impl TopologyObserver {
     /// An observer of the layer behind `swim`, writing learned addresses to
-    /// `addresses` (for QUIC: `QuicTransport::address_book`).
+    /// `addresses` (for QUIC: `QuicTransport::address_book`). It reports no metrics
+    /// and emits no registry events until given a meter.
     pub fn new(swim: LayerHandle<SwimLayer>, addresses: Arc<AddressBook>) -> Self {
-        Self { swim, addresses }
+        Self {
+            swim,
+            addresses,
+            telemetry: None,
+        }
+    }
+
+    /// Registers the topology metrics (`registry/topology.yaml`) on `meter`, read
+    /// from the layer's status after each of its timers, and emits the member and
+    /// partition events as OpenTelemetry log records.
+    #[must_use]
+    pub fn with_meter(mut self, meter: &Meter) -> Self {
+        self.telemetry = Some(TopologyTelemetry::register(meter));
+        self
+    }
+
+    fn publish(&self, node: &mut NodeDriven<'_>) {
+        if let Some(telemetry) = &self.telemetry
+            && let Some(status) = status_of(node, self.swim)
+        {
+            telemetry.publish(status);
+        }
     }
 }
 
 impl Observer<NodeKey, Ed25519Verifier> for TopologyObserver {
+    fn started(&mut self, node: &mut NodeDriven<'_>) {
+        self.publish(node);
+    }
+
+    fn timer_fired(&mut self, node: &mut NodeDriven<'_>, timer: Timer, _span: &tracing::Span) {
+        if timer.layer() == self.swim.id() {
+            self.publish(node);
+        }
+    }
+
     fn event(&mut self, node: &mut NodeDriven<'_>, event: Event) {
         let me = node.endpoint.id();
         let event = match event.downcast::<SwimLayer, MemberJoined>(self.swim) {
@@ -73,6 +111,14 @@ impl Observer<NodeKey, Ed25519Verifier> for TopologyObserver {
                     incarnation = changed.incarnation,
                     "member changed",
                 );
+                if self.telemetry.is_some() {
+                    telemetry::member_changed(
+                        changed.member,
+                        changed.from,
+                        changed.to,
+                        changed.incarnation,
+                    );
+                }
                 return;
             }
             Err(event) => event,
@@ -84,8 +130,47 @@ impl Observer<NodeKey, Ed25519Verifier> for TopologyObserver {
             } else {
                 tracing::info!(node = %me.short(), reachable, members, "quorum back: writes resume");
             }
+            if self.telemetry.is_some() {
+                telemetry::partition_changed(partition.partitioned, partition.reachability);
+            }
+            self.publish(node);
         }
     }
+}
+
+/// The status of the layer behind `swim` on `node`, or `None` if the node holds no
+/// such layer or its view is not a [`Membership`].
+fn status_of(node: &mut NodeDriven<'_>, swim: LayerHandle<SwimLayer>) -> Option<TopologyStatus> {
+    let layer = node.endpoint.layer(swim)?;
+    let (incarnation, local_health, coordinate, stats, partitioned) = (
+        layer.incarnation(),
+        layer.local_health(),
+        layer.coordinate(),
+        layer.stats(),
+        layer.is_partitioned(),
+    );
+    let view = node.endpoint.view::<Membership>()?;
+    let mut counts = [0; 4];
+    for member in view.members() {
+        let at = match member.state {
+            MemberState::Alive => 0,
+            MemberState::Suspect => 1,
+            MemberState::Dead => 2,
+            MemberState::Left => 3,
+        };
+        counts[at] += 1;
+    }
+    Some(TopologyStatus {
+        incarnation,
+        local_health,
+        coordinate,
+        view: counts,
+        reserve: view.reserve().len(),
+        reachability: knhk_endpoint::PeerView::reachability(view),
+        partitioned,
+        cluster: view.cluster(),
+        stats,
+    })
 }
 
 /// The lower-case name of a member state, as logs and APIs show it.
@@ -140,42 +225,10 @@ impl Topology {
     /// [`Membership`].
     pub async fn status(&self, node: &Node) -> Result<TopologyStatus, TopologyError> {
         let swim = self.swim;
-        node.call(move |driven| {
-            let layer = driven.endpoint.layer(swim)?;
-            let (incarnation, local_health, coordinate, stats, partitioned) = (
-                layer.incarnation(),
-                layer.local_health(),
-                layer.coordinate(),
-                layer.stats(),
-                layer.is_partitioned(),
-            );
-            let view = driven.endpoint.view::<Membership>()?;
-            let count = |state| {
-                view.members()
-                    .iter()
-                    .filter(|m: &&Member| m.state == state)
-                    .count()
-            };
-            Some(TopologyStatus {
-                incarnation,
-                local_health,
-                coordinate,
-                view: [
-                    count(MemberState::Alive),
-                    count(MemberState::Suspect),
-                    count(MemberState::Dead),
-                    count(MemberState::Left),
-                ],
-                reserve: view.reserve().len(),
-                reachability: knhk_endpoint::PeerView::reachability(view),
-                partitioned,
-                cluster: view.cluster(),
-                stats,
-            })
-        })
-        .await
-        .map_err(|_| TopologyError::ShutDown)?
-        .ok_or(TopologyError::NotRunning)
+        node.call(move |driven| status_of(driven, swim))
+            .await
+            .map_err(|_| TopologyError::ShutDown)?
+            .ok_or(TopologyError::NotRunning)
     }
 
     /// The members this node knows: its view first, then its reserve, each with
@@ -191,6 +244,22 @@ impl Topology {
                     .cloned()
                     .collect()
             })
+        })
+        .await
+        .map_err(|_| TopologyError::ShutDown)?
+        .ok_or(TopologyError::NotRunning)
+    }
+
+    /// The members of this node's active view only (the ones it probes), with
+    /// state, incarnation, address, round trips and coordinate.
+    ///
+    /// Errors: as [`Topology::status`].
+    pub async fn view(&self, node: &Node) -> Result<Vec<Member>, TopologyError> {
+        node.call(|driven| {
+            driven
+                .endpoint
+                .view::<Membership>()
+                .map(|view| view.members().to_vec())
         })
         .await
         .map_err(|_| TopologyError::ShutDown)?

@@ -6,22 +6,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use knhk_endpoint::{Endpoint, EndpointConfig};
-use knhk_gossip::{GossipConfig, GossipLayer, Mesh};
-use knhk_security::{Ed25519Verifier, NodeKey};
-use knhk_topology::runtime::{Topology, TopologyObserver};
-use knhk_topology::{MemberState, Membership, SwimLayer, TopologyConfig, ViewConfig};
-use knhk_transport::{InboundPolicy, PeerRegistry, QuicConfig, QuicTransport, RegistryConfig};
-use knhk_types::{AgentId, PeerInfo, Scope, UnixMillis};
-
-struct Node {
-    mesh: Mesh,
-    addr: std::net::SocketAddr,
-    topology: Topology,
-    addresses: Arc<knhk_transport::AddressBook>,
-}
+use knhk_gossip::GossipConfig;
+use knhk_security::NodeKey;
+use knhk_topology::{MemberState, QuicNode, QuicNodeConfig, TopologyConfig, ViewConfig};
+use knhk_transport::{InboundPolicy, QuicConfig};
+use knhk_types::{AgentId, PeerInfo};
 
 /// A node over QUIC, open to any authenticated peer the directory (`members`)
 /// admits, knowing only `seed` (if any).
@@ -29,72 +20,33 @@ fn start(
     key: NodeKey,
     members: Arc<Vec<AgentId>>,
     seed: Option<(AgentId, std::net::SocketAddr)>,
-) -> Node {
-    let id = key.agent_id();
-    let registry = Arc::new(PeerRegistry::new(id, RegistryConfig::default()));
-    if let Some((seed_id, addr)) = seed {
-        registry.register(PeerInfo::new(seed_id, addr)).unwrap();
-    }
-    let quic = QuicConfig {
-        inbound_policy: InboundPolicy::AnyAuthenticatedPeer,
-        ..QuicConfig::default()
-    };
-    let transport = QuicTransport::bind(key.signing_key(), registry, quic).unwrap();
-    let addresses = transport.address_book();
-    let addr = transport.local_addr().unwrap();
-    let now = UnixMillis::from_system_time(SystemTime::now());
-    let directory = members.clone();
-    let view = Membership::with_config(
-        id,
-        seed.map(|(seed_id, _)| seed_id),
-        now,
-        ViewConfig {
-            directory: Some(Arc::new(move |id: &AgentId| directory.contains(id))),
+) -> QuicNode {
+    let config = QuicNodeConfig {
+        quic: QuicConfig {
+            inbound_policy: InboundPolicy::AnyAuthenticatedPeer,
+            ..QuicConfig::default()
+        },
+        gossip: GossipConfig::local(),
+        topology: TopologyConfig {
+            probe_interval: Duration::from_millis(200),
+            probe_timeout: Duration::from_millis(100),
+            ..TopologyConfig::default()
+        },
+        view: ViewConfig {
+            directory: Some(Arc::new(move |id: &AgentId| members.contains(id))),
             ..ViewConfig::default()
         },
-    );
-    let config = EndpointConfig {
-        seed: u64::from(id.as_bytes()[0]),
-        ..EndpointConfig::default()
+        seeds: seed
+            .map(|(id, addr)| PeerInfo::new(id, addr))
+            .into_iter()
+            .collect(),
+        ..QuicNodeConfig::default()
     };
-    let verifier = Ed25519Verifier::new(config.validator.signature_cache_capacity);
-    let (mut endpoint, gossip) = Endpoint::with_layer(
-        key,
-        verifier,
-        view,
-        config,
-        Scope::DEFAULT,
-        GossipLayer::new(GossipConfig::local()),
-    );
-    let swim = endpoint
-        .add_layer(
-            Scope::DEFAULT,
-            SwimLayer::new(TopologyConfig {
-                probe_interval: Duration::from_millis(200),
-                probe_timeout: Duration::from_millis(100),
-                advertise: Some(addr),
-                ..TopologyConfig::default()
-            }),
-        )
-        .unwrap();
-    let observer = TopologyObserver::new(swim, addresses.clone());
-    let mesh = Mesh::start_endpoint_observed(
-        endpoint,
-        gossip,
-        transport,
-        &opentelemetry::global::meter("test"),
-        observer,
-    );
-    Node {
-        mesh,
-        addr,
-        topology: Topology::new(swim),
-        addresses,
-    }
+    QuicNode::start(key, config, &opentelemetry::global::meter("test")).unwrap()
 }
 
-async fn state_of(node: &Node, member: AgentId) -> Option<MemberState> {
-    let members = node.topology.members(node.mesh.node()).await.unwrap();
+async fn state_of(node: &QuicNode, member: AgentId) -> Option<MemberState> {
+    let members = node.topology().members(node.mesh().node()).await.unwrap();
     members.iter().find(|m| m.id == member).map(|m| m.state)
 }
 
@@ -119,39 +71,54 @@ async fn members_learn_each_other_by_gossip_and_see_a_stopped_seed_die() {
     let ids: Vec<AgentId> = keys.iter().map(NodeKey::agent_id).collect();
     let members = Arc::new(ids.clone());
     let seed = start(keys[0].clone(), members.clone(), None);
-    let a = start(keys[1].clone(), members.clone(), Some((ids[0], seed.addr)));
-    let b = start(keys[2].clone(), members.clone(), Some((ids[0], seed.addr)));
+    let a = start(
+        keys[1].clone(),
+        members.clone(),
+        Some((ids[0], seed.local_addr())),
+    );
+    let b = start(
+        keys[2].clone(),
+        members.clone(),
+        Some((ids[0], seed.local_addr())),
+    );
 
     // a and b know only the seed; the seed hears of both when they probe it, and its
     // gossip carries their advertised addresses to each other.
     eventually("a and b know each other's address", || async {
-        a.addresses.get(&ids[2]).is_some() && b.addresses.get(&ids[1]).is_some()
+        a.addresses().get(&ids[2]).is_some() && b.addresses().get(&ids[1]).is_some()
     })
     .await;
     eventually("a sees b alive, measured by its own probes", || async {
-        let members = a.topology.members(a.mesh.node()).await.unwrap();
+        let members = a.topology().members(a.mesh().node()).await.unwrap();
         members
             .iter()
             .any(|m| m.id == ids[2] && m.state == MemberState::Alive && m.rtt.min().is_some())
     })
     .await;
-    let status = a.topology.status(a.mesh.node()).await.unwrap();
+    let status = a.topology().status(a.mesh().node()).await.unwrap();
     assert!(!status.partitioned, "{status:?}");
     assert_eq!(status.view[0], 2, "{status:?}");
 
     // Gossip runs over the same endpoint and learned addresses.
-    a.mesh.put("from/a", b"hello".to_vec()).await.unwrap();
+    a.mesh().put("from/a", b"hello".to_vec()).await.unwrap();
     eventually("b gets a's write", || async {
-        b.mesh.get("from/a").await.unwrap().is_some()
+        b.mesh().get("from/a").await.unwrap().is_some()
     })
     .await;
 
-    seed.mesh.shutdown().await.unwrap();
+    seed.shutdown().await.unwrap();
     eventually("a and b see the stopped seed dead", || async {
         state_of(&a, ids[0]).await == Some(MemberState::Dead)
             && state_of(&b, ids[0]).await == Some(MemberState::Dead)
     })
     .await;
-    a.mesh.shutdown().await.unwrap();
-    b.mesh.shutdown().await.unwrap();
+    // A graceful leave is seen as left, not dead.
+    b.leave_and_shutdown(Duration::from_millis(300))
+        .await
+        .unwrap();
+    eventually("a sees b left", || async {
+        state_of(&a, ids[2]).await == Some(MemberState::Left)
+    })
+    .await;
+    a.shutdown().await.unwrap();
 }
