@@ -9,6 +9,7 @@
 //! [`scenario`] builds the standard runs behind `knhk-sim` and the figures in
 //! `docs/PERFORMANCE.md`.
 
+pub mod churn;
 pub mod crypto;
 pub mod failure;
 pub mod network;

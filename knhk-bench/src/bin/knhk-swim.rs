@@ -7,6 +7,7 @@
 //! cargo run --release -p knhk-bench --bin knhk-swim -- peer-choice --nodes 1000 --shares 1,1,1
 //! cargo run --release -p knhk-bench --bin knhk-swim -- stability --nodes 1000 \
 //!     --minutes 10 --loss 0.05 --slow 10 --slow-extra-ms 60 [--no-lifeguard]
+//! cargo run --release -p knhk-bench --bin knhk-swim -- churn --nodes 1000 --minutes 10 --percent 1
 //! ```
 //!
 //! Prints one JSON report. Bad arguments get a one-line error and exit code 2.
@@ -15,6 +16,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use knhk_bench::churn::churn;
 use knhk_bench::failure::{crash_detection, join, partition, stability};
 use knhk_bench::peer_choice::peer_choice;
 use knhk_topology::{TopologyConfig, ViewConfig};
@@ -131,6 +133,22 @@ enum Run {
         #[arg(long)]
         reserve: Option<usize>,
     },
+    /// Every minute a share of the nodes crash and as many new ones join, while
+    /// members write: views stay connected? every write everywhere after?
+    Churn {
+        /// Nodes (kept constant: each crash is matched by a join).
+        #[arg(long, default_value_t = 1_000)]
+        nodes: usize,
+        /// Virtual minutes of churn.
+        #[arg(long, default_value_t = 10)]
+        minutes: u64,
+        /// Percent of the nodes crashed (and joined) per minute, in (0, 50].
+        #[arg(long, default_value_t = 1.0)]
+        percent: f64,
+        /// After the churn, wait this many virtual ms at most for convergence.
+        #[arg(long, default_value_t = 60_000)]
+        settle_ms: u64,
+    },
 }
 
 /// "a,b,c" as three shares, not all zero.
@@ -239,6 +257,28 @@ fn main() -> ExitCode {
                 loss,
                 slow,
                 slow_extra_ms.max(0.0),
+            ))
+        }
+        Run::Churn {
+            nodes,
+            minutes,
+            percent,
+            settle_ms,
+        } => {
+            if !(percent > 0.0 && percent <= 50.0) {
+                eprintln!("knhk-swim: --percent must be in (0, 50], not {percent}");
+                return ExitCode::from(2);
+            }
+            let nodes = nodes.max(3);
+            let per_minute = ((nodes as f64 * percent / 100.0).round() as usize).max(1);
+            serde_json::to_string_pretty(&churn(
+                nodes,
+                args.seed,
+                &topology,
+                ViewConfig::default(),
+                minutes,
+                per_minute,
+                settle_ms,
             ))
         }
     };
