@@ -639,6 +639,27 @@ mod tests {
         assert_eq!(report.healthy_buried, 0, "{report:?}");
     }
 
+    /// Regression (seed 1): every one of the 94 false deaths left at 1,000 nodes was
+    /// an accusation at an incarnation the member had refuted already (or refuted at
+    /// once) whose accuser never heard the refutation: nodes that knew it ignored the
+    /// stale claim, and the refutation's rumour was over. 80 nodes with views of
+    /// 6 + 6 under 20 % loss for 2 minutes buried 2 members this way; with stale
+    /// accusations answered by the fresher claim and accusers told directly, none.
+    /// (At 25 % loss one burial in a minute of 60 nodes is left: a refutation and
+    /// its direct copy both lost.)
+    #[test]
+    fn an_accuser_that_missed_a_refutation_is_told_before_it_buries_anyone() {
+        let small = ViewConfig {
+            active: 6,
+            reserve: 6,
+            ..ViewConfig::default()
+        };
+        let report = stability(80, 1, &fast(), small, 2, 0.2, 0, 0.0);
+        assert!(report.suspicions > 1_000, "{report:?}");
+        assert_eq!(report.deaths_declared, 0, "{report:?}");
+        assert_eq!(report.healthy_buried, 0, "{report:?}");
+    }
+
     #[test]
     fn a_third_cut_off_goes_read_only_and_heals() {
         let report = partition(60, 2, &fast(), 3_000, 20_000, 30_000);

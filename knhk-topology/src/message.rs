@@ -140,6 +140,15 @@ pub enum SwimMessage {
         /// Membership updates piggybacked.
         updates: Vec<Update>,
     },
+    /// News for the receiver alone, answering nothing and answered by nothing: the
+    /// current alive claims of members the receiver's last message accused at an
+    /// incarnation they have since refuted (a node that missed a refutation would
+    /// otherwise bury the member when its stale suspicion times out: the refutation's
+    /// rumour is over, since every other node knows it already).
+    Updates {
+        /// The fresher claims.
+        updates: Vec<Update>,
+    },
 }
 
 impl SwimMessage {
@@ -152,7 +161,8 @@ impl SwimMessage {
             | Self::IndirectAck { updates, .. }
             | Self::Nack { updates, .. }
             | Self::Shuffle { updates, .. }
-            | Self::ShuffleReply { updates, .. } => updates,
+            | Self::ShuffleReply { updates, .. }
+            | Self::Updates { updates } => updates,
         }
     }
 

@@ -37,6 +37,8 @@ const CHECK_TIMEOUT: u64 = 5 << 56;
 
 /// Pings remembered for measuring round trips of late acks.
 const SENT_PINGS_KEPT: usize = 128;
+/// Accusers of this node remembered as told (see `SwimLayer::accusers_corrected`).
+const ACCUSERS_REMEMBERED: usize = 16;
 const LOW: u64 = (1 << 56) - 1;
 
 /// What the failure detector tells the application: a member's state changed.
@@ -131,6 +133,9 @@ pub struct SwimStats {
     pub partition_checks: u64,
     /// Times this node lost its quorum.
     pub partitions_detected: u64,
+    /// Corrections sent: a member's message accused someone at an incarnation it had
+    /// refuted since, and this node sent the fresher claim back.
+    pub corrections_sent: u64,
 }
 
 /// Our probe in progress.
@@ -197,6 +202,9 @@ pub struct SwimLayer {
     check_taken_at: Option<UnixMillis>,
     /// True while this node lacks a quorum (as last reported).
     partitioned: bool,
+    /// The last accusers of this node it told its current incarnation directly (each
+    /// accusation once: the same one comes by many hops).
+    accusers_corrected: std::collections::VecDeque<(AgentId, u64)>,
     stats: SwimStats,
 }
 
@@ -234,6 +242,7 @@ impl SwimLayer {
             checks: 0,
             check_taken_at: None,
             partitioned: false,
+            accusers_corrected: std::collections::VecDeque::new(),
             stats: SwimStats::default(),
         }
     }
@@ -947,6 +956,52 @@ impl SwimLayer {
         }
     }
 
+    /// Sends `corrections` (if any) to `to` in one [`SwimMessage::Updates`].
+    fn send_corrections<V: SignatureVerifier>(
+        &mut self,
+        ctx: &mut Context<'_, V>,
+        to: AgentId,
+        corrections: Vec<Update>,
+    ) {
+        if corrections.is_empty() {
+            return;
+        }
+        self.stats.corrections_sent += 1;
+        let payload = postcard::to_allocvec(&SwimMessage::Updates {
+            updates: corrections,
+        })
+        .unwrap_or_default();
+        ctx.send(to, MessageKind::Membership, &payload);
+    }
+
+    /// The alive claim to send back when `update` accuses a member at an incarnation
+    /// older than the one this node knows it alive at (this node included): the
+    /// sender missed a refutation. `None` for any other update.
+    fn fresher_claim<V: SignatureVerifier>(
+        &self,
+        ctx: &mut Context<'_, V>,
+        update: &Update,
+    ) -> Option<Update> {
+        if !matches!(update.claim, Claim::Suspect | Claim::Dead) {
+            return None;
+        }
+        let me = ctx.id();
+        if update.member == me {
+            return (update.incarnation < self.incarnation).then(|| self.own_claim(me));
+        }
+        let view = ctx.view_mut::<Membership>()?;
+        let member = view.get(&update.member)?;
+        (member.state == MemberState::Alive && member.incarnation > update.incarnation).then_some(
+            Update {
+                member: update.member,
+                incarnation: member.incarnation,
+                claim: Claim::Alive,
+                by: update.member,
+                addr: member.addr,
+            },
+        )
+    }
+
     /// Someone accuses us. At our incarnation (or later): come back at a higher one.
     /// At an older one, the accuser missed our last refutation: announce the current
     /// incarnation again (no new refutation, nothing against our health).
@@ -965,13 +1020,19 @@ impl SwimLayer {
     /// Queues this node's alive claim (with its address) for dissemination: how a
     /// refutation spreads, and how the mesh hears of a joiner.
     fn announce(&mut self, me: AgentId) {
-        self.dissemination.push(Update {
+        let own = self.own_claim(me);
+        self.dissemination.push(own);
+    }
+
+    /// This node's alive claim at its current incarnation, with its address.
+    fn own_claim(&self, me: AgentId) -> Update {
+        Update {
             member: me,
             incarnation: self.incarnation,
             claim: Claim::Alive,
             by: me,
             addr: self.config.advertise,
-        });
+        }
     }
 
     fn cluster_label<V: SignatureVerifier>(&self, ctx: &mut Context<'_, V>) -> (AgentId, u8) {
@@ -1129,11 +1190,43 @@ impl SwimLayer {
                 }],
             );
         }
+        let mut corrections = Vec::new();
+        let mut accusers = Vec::new();
+        let me = ctx.id();
         for update in message.updates() {
+            if let Some(fresh) = self.fresher_claim(ctx, update) {
+                corrections.push(fresh);
+            }
+            if update.member == me && matches!(update.claim, Claim::Suspect | Claim::Dead) {
+                accusers.push((update.by, update.incarnation));
+            }
             self.learn(ctx, *update);
         }
         if self.left {
             return;
+        }
+        // One message in, at most one correction out to its sender, never answered: no
+        // storm.
+        let corrected_sender = corrections.iter().any(|c| c.member == me);
+        self.send_corrections(ctx, from, corrections);
+        // An accused node also tells its accuser its current incarnation directly,
+        // once per accusation (the same one comes by many hops): the accuser's
+        // suspicion is the one that would bury it, and a refutation's rumour can miss
+        // one node. One per inbound message: a sender naming made-up accusers gets at
+        // most two small messages out of each of its own (and none to an id without
+        // an address). The accuser is often in neither view nor reserve here.
+        let accuser = accusers.into_iter().find(|(accuser, incarnation)| {
+            *accuser != me
+                && !(*accuser == from && corrected_sender)
+                && !self.accusers_corrected.contains(&(*accuser, *incarnation))
+        });
+        if let Some((accuser, incarnation)) = accuser {
+            if self.accusers_corrected.len() >= ACCUSERS_REMEMBERED {
+                self.accusers_corrected.pop_front();
+            }
+            self.accusers_corrected.push_back((accuser, incarnation));
+            let own = self.own_claim(me);
+            self.send_corrections(ctx, accuser, vec![own]);
         }
         match message {
             SwimMessage::Ping {
@@ -1201,6 +1294,8 @@ impl SwimLayer {
                 self.learn_entries(ctx, rest);
             }
             SwimMessage::ShuffleReply { entries, .. } => self.learn_entries(ctx, &entries),
+            // Its updates were all it carried.
+            SwimMessage::Updates { .. } => {}
             SwimMessage::PingReq { seq, target, .. } => self.relay(ctx, from, seq, target),
             SwimMessage::IndirectAck { seq, target, .. } => {
                 if self.probe.is_some_and(|p| p.target == target) {
