@@ -645,8 +645,6 @@ mod tests {
     /// stale claim, and the refutation's rumour was over. 80 nodes with views of
     /// 6 + 6 under 20 % loss for 2 minutes buried 2 members this way; with stale
     /// accusations answered by the fresher claim and accusers told directly, none.
-    /// (At 25 % loss one burial in a minute of 60 nodes is left: a refutation and
-    /// its direct copy both lost.)
     #[test]
     fn an_accuser_that_missed_a_refutation_is_told_before_it_buries_anyone() {
         let small = ViewConfig {

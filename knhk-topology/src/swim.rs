@@ -974,9 +974,10 @@ impl SwimLayer {
         ctx.send(to, MessageKind::Membership, &payload);
     }
 
-    /// The alive claim to send back when `update` accuses a member at an incarnation
-    /// older than the one this node knows it alive at (this node included): the
-    /// sender missed a refutation. `None` for any other update.
+    /// The alive claim to send back when `update` accuses another member at an
+    /// incarnation older than the one this node knows it alive at: the sender missed
+    /// a refutation. `None` for any other update (accusations of this node are
+    /// answered in `on_message`).
     fn fresher_claim<V: SignatureVerifier>(
         &self,
         ctx: &mut Context<'_, V>,
@@ -985,19 +986,21 @@ impl SwimLayer {
         if !matches!(update.claim, Claim::Suspect | Claim::Dead) {
             return None;
         }
-        let me = ctx.id();
-        if update.member == me {
-            return (update.incarnation < self.incarnation).then(|| self.own_claim(me));
+        if update.member == ctx.id() {
+            // Answered after all updates are learned (see `on_message`).
+            return None;
         }
         let view = ctx.view_mut::<Membership>()?;
         let member = view.get(&update.member)?;
+        // Without the address: this node may have it second-hand, and the receiver
+        // takes a newer claim's address over its own.
         (member.state == MemberState::Alive && member.incarnation > update.incarnation).then_some(
             Update {
                 member: update.member,
                 incarnation: member.incarnation,
                 claim: Claim::Alive,
                 by: update.member,
-                addr: member.addr,
+                addr: None,
             },
         )
     }
@@ -1205,28 +1208,34 @@ impl SwimLayer {
         if self.left {
             return;
         }
+        // Accused: the sender (often a relay, running its own suspicion) gets this
+        // node's claim at its incarnation after the refutation, whatever the
+        // accusation's incarnation was.
+        if !accusers.is_empty() {
+            corrections.push(self.own_claim(me));
+        }
         // One message in, at most one correction out to its sender, never answered: no
         // storm.
-        let corrected_sender = corrections.iter().any(|c| c.member == me);
         self.send_corrections(ctx, from, corrections);
         // An accused node also tells its accuser its current incarnation directly,
-        // once per accusation (the same one comes by many hops): the accuser's
-        // suspicion is the one that would bury it, and a refutation's rumour can miss
-        // one node. One per inbound message: a sender naming made-up accusers gets at
-        // most two small messages out of each of its own (and none to an id without
-        // an address). The accuser is often in neither view nor reserve here.
-        let accuser = accusers.into_iter().find(|(accuser, incarnation)| {
-            *accuser != me
-                && !(*accuser == from && corrected_sender)
-                && !self.accusers_corrected.contains(&(*accuser, *incarnation))
-        });
-        if let Some((accuser, incarnation)) = accuser {
+        // once per accusation (the same one comes by many hops, its incarnation
+        // lowered by some): the accuser's suspicion is the one that would bury it, and
+        // a refutation's rumour can miss one node. One per inbound message: a sender
+        // naming made-up accusers gets at most two small messages out of each of its
+        // own (and none to an id without an address). The accuser is often in
+        // neither view nor reserve here.
+        let current = self.incarnation;
+        let accuser = accusers
+            .into_iter()
+            .map(|(accuser, incarnation)| (accuser, incarnation.min(current)))
+            .find(|key| key.0 != me && key.0 != from && !self.accusers_corrected.contains(key));
+        if let Some(key) = accuser {
             if self.accusers_corrected.len() >= ACCUSERS_REMEMBERED {
                 self.accusers_corrected.pop_front();
             }
-            self.accusers_corrected.push_back((accuser, incarnation));
+            self.accusers_corrected.push_back(key);
             let own = self.own_claim(me);
-            self.send_corrections(ctx, accuser, vec![own]);
+            self.send_corrections(ctx, key.0, vec![own]);
         }
         match message {
             SwimMessage::Ping {
