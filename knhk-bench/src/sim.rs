@@ -494,7 +494,7 @@ impl Simulator {
             .harness
             .call(i, handle, |gossip, ctx| gossip.put(ctx, key, value))
         {
-            Ok(result) => result,
+            Ok(result) => result.map(drop),
             Err(_) => unreachable!("every node runs its gossip layer"),
         }
     }

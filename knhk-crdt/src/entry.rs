@@ -96,6 +96,17 @@ impl SignedEntry {
     pub fn is_tombstone(&self) -> bool {
         self.value.is_none()
     }
+
+    /// Its place in the order in which writes to one key win: of two entries for one
+    /// key, the one with the greater marker is the value every replica keeps.
+    pub fn marker(&self) -> Marker {
+        Marker {
+            lamport: self.lamport,
+            writer: self.writer,
+            counter: self.counter,
+            digest: self.digest(),
+        }
+    }
 }
 
 fn signed_bytes(

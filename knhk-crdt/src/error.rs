@@ -41,6 +41,16 @@ pub enum CrdtError {
     /// A writer's counter would overflow.
     #[error("writer {0:?} has exhausted its counter")]
     CounterExhausted(AgentId),
+    /// A local write would use a counter beyond the lease
+    /// ([`crate::VersionedState::lease_counters`]): the store that reserves counters
+    /// must reserve more first.
+    #[error("local write #{next} is beyond the counters leased (through {ceiling})")]
+    CounterLeaseExhausted {
+        /// The counter the write would use.
+        next: u64,
+        /// The last counter leased.
+        ceiling: u64,
+    },
     /// A delta range does not move forward (`through` ≤ `after`) or names a writer twice.
     #[error("delta range for {writer:?} goes backwards or repeats ({after} → {through})")]
     Backwards {
@@ -119,6 +129,7 @@ impl CrdtError {
             | Self::Full { .. }
             | Self::WriterQuota { .. }
             | Self::CounterExhausted(_)
+            | Self::CounterLeaseExhausted { .. }
             | Self::DeltaTooLarge { .. } => false,
         }
     }
@@ -136,6 +147,13 @@ mod tests {
             (CrdtError::ValueTooLarge { len: 2, max: 1 }, false),
             (CrdtError::Full { max: 1 }, false),
             (CrdtError::CounterExhausted(writer), false),
+            (
+                CrdtError::CounterLeaseExhausted {
+                    next: 9,
+                    ceiling: 8,
+                },
+                false,
+            ),
             (CrdtError::DeltaTooLarge { len: 2, max: 1 }, false),
             (
                 CrdtError::Backwards {

@@ -40,6 +40,7 @@ mod entry;
 mod error;
 mod merkle;
 mod quota;
+mod restore;
 mod state;
 
 pub use delta::{DEFAULT_COMPRESS_ABOVE, Delta, WriterRange};
@@ -48,4 +49,5 @@ pub use entry::{Marker, SignedEntry};
 pub use error::CrdtError;
 pub use merkle::Hash;
 pub use quota::WriterHeld;
+pub use restore::SavedState;
 pub use state::{MergeReport, StateConfig, VersionedState};

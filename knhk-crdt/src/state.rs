@@ -134,6 +134,23 @@ pub struct VersionedState {
     usage: WriterUsage,
     len: usize,
     merkle: SparseMerkle,
+    lease: CounterLease,
+}
+
+/// The counters local writes may use (see [`VersionedState::lease_counters`]).
+#[derive(Clone, Copy, Debug)]
+struct CounterLease {
+    floor: u64,
+    ceiling: u64,
+}
+
+impl Default for CounterLease {
+    fn default() -> Self {
+        Self {
+            floor: 0,
+            ceiling: u64::MAX,
+        }
+    }
 }
 
 impl VersionedState {
@@ -151,7 +168,43 @@ impl VersionedState {
             usage: WriterUsage::default(),
             len: 0,
             merkle,
+            lease: CounterLease::default(),
         }
+    }
+
+    /// Limits the counters local writes use to above `floor` and at most `ceiling`.
+    /// A node that keeps its state on disk leases counters durably before it uses
+    /// them: after a crash it restarts above every counter it may have signed and
+    /// sent, so it never signs two entries with one counter (which peers refuse as
+    /// equivocation), even for writes it sent but had not yet stored. A lease only
+    /// grows: once leased, a lower floor or ceiling than the current one is ignored.
+    /// Without a lease, every counter may be used.
+    pub fn lease_counters(&mut self, floor: u64, ceiling: u64) {
+        if self.lease.ceiling == u64::MAX {
+            self.lease.ceiling = ceiling;
+        } else {
+            self.lease.ceiling = self.lease.ceiling.max(ceiling);
+        }
+        self.lease.floor = self.lease.floor.max(floor);
+    }
+
+    /// The counter the next local write by `writer` would use.
+    pub fn next_counter(&self, writer: &AgentId) -> u64 {
+        self.version
+            .get(writer)
+            .max(self.lease.floor)
+            .saturating_add(1)
+    }
+
+    /// The entry proving how far this state has seen `writer`'s versions (the one at
+    /// its version-vector counter); `None` for a writer never seen.
+    pub fn proof(&self, writer: &AgentId) -> Option<&SignedEntry> {
+        self.proofs.get(writer).map(|stored| &*stored.entry)
+    }
+
+    /// Every writer's proof entry, by writer.
+    pub fn proofs(&self) -> impl Iterator<Item = &SignedEntry> {
+        self.proofs.values().map(|stored| &*stored.entry)
     }
 
     /// Tells the state the time (never moves it back): local writes then take Lamport
@@ -224,7 +277,8 @@ impl VersionedState {
     /// the signed entry, to be gossiped.
     ///
     /// Errors: [`CrdtError::KeyTooLong`], [`CrdtError::ValueTooLarge`],
-    /// [`CrdtError::Full`], [`CrdtError::CounterExhausted`]. On error nothing changes.
+    /// [`CrdtError::Full`], [`CrdtError::CounterExhausted`],
+    /// [`CrdtError::CounterLeaseExhausted`]. On error nothing changes.
     pub fn put(
         &mut self,
         signer: &impl EnvelopeSigner,
@@ -256,8 +310,15 @@ impl VersionedState {
         let counter = self
             .version
             .get(&writer)
+            .max(self.lease.floor)
             .checked_add(1)
             .ok_or(CrdtError::CounterExhausted(writer))?;
+        if counter > self.lease.ceiling {
+            return Err(CrdtError::CounterLeaseExhausted {
+                next: counter,
+                ceiling: self.lease.ceiling,
+            });
+        }
         // Saturates rather than fails: a Byzantine writer that publishes a huge Lamport
         // time must not make every later local write impossible. At least the clock, so
         // honest Lamport times track wall-clock time and far-future ones stand out.

@@ -171,8 +171,16 @@ const CATCH_UP_EVERY_ROUNDS: u64 = 10;
 impl GossipLayer {
     /// A layer with an empty state.
     pub fn new(config: GossipConfig) -> Self {
+        let state = VersionedState::new(config.state.clone());
+        Self::with_state(config, state)
+    }
+
+    /// A layer that starts from `state` (one restored from disk, say:
+    /// [`VersionedState::restore`]); peers then send only what it lacks. The state's
+    /// own limits stay as they were built.
+    pub fn with_state(config: GossipConfig, state: VersionedState) -> Self {
         Self {
-            state: VersionedState::new(config.state.clone()),
+            state,
             config,
             round: 0,
             round_token: 0,
@@ -238,7 +246,8 @@ impl GossipLayer {
 
     /// Writes `value` under `key` locally, signed by this node, and (when
     /// `forward_news` is on, the default) sends it to `fanout` peers at once; with
-    /// forwarding off, the rounds spread it (textbook push-pull).
+    /// forwarding off, the rounds spread it (textbook push-pull). Returns the entry as
+    /// signed (its counter and Lamport time included).
     ///
     /// Errors: [`GossipError::ReadOnly`] while the node's view says it reaches no quorum
     /// of its members (a minority partition); [`GossipError::State`] for the state's
@@ -248,27 +257,35 @@ impl GossipLayer {
         ctx: &mut Context<'_, V>,
         key: &str,
         value: Vec<u8>,
-    ) -> Result<(), GossipError> {
+    ) -> Result<SignedEntry, GossipError> {
         writable(ctx)?;
         self.state.observe_time(ctx.now());
         let entry = self.state.put(&ctx.signer(), key, value)?;
-        self.announce(ctx, entry);
-        Ok(())
+        self.announce(ctx, entry.clone());
+        Ok(entry)
     }
 
     /// Deletes `key` locally (a signed tombstone) and sends it to `fanout` peers at once.
+    /// Returns the tombstone as signed.
     ///
     /// Errors: as [`GossipLayer::put`].
     pub fn delete<V: SignatureVerifier>(
         &mut self,
         ctx: &mut Context<'_, V>,
         key: &str,
-    ) -> Result<(), GossipError> {
+    ) -> Result<SignedEntry, GossipError> {
         writable(ctx)?;
         self.state.observe_time(ctx.now());
         let entry = self.state.delete(&ctx.signer(), key)?;
-        self.announce(ctx, entry);
-        Ok(())
+        self.announce(ctx, entry.clone());
+        Ok(entry)
+    }
+
+    /// Limits the counters this node's writes use (see
+    /// [`VersionedState::lease_counters`]); a write beyond the lease fails with
+    /// [`knhk_crdt::CrdtError::CounterLeaseExhausted`] until a larger lease is given.
+    pub fn lease_counters(&mut self, floor: u64, ceiling: u64) {
+        self.state.lease_counters(floor, ceiling);
     }
 
     /// The current value of `key`.

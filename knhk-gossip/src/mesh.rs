@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use knhk_crdt::{SignedEntry, VersionedState};
 use knhk_endpoint::runtime::{Driven, Observer, Runtime, RuntimeHandle};
 use knhk_endpoint::{Endpoint, EndpointConfig, EndpointStats, Event, LayerHandle, PeerView, Timer};
 use knhk_security::{Ed25519Verifier, NodeKey, ReputationSummary};
@@ -368,18 +369,52 @@ impl Mesh {
     }
 
     /// Writes `value` under `key`, signed by this node, and gossips it at once.
+    /// Returns the entry as signed (its counter and Lamport time included).
     ///
-    /// Errors: [`GossipError::State`] for size and capacity limits,
-    /// [`GossipError::ShutDown`].
-    pub async fn put(&self, key: &str, value: Vec<u8>) -> Result<(), GossipError> {
+    /// Errors: [`GossipError::State`] for size and capacity limits (and a counter
+    /// lease that is used up: [`Mesh::lease_counters`]), [`GossipError::ReadOnly`] in
+    /// a minority partition, [`GossipError::ShutDown`].
+    pub async fn put(&self, key: &str, value: Vec<u8>) -> Result<SignedEntry, GossipError> {
         self.write(key, Some(value)).await
     }
 
-    /// Deletes `key` (a signed tombstone) and gossips it at once.
+    /// Deletes `key` (a signed tombstone) and gossips it at once. Returns the
+    /// tombstone as signed.
     ///
     /// Errors: as [`Mesh::put`].
-    pub async fn delete(&self, key: &str) -> Result<(), GossipError> {
+    pub async fn delete(&self, key: &str) -> Result<SignedEntry, GossipError> {
         self.write(key, None).await
+    }
+
+    /// Runs `read` on the replicated state, on the node's task (keep it short: the
+    /// node handles nothing else meanwhile), and returns what it returns: entries,
+    /// proofs and version vector for a store, a scan of keys for an API.
+    ///
+    /// Errors: [`GossipError::ShutDown`].
+    pub async fn read_state<R: Send + 'static>(
+        &self,
+        read: impl FnOnce(&VersionedState) -> R + Send + 'static,
+    ) -> Result<R, GossipError> {
+        let gossip = self.gossip;
+        self.on_node(move |node| node.endpoint.layer(gossip).map(|layer| read(layer.state())))
+            .await?
+            .ok_or(GossipError::ShutDown)
+    }
+
+    /// Limits the counters this node's writes use to above `floor` and at most
+    /// `ceiling` ([`knhk_crdt::VersionedState::lease_counters`]): a node that stores
+    /// its writes leases counters durably before it signs with them, so that after a
+    /// crash it never signs two entries with one counter.
+    ///
+    /// Errors: [`GossipError::ShutDown`].
+    pub async fn lease_counters(&self, floor: u64, ceiling: u64) -> Result<(), GossipError> {
+        let gossip = self.gossip;
+        self.on_node(move |node| {
+            if let Some(layer) = node.endpoint.layer_mut(gossip) {
+                layer.lease_counters(floor, ceiling);
+            }
+        })
+        .await
     }
 
     /// The current local value of `key`.
@@ -438,7 +473,7 @@ impl Mesh {
             .map_err(|_| GossipError::ShutDown)
     }
 
-    async fn write(&self, key: &str, value: Option<Vec<u8>>) -> Result<(), GossipError> {
+    async fn write(&self, key: &str, value: Option<Vec<u8>>) -> Result<SignedEntry, GossipError> {
         let (gossip, key) = (self.gossip, key.to_owned());
         self.on_node(move |node| {
             node.endpoint

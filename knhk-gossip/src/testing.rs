@@ -329,7 +329,9 @@ impl Cluster {
     pub fn put(&mut self, i: usize, key: &str, value: Vec<u8>) -> Result<(), crate::GossipError> {
         let handle = self.gossip[i];
         self.harness
-            .call(i, handle, |gossip, ctx| gossip.put(ctx, key, value))
+            .call(i, handle, |gossip, ctx| {
+                gossip.put(ctx, key, value).map(drop)
+            })
             .unwrap_or_else(|_| unreachable!("every node runs its gossip layer"))
     }
 

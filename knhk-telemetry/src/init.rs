@@ -88,8 +88,10 @@ pub fn init_from_env(default_service_name: &str) -> Result<TelemetryGuard, Telem
     // The filter applies to the logs only: `RUST_LOG=warn` quiets stderr without
     // dropping the exported spans.
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colours only for a terminal: redirected logs stay plain text.
     let logs = fmt::layer()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_filter(filter);
     let exporting = std::env::var_os(ENDPOINT_VARIABLE).is_some_and(|value| !value.is_empty());
     if !exporting {

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use knhk_crdt::VersionedState;
 use knhk_endpoint::{Endpoint, EndpointConfig};
 use knhk_gossip::{GossipConfig, GossipLayer, Mesh};
 use knhk_security::{Ed25519Verifier, NodeKey};
@@ -66,6 +67,20 @@ impl QuicNode {
         config: QuicNodeConfig,
         meter: &Meter,
     ) -> Result<Self, TopologyError> {
+        let state = VersionedState::new(config.gossip.state.clone());
+        Self::start_from(key, config, state, meter)
+    }
+
+    /// As [`QuicNode::start`], with gossip starting from `state` (one a store kept:
+    /// [`VersionedState::restore`]): peers then send only what it lacks.
+    ///
+    /// Errors: as [`QuicNode::start`].
+    pub fn start_from(
+        key: NodeKey,
+        config: QuicNodeConfig,
+        state: VersionedState,
+        meter: &Meter,
+    ) -> Result<Self, TopologyError> {
         let id = key.agent_id();
         let registry = Arc::new(PeerRegistry::new(id, RegistryConfig::default()));
         for seed in &config.seeds {
@@ -88,7 +103,7 @@ impl QuicNode {
             view,
             config.endpoint,
             Scope::DEFAULT,
-            GossipLayer::new(config.gossip),
+            GossipLayer::with_state(config.gossip, state),
         );
         let topology = TopologyConfig {
             advertise: config.topology.advertise.or(Some(local_addr)),

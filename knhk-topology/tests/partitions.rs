@@ -79,7 +79,7 @@ impl Mesh {
         let key = key.to_owned();
         self.harness
             .call(i, handle, move |gossip, ctx| {
-                gossip.put(ctx, &key, b"v".to_vec())
+                gossip.put(ctx, &key, b"v".to_vec()).map(drop)
             })
             .unwrap()
     }

@@ -1,0 +1,427 @@
+//! The admin endpoint: a JSON API over HTTP (axum) to a running node — status,
+//! members, keys, writes, a stream of updates — with a bearer token for writes (and
+//! for everything when bound beyond loopback). `docs/admin-api.yaml` describes it.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use data_encoding::HEXLOWER;
+use futures_util::Stream;
+use knhk_crdt::{CrdtError, SignedEntry};
+use knhk_gossip::GossipError;
+use knhk_topology::runtime::state_name;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+use crate::daemon::{Daemon, WriteError};
+
+/// Largest value a `PUT` takes (the state's own limit may be lower).
+const MAX_BODY_BYTES: usize = 1 << 20;
+/// Keys a list answers at most.
+const MAX_LIST: usize = 10_000;
+
+/// What every request handler shares.
+#[derive(Debug)]
+pub struct AdminState {
+    daemon: Arc<Daemon>,
+    token: String,
+    token_for_reads: bool,
+    stopping: watch::Receiver<bool>,
+}
+
+impl AdminState {
+    /// The state of an admin endpoint over `daemon`, with `token` required for writes
+    /// (and for reads too if `token_for_reads`, as beyond loopback); streams end when
+    /// `stopping` turns true.
+    pub fn new(
+        daemon: Arc<Daemon>,
+        token: String,
+        token_for_reads: bool,
+        stopping: watch::Receiver<bool>,
+    ) -> Self {
+        Self {
+            daemon,
+            token,
+            token_for_reads,
+            stopping,
+        }
+    }
+}
+
+/// The routes of the admin endpoint.
+pub fn router(state: Arc<AdminState>) -> Router {
+    Router::new()
+        .route("/v1/status", get(status))
+        .route("/v1/members", get(members))
+        .route("/v1/updates", get(updates))
+        .route("/v1/kv", get(list))
+        .route("/v1/kv/{*key}", get(read).put(put).delete(delete))
+        .route("/v1/watch", get(watch_updates))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// An error answer: `{"error": code, "message": text, ..}` with an HTTP status.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    body: Value,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &str, message: impl std::fmt::Display) -> Self {
+        Self {
+            status,
+            body: json!({ "error": code, "message": message.to_string() }),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body)).into_response()
+    }
+}
+
+impl From<GossipError> for ApiError {
+    fn from(error: GossipError) -> Self {
+        match error {
+            GossipError::ReadOnly {
+                reachable,
+                required,
+            } => Self {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                body: json!({
+                    "error": "read_only",
+                    "message": error.to_string(),
+                    "reachable": reachable,
+                    "required": required,
+                }),
+            },
+            GossipError::State(
+                CrdtError::KeyTooLong { .. }
+                | CrdtError::ValueTooLarge { .. }
+                | CrdtError::Full { .. }
+                | CrdtError::WriterQuota { .. },
+            ) => Self::new(StatusCode::UNPROCESSABLE_ENTITY, "refused", error),
+            GossipError::ShutDown => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", error)
+            }
+            other => Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", other),
+        }
+    }
+}
+
+impl From<WriteError> for ApiError {
+    fn from(error: WriteError) -> Self {
+        match error {
+            WriteError::Gossip(error) => error.into(),
+            WriteError::Store(_) => {
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "not_stored", error)
+            }
+        }
+    }
+}
+
+type ApiResult = Result<Json<Value>, ApiError>;
+
+fn authorize(state: &AdminState, headers: &HeaderMap, writes: bool) -> Result<(), ApiError> {
+    if !writes && !state.token_for_reads {
+        return Ok(());
+    }
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(str::trim);
+    match presented {
+        None => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "this needs `Authorization: Bearer <token>` (the admin token file)",
+        )),
+        Some(token) if constant_time_eq(token.as_bytes(), state.token.as_bytes()) => Ok(()),
+        Some(_) => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "wrong admin token",
+        )),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    a.len() == b.len() && bool::from(a.ct_eq(b))
+}
+
+async fn status(State(state): State<Arc<AdminState>>, headers: HeaderMap) -> ApiResult {
+    authorize(&state, &headers, false)?;
+    let daemon = &state.daemon;
+    let node = daemon.node();
+    let mesh = node.mesh().status().await?;
+    let topology = node
+        .topology()
+        .status(node.mesh().node())
+        .await
+        .map_err(|error| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", error))?;
+    let info = daemon.info();
+    let transport = &mesh.transport;
+    let store = daemon.store_stats();
+    let mut warnings = Vec::new();
+    if transport.handshakes_rejected_outbound > 0 {
+        warnings.push(format!(
+            "peers refused our handshake {} times: check that they admit this node (admission mode, certificate, allow-list)",
+            transport.handshakes_rejected_outbound
+        ));
+    }
+    if topology.partitioned {
+        warnings.push(format!(
+            "partitioned: this node reaches {} of {} members, {} needed; writes are refused until it reaches a quorum",
+            topology.reachability.reachable,
+            topology.reachability.members,
+            topology.reachability.required()
+        ));
+    }
+    let failures = store.failures.load(std::sync::atomic::Ordering::Relaxed);
+    if failures > 0 {
+        warnings.push(format!(
+            "{failures} commits to the data directory failed (see the log)"
+        ));
+    }
+    let [alive, suspect, dead, left] = topology.view;
+    Ok(Json(json!({
+        "id": mesh.id.to_string(),
+        "cluster": info.cluster,
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_s": info.started.elapsed().as_secs(),
+        "addr": node.local_addr().to_string(),
+        "admission": info.admission,
+        "gossip": {
+            "round": mesh.gossip.round,
+            "root": hex(&mesh.gossip.root),
+            "converged": mesh.gossip.converged,
+            "keys": mesh.gossip.keys,
+            "writers": mesh.gossip.writers,
+            "messages_sent": mesh.gossip.stats.messages_sent,
+            "messages_received": mesh.gossip.stats.messages_received,
+        },
+        "members": {
+            "alive": alive, "suspect": suspect, "dead": dead, "left": left,
+            "reserve": topology.reserve,
+        },
+        "partition": {
+            "partitioned": topology.partitioned,
+            "reachable": topology.reachability.reachable,
+            "counted": topology.reachability.members,
+            "required": topology.reachability.required(),
+        },
+        "failure_detector": {
+            "incarnation": topology.incarnation,
+            "local_health": topology.local_health,
+        },
+        "transport": {
+            "connections_open": transport.connections_open,
+            "frames_sent": transport.frames_sent,
+            "frames_received": transport.frames_received,
+            "bytes_sent": transport.bytes_sent,
+            "bytes_received": transport.bytes_received,
+            "handshakes_refused_by_peers": transport.handshakes_rejected_outbound,
+            "handshakes_refused": transport.handshakes_rejected_inbound,
+            "admissions_refused": transport.admissions_refused.total(),
+            "peers_admitted": transport.peers_admitted,
+        },
+        "store": {
+            "path": info.store_path.display().to_string(),
+            "keys_restored": info.keys_restored,
+            "commits": store.commits.load(std::sync::atomic::Ordering::Relaxed),
+            "failures": failures,
+        },
+        "warnings": warnings,
+    })))
+}
+
+async fn members(State(state): State<Arc<AdminState>>, headers: HeaderMap) -> ApiResult {
+    authorize(&state, &headers, false)?;
+    let node = state.daemon.node();
+    let members = node
+        .topology()
+        .members(node.mesh().node())
+        .await
+        .map_err(|error| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", error))?;
+    let members: Vec<Value> = members
+        .iter()
+        .map(|member| {
+            json!({
+                "id": member.id.to_string(),
+                "state": state_name(member.state),
+                "incarnation": member.incarnation,
+                "addr": member.addr.map(|addr| addr.to_string()),
+                "rtt_ms": member.rtt.smoothed().map(|rtt| rtt.as_secs_f64() * 1_000.0),
+                "rtt_min_ms": member.rtt.min().map(|rtt| rtt.as_secs_f64() * 1_000.0),
+                "since_ms": member.since.0,
+            })
+        })
+        .collect();
+    Ok(Json(
+        json!({ "id": node.id().to_string(), "members": members }),
+    ))
+}
+
+async fn updates(State(state): State<Arc<AdminState>>, headers: HeaderMap) -> ApiResult {
+    authorize(&state, &headers, false)?;
+    Ok(Json(json!({ "updates": state.daemon.recent_updates() })))
+}
+
+/// An entry as the API shows it: the value as text when it is UTF-8, else base64.
+pub fn entry_json(entry: &SignedEntry) -> Value {
+    let mut value = json!({
+        "key": entry.key,
+        "writer": entry.writer.to_string(),
+        "counter": entry.counter,
+        "lamport": entry.lamport,
+        "deleted": entry.is_tombstone(),
+    });
+    if let Some(bytes) = &entry.value {
+        match std::str::from_utf8(bytes) {
+            Ok(text) => value["value"] = json!(text),
+            Err(_) => value["value_base64"] = json!(data_encoding::BASE64.encode(bytes)),
+        }
+    }
+    value
+}
+
+async fn read(
+    State(state): State<Arc<AdminState>>,
+    headers: HeaderMap,
+    Path(key): Path<String>,
+) -> ApiResult {
+    authorize(&state, &headers, false)?;
+    let wanted = key.clone();
+    let entry = state
+        .daemon
+        .node()
+        .mesh()
+        .read_state(move |state| state.entry(&wanted).cloned())
+        .await?;
+    match entry {
+        Some(entry) if !entry.is_tombstone() => Ok(Json(entry_json(&entry))),
+        _ => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no value under {key:?}"),
+        )),
+    }
+}
+
+/// `?prefix=` and `?limit=` of a list or watch.
+#[derive(Debug, Deserialize)]
+struct Filter {
+    #[serde(default)]
+    prefix: String,
+    limit: Option<usize>,
+}
+
+async fn list(
+    State(state): State<Arc<AdminState>>,
+    headers: HeaderMap,
+    Query(filter): Query<Filter>,
+) -> ApiResult {
+    authorize(&state, &headers, false)?;
+    let limit = filter.limit.unwrap_or(1_000).min(MAX_LIST);
+    let prefix = filter.prefix;
+    let (mut entries, total) = state
+        .daemon
+        .node()
+        .mesh()
+        .read_state(move |state| {
+            let matching: Vec<&SignedEntry> = state
+                .entries()
+                .filter(|entry| !entry.is_tombstone() && entry.key.starts_with(&prefix))
+                .collect();
+            let total = matching.len();
+            let mut chosen: Vec<SignedEntry> = matching.into_iter().cloned().collect();
+            chosen.sort_by(|a, b| a.key.cmp(&b.key));
+            chosen.truncate(limit);
+            (chosen, total)
+        })
+        .await?;
+    entries.sort_by(|a, b| a.key.cmp(&b.key));
+    let keys: Vec<Value> = entries.iter().map(entry_json).collect();
+    Ok(Json(
+        json!({ "keys": keys, "total": total, "truncated": total > keys.len() }),
+    ))
+}
+
+async fn put(
+    State(state): State<Arc<AdminState>>,
+    headers: HeaderMap,
+    Path(key): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    authorize(&state, &headers, true)?;
+    let entry = state.daemon.write(&key, Some(body.to_vec())).await?;
+    Ok(Json(entry_json(&entry)))
+}
+
+async fn delete(
+    State(state): State<Arc<AdminState>>,
+    headers: HeaderMap,
+    Path(key): Path<String>,
+) -> ApiResult {
+    authorize(&state, &headers, true)?;
+    let entry = state.daemon.write(&key, None).await?;
+    Ok(Json(entry_json(&entry)))
+}
+
+async fn watch_updates(
+    State(state): State<Arc<AdminState>>,
+    headers: HeaderMap,
+    Query(filter): Query<Filter>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    authorize(&state, &headers, false)?;
+    let subscription = state.daemon.node().mesh().subscribe();
+    let stopping = state.stopping.clone();
+    let prefix = filter.prefix;
+    let stream = futures_util::stream::unfold(
+        (subscription, stopping, prefix),
+        |(mut subscription, mut stopping, prefix)| async move {
+            loop {
+                if *stopping.borrow() {
+                    return None;
+                }
+                let update = tokio::select! {
+                    update = subscription.next() => update?,
+                    _ = stopping.changed() => return None,
+                };
+                if !update.key.starts_with(&prefix) {
+                    continue;
+                }
+                let mut data = json!({ "key": update.key, "deleted": update.value.is_none() });
+                if let Some(bytes) = &update.value {
+                    match std::str::from_utf8(bytes) {
+                        Ok(text) => data["value"] = json!(text),
+                        Err(_) => data["value_base64"] = json!(data_encoding::BASE64.encode(bytes)),
+                    }
+                }
+                let event = Event::default().event("update").data(data.to_string());
+                return Some((Ok(event), (subscription, stopping, prefix)));
+            }
+        },
+    );
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// A root as the API shows it: 64 hex digits.
+pub fn hex(bytes: &[u8]) -> String {
+    HEXLOWER.encode(bytes)
+}
