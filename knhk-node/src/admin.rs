@@ -291,13 +291,18 @@ pub fn entry_json(entry: &SignedEntry) -> Value {
         "lamport": entry.lamport,
         "deleted": entry.is_tombstone(),
     });
-    if let Some(bytes) = &entry.value {
+    add_value(&mut value, entry.value.as_deref());
+    value
+}
+
+/// Sets `value` (text, when it is UTF-8) or `value_base64` on `json`.
+fn add_value(json: &mut Value, bytes: Option<&[u8]>) {
+    if let Some(bytes) = bytes {
         match std::str::from_utf8(bytes) {
-            Ok(text) => value["value"] = json!(text),
-            Err(_) => value["value_base64"] = json!(data_encoding::BASE64.encode(bytes)),
+            Ok(text) => json["value"] = json!(text),
+            Err(_) => json["value_base64"] = json!(data_encoding::BASE64.encode(bytes)),
         }
     }
-    value
 }
 
 async fn read(
@@ -407,12 +412,7 @@ async fn watch_updates(
                     continue;
                 }
                 let mut data = json!({ "key": update.key, "deleted": update.value.is_none() });
-                if let Some(bytes) = &update.value {
-                    match std::str::from_utf8(bytes) {
-                        Ok(text) => data["value"] = json!(text),
-                        Err(_) => data["value_base64"] = json!(data_encoding::BASE64.encode(bytes)),
-                    }
-                }
+                add_value(&mut data, update.value.as_deref());
                 let event = Event::default().event("update").data(data.to_string());
                 return Some((Ok(event), (subscription, stopping, prefix)));
             }

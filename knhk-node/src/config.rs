@@ -622,6 +622,12 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_is_the_defaults() {
+        let example = include_str!("../../docs/node.example.toml");
+        assert_eq!(Config::parse(example).unwrap(), Config::default());
+    }
+
+    #[test]
     fn the_printed_config_parses_back_to_itself() {
         let id = id();
         let mut config = Config::default();

@@ -144,13 +144,7 @@ async fn run(nodes: usize) -> Result<DemoReport, NodeError> {
 
 async fn spread(running: &[QuicNode], started: Instant) -> Result<DemoReport, NodeError> {
     let nodes = running.len();
-    let bar = ProgressBar::new(nodes as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{prefix:>9} [{bar:30}] {pos}/{len} {msg}")
-            .map_err(|error| NodeError::Demo(error.to_string()))?
-            .progress_chars("=> "),
-    );
-    bar.set_prefix("joining");
+    let bar = progress_bar(nodes, "joining")?;
     let deadline = Instant::now() + PHASE_LIMIT;
     loop {
         let mut joined = 0;
@@ -184,13 +178,7 @@ async fn spread(running: &[QuicNode], started: Instant) -> Result<DemoReport, No
     bar.finish_with_message(format!("every node sees {} others alive", nodes - 1));
 
     let before = totals(running).await?;
-    let bar = ProgressBar::new(nodes as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{prefix:>9} [{bar:30}] {pos}/{len} {msg}")
-            .map_err(|error| NodeError::Demo(error.to_string()))?
-            .progress_chars("=> "),
-    );
-    bar.set_prefix("spreading");
+    let bar = progress_bar(nodes, "spreading")?;
     let written = Instant::now();
     running[0]
         .mesh()
@@ -259,6 +247,18 @@ async fn spread(running: &[QuicNode], started: Instant) -> Result<DemoReport, No
     })
 }
 
+/// A bar counting nodes (drawn on stderr, only when it is a terminal).
+fn progress_bar(nodes: usize, phase: &'static str) -> Result<ProgressBar, NodeError> {
+    let bar = ProgressBar::new(nodes as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix:>9} [{bar:30}] {pos}/{len} {msg}")
+            .map_err(|error| NodeError::Demo(error.to_string()))?
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(phase);
+    Ok(bar)
+}
+
 /// Frames and bytes sent by all nodes so far.
 async fn totals(running: &[QuicNode]) -> Result<(u64, u64), NodeError> {
     let mut frames = 0;
@@ -321,8 +321,11 @@ impl DemoReport {
                 "equal Merkle roots",
                 format!("{:.1} ms", ms(self.equal_roots)),
             ),
-            ("frames sent (all nodes)", format!("{}", self.frames)),
-            ("bytes sent (all nodes)", format!("{}", self.bytes)),
+            (
+                "frames sent, write → equal roots",
+                format!("{}", self.frames),
+            ),
+            ("bytes sent, write → equal roots", format!("{}", self.bytes)),
         ];
         let mut table = String::from("| measure | value |\n|---|---|\n");
         for (name, value) in rows {
