@@ -1,6 +1,7 @@
 //! The admin endpoint: a JSON API over HTTP (axum) to a running node — status,
 //! members, keys, writes, a stream of updates — with a bearer token for writes (and
-//! for everything when bound beyond loopback). `docs/admin-api.yaml` describes it.
+//! for everything when bound beyond loopback), `/metrics` for Prometheus, and the
+//! dashboard page. `docs/admin-api.yaml` describes it.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use data_encoding::HEXLOWER;
 use futures_util::Stream;
 use knhk_crdt::{CrdtError, SignedEntry};
 use knhk_gossip::GossipError;
+use knhk_telemetry::PrometheusMetrics;
 use knhk_topology::runtime::state_name;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -37,23 +39,27 @@ pub struct AdminState {
     token: String,
     token_for_reads: bool,
     stopping: watch::Receiver<bool>,
+    metrics: Option<PrometheusMetrics>,
 }
 
 impl AdminState {
     /// The state of an admin endpoint over `daemon`, with `token` required for writes
     /// (and for reads too if `token_for_reads`, as beyond loopback); streams end when
-    /// `stopping` turns true.
+    /// `stopping` turns true; `/metrics` renders `metrics` (without them it answers
+    /// 404 with a reason).
     pub fn new(
         daemon: Arc<Daemon>,
         token: String,
         token_for_reads: bool,
         stopping: watch::Receiver<bool>,
+        metrics: Option<PrometheusMetrics>,
     ) -> Self {
         Self {
             daemon,
             token,
             token_for_reads,
             stopping,
+            metrics,
         }
     }
 }
@@ -67,6 +73,8 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/v1/kv", get(list))
         .route("/v1/kv/{*key}", get(read).put(put).delete(delete))
         .route("/v1/watch", get(watch_updates))
+        .route("/metrics", get(metrics))
+        .merge(crate::dashboard::routes())
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
@@ -269,6 +277,7 @@ async fn members(State(state): State<Arc<AdminState>>, headers: HeaderMap) -> Ap
                 "rtt_ms": member.rtt.smoothed().map(|rtt| rtt.as_secs_f64() * 1_000.0),
                 "rtt_min_ms": member.rtt.min().map(|rtt| rtt.as_secs_f64() * 1_000.0),
                 "since_ms": member.since.0,
+                "cluster": member.cluster.map(|(label, _)| label.to_string()),
             })
         })
         .collect();
@@ -419,6 +428,29 @@ async fn watch_updates(
         },
     );
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// `GET /metrics`: every registered metric the node records, as Prometheus text.
+async fn metrics(
+    State(state): State<Arc<AdminState>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers, false)?;
+    let Some(metrics) = &state.metrics else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_metrics",
+            "this process installed no Prometheus exporter (telemetry was set up before the node started)",
+        ));
+    };
+    let text = metrics
+        .render()
+        .map_err(|error| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", error))?;
+    Ok((
+        [(header::CONTENT_TYPE, PrometheusMetrics::CONTENT_TYPE)],
+        text,
+    )
+        .into_response())
 }
 
 /// A root as the API shows it: 64 hex digits.

@@ -33,6 +33,34 @@ pub struct RecentUpdate {
     pub key: String,
     /// True for a deletion.
     pub deleted: bool,
+    /// The start of the new value as text (at most [`PREVIEW_CHARS`] characters,
+    /// `…` when cut), `"<N bytes, binary>"` when it is not UTF-8, empty for a deletion.
+    pub preview: String,
+}
+
+/// How much of a value the recent updates show.
+pub const PREVIEW_CHARS: usize = 80;
+
+impl RecentUpdate {
+    /// A change seen at `at_ms`: `value` is the new value, `None` for a deletion.
+    pub fn new(at_ms: u64, key: String, value: Option<&[u8]>) -> Self {
+        let preview = match value.map(std::str::from_utf8) {
+            None => String::new(),
+            Some(Ok(text)) if text.chars().count() > PREVIEW_CHARS => {
+                let mut cut: String = text.chars().take(PREVIEW_CHARS).collect();
+                cut.push('…');
+                cut
+            }
+            Some(Ok(text)) => text.to_owned(),
+            Some(Err(_)) => format!("<{} bytes, binary>", value.map_or(0, <[u8]>::len)),
+        };
+        Self {
+            at_ms,
+            key,
+            deleted: value.is_none(),
+            preview,
+        }
+    }
 }
 
 /// What the daemon reports of itself beyond the mesh.
@@ -282,11 +310,11 @@ async fn persist(daemon: Weak<Daemon>, mut updates: knhk_gossip::Subscription) {
         };
         let now = UnixMillis::from_system_time(SystemTime::now()).0;
         for update in &keys {
-            daemon.note(RecentUpdate {
-                at_ms: now,
-                key: update.key.clone(),
-                deleted: update.value.is_none(),
-            });
+            daemon.note(RecentUpdate::new(
+                now,
+                update.key.clone(),
+                update.value.as_deref(),
+            ));
         }
         let whole = updates.missed() > missed;
         missed = updates.missed();
@@ -405,4 +433,39 @@ pub fn load_certificate(
         .check(&certificate, &id, now)
         .map_err(|error| refused(format!("peers will refuse it: {error}")))?;
     Ok(certificate)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_short_text_value_is_shown_whole() {
+        let update = RecentUpdate::new(7, "k".into(), Some(b"hello"));
+        assert_eq!(update.preview, "hello");
+        assert!(!update.deleted);
+        assert_eq!(update.at_ms, 7);
+    }
+
+    #[test]
+    fn a_long_text_value_is_cut_at_preview_chars_with_an_ellipsis() {
+        let long = "é".repeat(PREVIEW_CHARS + 5);
+        let update = RecentUpdate::new(0, "k".into(), Some(long.as_bytes()));
+        assert_eq!(update.preview.chars().count(), PREVIEW_CHARS + 1);
+        assert!(update.preview.ends_with('…'));
+        assert!(update.preview.starts_with("éé"));
+    }
+
+    #[test]
+    fn a_binary_value_is_named_by_its_length() {
+        let update = RecentUpdate::new(0, "k".into(), Some(&[0xff, 0xfe, 0x00]));
+        assert_eq!(update.preview, "<3 bytes, binary>");
+    }
+
+    #[test]
+    fn a_deletion_has_no_preview() {
+        let update = RecentUpdate::new(0, "k".into(), None);
+        assert!(update.deleted);
+        assert!(update.preview.is_empty());
+    }
 }

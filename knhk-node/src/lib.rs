@@ -4,7 +4,8 @@
 //!   detection over QUIC with mutual TLS ([`knhk_topology::QuicNode`]), admission by
 //!   membership certificate or allow-list, its replicated state on disk in redb
 //!   ([`store::Store`]: an acknowledged write survives `kill -9`), and an HTTP admin
-//!   endpoint ([`admin`]) with a JSON API and a stream of updates.
+//!   endpoint ([`admin`]) with a JSON API, a stream of updates, `/metrics` for
+//!   Prometheus and a [`dashboard`] page.
 //! - [`config`]: the TOML configuration, environment overrides, and checks that name
 //!   the bad field.
 //! - [`keys`]: `keygen` and `certify`.
@@ -18,6 +19,7 @@ pub mod admin;
 pub mod client;
 pub mod config;
 pub mod daemon;
+pub mod dashboard;
 pub mod demo;
 pub mod error;
 pub mod keys;

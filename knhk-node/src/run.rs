@@ -51,7 +51,10 @@ pub fn run(settings: &Settings) -> Result<(), NodeError> {
 }
 
 async fn serve(settings: &Settings) -> Result<(), NodeError> {
-    let telemetry = knhk_telemetry::init_from_env("knhk-node")
+    let exports = knhk_telemetry::Exports {
+        prometheus: settings.admin_bind.is_some(),
+    };
+    let telemetry = knhk_telemetry::init("knhk-node", exports)
         .map_err(|error| NodeError::Usage(format!("telemetry (OTEL_* variables): {error}")));
     let telemetry = match telemetry {
         Ok(guard) => Some(guard),
@@ -93,6 +96,7 @@ async fn serve(settings: &Settings) -> Result<(), NodeError> {
                 token,
                 !admin_addr.ip().is_loopback(),
                 stopped.clone(),
+                telemetry.as_ref().and_then(|guard| guard.prometheus()),
             ));
             let mut until = stopped.clone();
             let server = axum::serve(listener, router(state)).with_graceful_shutdown(async move {

@@ -6,149 +6,102 @@
 //! (generous), never timing assertions.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-const BIN: &str = env!("CARGO_BIN_EXE_knhk-node");
+use common::{cluster, eventually, knhk, stdout};
+use knhk_telemetry::{Instrument, MetricSpec, semconv};
 
-fn knhk(args: &[&str], dir: &Path) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .current_dir(dir)
-        .env_remove("KNHK_ADMIN")
-        .env_remove("KNHK_TOKEN_FILE")
-        .output()
-        .unwrap()
+/// The family name the Prometheus exporter gives a registry metric: dots to
+/// underscores, the unit as a suffix (annotations such as `{frame}` add none), and
+/// `_total` on counters.
+fn prometheus_family(spec: &MetricSpec) -> String {
+    let mut name = spec.name.replace('.', "_");
+    let suffix = match spec.unit {
+        "By" => Some("bytes"),
+        "s" => Some("seconds"),
+        "ms" => Some("milliseconds"),
+        "1" => Some("ratio"),
+        unit if unit.starts_with('{') => None,
+        unit => panic!("the test does not know the Prometheus suffix of unit {unit:?}"),
+    };
+    if let Some(suffix) = suffix {
+        name = format!("{name}_{suffix}");
+    }
+    if spec.instrument == Instrument::Counter {
+        name.push_str("_total");
+    }
+    name
 }
 
-fn stdout(output: &Output) -> String {
+/// Scrapes `/metrics` on a node's admin port: it must parse as Prometheus text, every
+/// `knhk_` family in it must be a registry metric, and what a converged three-node
+/// mesh must have recorded must be there.
+fn assert_metrics_page(admin: u16) {
+    let mut response = ureq::get(&format!("http://127.0.0.1:{admin}/metrics"))
+        .call()
+        .unwrap();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
     assert!(
-        output.status.success(),
-        "exit {:?}: {}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stderr)
+        content_type.starts_with("text/plain; version=0.0.4"),
+        "{content_type}"
     );
-    String::from_utf8_lossy(&output.stdout).trim().to_owned()
-}
-
-/// A free port on loopback (UDP for QUIC and TCP for admin use the same number space
-/// separately; a TCP probe is enough for both on a quiet loopback).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Node {
-    dir: PathBuf,
-    id: String,
-    quic: u16,
-    admin: u16,
-    child: Option<Child>,
-}
-
-impl Node {
-    fn config(&self) -> String {
-        self.dir.join("node.toml").display().to_string()
-    }
-
-    fn start(&mut self) {
-        let log = std::fs::File::create(self.dir.join("node.log")).unwrap();
-        let child = Command::new(BIN)
-            .args(["run", "--config", &self.config()])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        eventually("the admin endpoint answers", || {
-            knhk(&["status", "-c", &self.config()], &self.dir)
-                .status
-                .success()
-        });
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().unwrap();
-            child.wait().unwrap();
-        }
-    }
-
-    fn cli(&self, args: &[&str]) -> Output {
-        let config = self.config();
-        let mut all = args.to_vec();
-        all.extend(["-c", &config]);
-        knhk(&all, &self.dir)
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !condition() {
-        assert!(Instant::now() < deadline, "{what}: not within 60 s");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// A cluster's admission key, and `n` nodes certified by it (not started).
-fn cluster(root: &Path, n: usize) -> Vec<Node> {
-    let authority = stdout(&knhk(&["keygen", "--out", "admission.key"], root));
-    let mut nodes: Vec<Node> = Vec::new();
-    for i in 0..n {
-        let dir = root.join(format!("n{i}"));
-        std::fs::create_dir(&dir).unwrap();
-        let id = stdout(&knhk(&["keygen", "--out", "node.key"], &dir));
-        let cert = dir.join("node.cert").display().to_string();
-        stdout(&knhk(
-            &[
-                "certify",
-                "--authority-key",
-                "admission.key",
-                "--agent",
-                &id,
-                "--cluster",
-                "test",
-                "--days",
-                "1",
-                "--out",
-                &cert,
-            ],
-            root,
-        ));
-        let (quic, admin) = (free_port(), free_port());
-        let seeds = nodes
-            .first()
-            .map(|seed| format!("\"{}@127.0.0.1:{}\"", seed.id, seed.quic))
-            .unwrap_or_default();
-        let config = format!(
-            "[node]\ncluster = \"test\"\n\
-             [network]\nbind = \"127.0.0.1:{quic}\"\nseeds = [{seeds}]\n\
-             [admission]\nauthority = \"{authority}\"\ncertificate_file = \"node.cert\"\n\
-             [admin]\nbind = \"127.0.0.1:{admin}\"\n\
-             [gossip]\npreset = \"local\"\n\
-             [failure_detector]\nprobe_interval_ms = 200\nprobe_timeout_ms = 100\n"
+    let text = response.body_mut().read_to_string().unwrap();
+    let scrape =
+        prometheus_parse::Scrape::parse(text.lines().map(|line| Ok(line.to_owned()))).unwrap();
+    let families: std::collections::BTreeMap<String, &MetricSpec> = semconv::metric::ALL
+        .iter()
+        .map(|spec| (prometheus_family(spec), spec))
+        .collect();
+    let mut seen = std::collections::BTreeSet::new();
+    for sample in scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric.starts_with("knhk_"))
+    {
+        // Histograms add `_bucket`, `_sum` and `_count` to the family name.
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|part| {
+                sample
+                    .metric
+                    .strip_suffix(part)
+                    .filter(|base| families.contains_key(*base))
+            })
+            .unwrap_or(&sample.metric);
+        assert!(
+            families.contains_key(family),
+            "{} is not a registry metric",
+            sample.metric
         );
-        std::fs::write(dir.join("node.toml"), config).unwrap();
-        nodes.push(Node {
-            dir,
-            id,
-            quic,
-            admin,
-            child: None,
-        });
+        seen.insert(family.to_owned());
     }
-    nodes
+    for required in [
+        semconv::metric::GOSSIP_ROUNDS,
+        semconv::metric::GOSSIP_MESSAGES,
+        semconv::metric::CRDT_KEYS,
+        semconv::metric::SECURITY_FRAMES_ACCEPTED,
+        semconv::metric::TOPOLOGY_MEMBERS,
+        semconv::metric::TRANSPORT_FRAMES,
+        semconv::metric::TRANSPORT_BYTES,
+        semconv::metric::TRANSPORT_CONNECTIONS_OPEN,
+    ] {
+        assert!(
+            seen.contains(&prometheus_family(&required)),
+            "{} ({}) missing from /metrics:\n{text}",
+            required.name,
+            prometheus_family(&required)
+        );
+    }
+    assert!(
+        scrape.samples.iter().any(|s| s.metric == "target_info"),
+        "no resource (target_info) in /metrics"
+    );
 }
 
 #[test]
@@ -176,6 +129,9 @@ fn three_processes_join_converge_and_keep_an_acknowledged_write_through_kill_9()
             .iter()
             .all(|node| node.cli(&["get", "greeting"]).stdout == b"hello\n")
     });
+
+    // `/metrics` is Prometheus text under the registry's names.
+    assert_metrics_page(nodes[0].admin);
 
     // A wrong token is refused, and nothing is written.
     let wrong = root.path().join("wrong.token");

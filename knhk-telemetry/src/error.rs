@@ -13,6 +13,9 @@ pub enum TelemetryError {
     /// A global tracing subscriber was already installed.
     #[error("tracing subscriber already installed: {0}")]
     Subscriber(String),
+    /// The Prometheus exporter could not be built or could not render its text.
+    #[error("Prometheus metrics: {0}")]
+    Prometheus(String),
     /// Flushing or reading the in-memory exporters failed.
     #[error("collecting telemetry: {0}")]
     Collect(String),

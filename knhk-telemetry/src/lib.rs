@@ -16,6 +16,9 @@
 //!   `OTEL_EXPORTER_OTLP_ENDPOINT` is set (honouring `OTEL_SERVICE_NAME` and
 //!   `OTEL_RESOURCE_ATTRIBUTES`). When it is not set nothing is exported, and the
 //!   mesh's instruments record into OpenTelemetry's no-op meter.
+//! - `init` with `Exports { prometheus: true }` (feature `prometheus`): the same, plus
+//!   the metrics rendered as Prometheus text on demand (`PrometheusMetrics`), for a
+//!   `/metrics` page.
 //! - `Collector` (feature `testing`): in-memory exporters that record every signal.
 
 mod emitted;
@@ -30,6 +33,8 @@ mod error;
 mod init;
 #[cfg(feature = "sdk")]
 mod layer;
+#[cfg(feature = "prometheus")]
+mod prometheus;
 
 #[cfg(feature = "testing")]
 pub use collect::Collector;
@@ -37,9 +42,11 @@ pub use emitted::{EmittedAttribute, EmittedEvent, EmittedMetric, EmittedSignals,
 #[cfg(feature = "sdk")]
 pub use error::TelemetryError;
 #[cfg(feature = "otlp")]
-pub use init::{TelemetryGuard, init_from_env};
+pub use init::{Exports, TelemetryGuard, init, init_from_env};
 #[cfg(feature = "sdk")]
 pub use layer::{event_layer, otel_layer};
+#[cfg(feature = "prometheus")]
+pub use prometheus::PrometheusMetrics;
 
 /// The `tracing` target of registered events: emit a registry event as
 /// `tracing::info!(name: semconv::event::NAME, target: EVENT_TARGET, …fields…)` (the
