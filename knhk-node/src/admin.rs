@@ -10,6 +10,7 @@ use std::time::Duration;
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -380,9 +381,20 @@ async fn put(
     State(state): State<Arc<AdminState>>,
     headers: HeaderMap,
     Path(key): Path<String>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     authorize(&state, &headers, true)?;
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                rejection.status(),
+                "too_large",
+                format!("a request body takes at most {MAX_BODY_BYTES} bytes"),
+            )
+        } else {
+            ApiError::new(rejection.status(), "bad_request", rejection.body_text())
+        }
+    })?;
     let entry = state.daemon.write(&key, Some(body.to_vec())).await?;
     Ok(Json(entry_json(&entry)))
 }

@@ -4,8 +4,8 @@
 //! under the target directory (`knhk-dashboard.png`) for a person to look at.
 //!
 //! Needs Debian's `chromium` and `chromium-driver` (`.ci/run` installs them). Without
-//! them the test says so and passes, unless `KNHK_REQUIRE_BROWSER=1` (which
-//! `cargo xtask ci` sets): then a missing browser fails it.
+//! them the test says so and passes, unless `KNHK_REQUIRE_BROWSER=1` (which `.ci/run`
+//! sets after installing them): then a missing browser fails it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
