@@ -52,6 +52,7 @@ impl MeshTelemetry {
             convergence_rounds: meter
                 .u64_histogram(metric::GOSSIP_CONVERGENCE_ROUNDS.name)
                 .with_unit(metric::GOSSIP_CONVERGENCE_ROUNDS.unit)
+                .with_description(metric::GOSSIP_CONVERGENCE_ROUNDS.brief)
                 .with_boundaries(CONVERGENCE_ROUNDS.to_vec())
                 .build(),
             change_started: None,
@@ -96,6 +97,7 @@ fn histogram(meter: &Meter, spec: MetricSpec, bounds: &[f64]) -> Histogram<f64> 
     meter
         .f64_histogram(spec.name)
         .with_unit(spec.unit)
+        .with_description(spec.brief)
         .with_boundaries(bounds.to_vec())
         .build()
 }

@@ -9,29 +9,7 @@
 mod common;
 
 use common::{cluster, eventually, knhk, stdout};
-use knhk_telemetry::{Instrument, MetricSpec, semconv};
-
-/// The family name the Prometheus exporter gives a registry metric: dots to
-/// underscores, the unit as a suffix (annotations such as `{frame}` add none), and
-/// `_total` on counters.
-fn prometheus_family(spec: &MetricSpec) -> String {
-    let mut name = spec.name.replace('.', "_");
-    let suffix = match spec.unit {
-        "By" => Some("bytes"),
-        "s" => Some("seconds"),
-        "ms" => Some("milliseconds"),
-        "1" => Some("ratio"),
-        unit if unit.starts_with('{') => None,
-        unit => panic!("the test does not know the Prometheus suffix of unit {unit:?}"),
-    };
-    if let Some(suffix) = suffix {
-        name = format!("{name}_{suffix}");
-    }
-    if spec.instrument == Instrument::Counter {
-        name.push_str("_total");
-    }
-    name
-}
+use knhk_telemetry::{MetricSpec, semconv};
 
 /// Scrapes `/metrics` on a node's admin port: it must parse as Prometheus text, every
 /// `knhk_` family in it must be a registry metric, and what a converged three-node
@@ -56,7 +34,7 @@ fn assert_metrics_page(admin: u16) {
         prometheus_parse::Scrape::parse(text.lines().map(|line| Ok(line.to_owned()))).unwrap();
     let families: std::collections::BTreeMap<String, &MetricSpec> = semconv::metric::ALL
         .iter()
-        .map(|spec| (prometheus_family(spec), spec))
+        .map(|spec| (spec.prometheus_name(), spec))
         .collect();
     let mut seen = std::collections::BTreeSet::new();
     for sample in scrape
@@ -92,10 +70,17 @@ fn assert_metrics_page(admin: u16) {
         semconv::metric::TRANSPORT_CONNECTIONS_OPEN,
     ] {
         assert!(
-            seen.contains(&prometheus_family(&required)),
+            seen.contains(&required.prometheus_name()),
             "{} ({}) missing from /metrics:\n{text}",
             required.name,
-            prometheus_family(&required)
+            required.prometheus_name()
+        );
+    }
+    for family in &seen {
+        assert_eq!(
+            scrape.docs.get(family).map(String::as_str),
+            Some(families[family].brief),
+            "# HELP of {family}"
         );
     }
     assert!(

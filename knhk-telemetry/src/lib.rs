@@ -91,4 +91,21 @@ pub struct MetricSpec {
     pub unit: &'static str,
     /// The instrument it is recorded with.
     pub instrument: Instrument,
+    /// The registry's one-line description (the instrument's description, and the
+    /// `# HELP` line a Prometheus scrape shows).
+    pub brief: &'static str,
+}
+
+impl MetricSpec {
+    /// The family name a Prometheus scrape of `/metrics` shows for this metric: the
+    /// name with dots turned into underscores, and `_total` after a counter's
+    /// (`knhk.gossip.messages` → `knhk_gossip_messages_total`). A histogram's samples
+    /// add `_bucket`, `_sum` and `_count` to it.
+    pub fn prometheus_name(&self) -> String {
+        let name = self.name.replace('.', "_");
+        match self.instrument {
+            Instrument::Counter => format!("{name}_total"),
+            Instrument::UpDownCounter | Instrument::Gauge | Instrument::Histogram => name,
+        }
+    }
 }

@@ -78,6 +78,7 @@ fn observe<T: Send + 'static>(
             meter
                 .u64_observable_gauge(spec.name)
                 .with_unit(spec.unit)
+                .with_description(spec.brief)
                 .with_callback(callback)
                 .build(),
         ),
@@ -85,6 +86,7 @@ fn observe<T: Send + 'static>(
             meter
                 .u64_observable_counter(spec.name)
                 .with_unit(spec.unit)
+                .with_description(spec.brief)
                 .with_callback(callback)
                 .build(),
         ),

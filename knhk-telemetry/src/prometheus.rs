@@ -6,11 +6,12 @@ use prometheus::{Encoder, TextEncoder};
 use crate::TelemetryError;
 
 /// The metrics the global meter provider records, rendered on demand in Prometheus's
-/// text exposition format (version 0.0.4). Names follow the exporter's translation of
-/// the registry's: dots become underscores, the unit becomes a suffix (`By` →
-/// `_bytes`, `ms` → `_milliseconds`; annotations such as `{frame}` add none) and
-/// counters end in `_total`, so `knhk.gossip.messages` is scraped as
-/// `knhk_gossip_messages_total`. Cheap to clone: clones share one registry.
+/// text exposition format (version 0.0.4). Names are the registry's with dots turned
+/// into underscores, and counters end in `_total`: `knhk.gossip.messages` is scraped
+/// as `knhk_gossip_messages_total`, `knhk.crdt.keys` as `knhk_crdt_keys`. No unit
+/// suffix is added (the registry's names already say what they count, and a suffix
+/// would scrape `knhk.transport.bytes` as `…_bytes_bytes_total`); each metric's
+/// `# HELP` line is its registry brief. Cheap to clone: clones share one registry.
 #[derive(Clone, Debug)]
 pub struct PrometheusMetrics {
     registry: prometheus::Registry,
@@ -51,6 +52,7 @@ pub(crate) fn exporter() -> Result<
     let registry = prometheus::Registry::new();
     let exporter = opentelemetry_prometheus::exporter()
         .with_registry(registry.clone())
+        .without_units()
         .build()
         .map_err(|e| TelemetryError::Prometheus(e.to_string()))?;
     Ok((exporter, PrometheusMetrics::new(registry)))
@@ -80,7 +82,27 @@ mod tests {
                 "transmit",
             )],
         );
+        let bytes = semconv::metric::TRANSPORT_BYTES;
+        meter
+            .u64_counter(bytes.name)
+            .with_unit(bytes.unit)
+            .with_description(bytes.brief)
+            .build()
+            .add(1_200, &[]);
         let text = metrics.render().unwrap();
+        assert!(
+            text.contains(&format!(
+                "# HELP knhk_transport_bytes_total {}",
+                bytes.brief
+            )),
+            "{text}"
+        );
+        assert!(
+            text.lines()
+                .any(|line| line.starts_with("knhk_transport_bytes_total{")
+                    && line.ends_with(" 1200")),
+            "no unit suffix: {text}"
+        );
         assert!(
             text.contains("# TYPE knhk_gossip_messages_total counter"),
             "{text}"

@@ -275,240 +275,280 @@ pub mod metric {
         name: "knhk.crdt.keys",
         unit: "{key}",
         instrument: Instrument::Gauge,
+        brief: "Keys held in the replicated state, tombstones included.",
     };
     /// Writers in the version vector.
     pub const CRDT_WRITERS: MetricSpec = MetricSpec {
         name: "knhk.crdt.writers",
         unit: "{writer}",
         instrument: Instrument::Gauge,
+        brief: "Writers in the version vector.",
     };
     /// Deltas from peers that changed the local state.
     pub const CRDT_DELTAS_MERGED: MetricSpec = MetricSpec {
         name: "knhk.crdt.deltas.merged",
         unit: "{delta}",
         instrument: Instrument::Counter,
+        brief: "Deltas from peers that changed the local state.",
     };
     /// Gossip rounds run.
     pub const GOSSIP_ROUNDS: MetricSpec = MetricSpec {
         name: "knhk.gossip.rounds",
         unit: "{round}",
         instrument: Instrument::Counter,
+        brief: "Gossip rounds run.",
     };
     /// Gossip messages sent and received by the core.
     pub const GOSSIP_MESSAGES: MetricSpec = MetricSpec {
         name: "knhk.gossip.messages",
         unit: "{message}",
         instrument: Instrument::Counter,
+        brief: "Gossip messages sent and received by the core.",
     };
     /// Outbound gossip messages dropped before reaching the network, by reason.
     pub const GOSSIP_MESSAGES_DROPPED: MetricSpec = MetricSpec {
         name: "knhk.gossip.messages.dropped",
         unit: "{message}",
         instrument: Instrument::Counter,
+        brief: "Outbound gossip messages dropped before reaching the network, by reason.",
     };
     /// Inbound gossip declined by this node's budgets and rules, uncharged, by reason.
     pub const GOSSIP_MESSAGES_DECLINED: MetricSpec = MetricSpec {
         name: "knhk.gossip.messages.declined",
         unit: "{message}",
         instrument: Instrument::Counter,
+        brief: "Inbound gossip declined by this node's budgets and rules, uncharged, by reason.",
     };
     /// Deltas forwarded at once because they brought news (local writes included).
     pub const GOSSIP_NEWS_FORWARDED: MetricSpec = MetricSpec {
         name: "knhk.gossip.news.forwarded",
         unit: "{delta}",
         instrument: Instrument::Counter,
+        brief: "Deltas forwarded at once because they brought news (local writes included).",
     };
     /// Merkle anti-entropy sessions, by phase.
     pub const GOSSIP_DIFFS: MetricSpec = MetricSpec {
         name: "knhk.gossip.diffs",
         unit: "{session}",
         instrument: Instrument::Counter,
+        brief: "Merkle anti-entropy sessions, by phase.",
     };
     /// 1 once this node has declared convergence on its current root (every peer answering its pulls reported that root for the required rounds), until its root changes; else 0.
     pub const GOSSIP_CONVERGED: MetricSpec = MetricSpec {
         name: "knhk.gossip.converged",
         unit: "1",
         instrument: Instrument::Gauge,
+        brief: "1 once this node has declared convergence on its current root (every peer answering its pulls reported that root for the required rounds), until its root changes; else 0.",
     };
     /// Peers in this node's membership.
     pub const GOSSIP_PEERS_KNOWN: MetricSpec = MetricSpec {
         name: "knhk.gossip.peers.known",
         unit: "{peer}",
         instrument: Instrument::Gauge,
+        brief: "Peers in this node's membership.",
     };
     /// Time to check one inbound frame (signature verification included) and apply it.
     pub const GOSSIP_FRAME_DURATION: MetricSpec = MetricSpec {
         name: "knhk.gossip.frame.duration",
         unit: "s",
         instrument: Instrument::Histogram,
+        brief: "Time to check one inbound frame (signature verification included) and apply it.",
     };
     /// Time from the first change of the local state to this node declaring convergence on the result.
     pub const GOSSIP_CONVERGENCE_DURATION: MetricSpec = MetricSpec {
         name: "knhk.gossip.convergence.duration",
         unit: "s",
         instrument: Instrument::Histogram,
+        brief: "Time from the first change of the local state to this node declaring convergence on the result.",
     };
     /// Rounds from the first change of the local state to this node declaring convergence.
     pub const GOSSIP_CONVERGENCE_ROUNDS: MetricSpec = MetricSpec {
         name: "knhk.gossip.convergence.rounds",
         unit: "{round}",
         instrument: Instrument::Histogram,
+        brief: "Rounds from the first change of the local state to this node declaring convergence.",
     };
     /// Inbound frames that passed every check of the Byzantine gate.
     pub const SECURITY_FRAMES_ACCEPTED: MetricSpec = MetricSpec {
         name: "knhk.security.frames.accepted",
         unit: "{frame}",
         instrument: Instrument::Counter,
+        brief: "Inbound frames that passed every check of the Byzantine gate.",
     };
     /// Inbound frames the Byzantine gate refused, by reason.
     pub const SECURITY_FRAMES_REJECTED: MetricSpec = MetricSpec {
         name: "knhk.security.frames.rejected",
         unit: "{frame}",
         instrument: Instrument::Counter,
+        brief: "Inbound frames the Byzantine gate refused, by reason.",
     };
     /// Peers banned because their reputation fell below the threshold.
     pub const SECURITY_BANS: MetricSpec = MetricSpec {
         name: "knhk.security.bans",
         unit: "{ban}",
         instrument: Instrument::Counter,
+        brief: "Peers banned because their reputation fell below the threshold.",
     };
     /// Senders serving a ban right now.
     pub const SECURITY_SENDERS_BANNED: MetricSpec = MetricSpec {
         name: "knhk.security.senders.banned",
         unit: "{sender}",
         instrument: Instrument::Gauge,
+        brief: "Senders serving a ban right now.",
     };
     /// The lowest reputation among the senders this node tracks (1,000 = untarnished).
     pub const SECURITY_REPUTATION_LOWEST: MetricSpec = MetricSpec {
         name: "knhk.security.reputation.lowest",
         unit: "{point}",
         instrument: Instrument::Gauge,
+        brief: "The lowest reputation among the senders this node tracks (1,000 = untarnished).",
     };
     /// ed25519 signatures verified cold (not answered from the cache).
     pub const SECURITY_SIGNATURES_VERIFIED: MetricSpec = MetricSpec {
         name: "knhk.security.signatures.verified",
         unit: "{signature}",
         instrument: Instrument::Counter,
+        brief: "ed25519 signatures verified cold (not answered from the cache).",
     };
     /// Signature checks answered from the verified-signature cache.
     pub const SECURITY_SIGNATURES_CACHE_HITS: MetricSpec = MetricSpec {
         name: "knhk.security.signatures.cache_hits",
         unit: "{signature}",
         instrument: Instrument::Counter,
+        brief: "Signature checks answered from the verified-signature cache.",
     };
     /// Senders whose reputation or rate the gate currently remembers.
     pub const SECURITY_SENDERS_TRACKED: MetricSpec = MetricSpec {
         name: "knhk.security.senders.tracked",
         unit: "{sender}",
         instrument: Instrument::Gauge,
+        brief: "Senders whose reputation or rate the gate currently remembers.",
     };
     /// Frames refused as stale only because they waited in this node's own queue (not charged to their senders).
     pub const SECURITY_FRAMES_DELAYED: MetricSpec = MetricSpec {
         name: "knhk.security.frames.delayed",
         unit: "{frame}",
         instrument: Instrument::Counter,
+        brief: "Frames refused as stale only because they waited in this node's own queue (not charged to their senders).",
     };
     /// (sender, nonce) fingerprints held by the replay window.
     pub const SECURITY_REPLAY_ENTRIES: MetricSpec = MetricSpec {
         name: "knhk.security.replay.entries",
         unit: "{entry}",
         instrument: Instrument::Gauge,
+        brief: "(sender, nonce) fingerprints held by the replay window.",
     };
     /// Members of this node's active view (the ones it probes), by what it believes of them.
     pub const TOPOLOGY_MEMBERS: MetricSpec = MetricSpec {
         name: "knhk.topology.members",
         unit: "{member}",
         instrument: Instrument::Gauge,
+        brief: "Members of this node's active view (the ones it probes), by what it believes of them.",
     };
     /// Members in this node's passive view (the reserve the active view is refilled from).
     pub const TOPOLOGY_RESERVE: MetricSpec = MetricSpec {
         name: "knhk.topology.reserve",
         unit: "{member}",
         instrument: Instrument::Gauge,
+        brief: "Members in this node's passive view (the reserve the active view is refilled from).",
     };
     /// Direct probes this node sent for its own failure detection.
     pub const TOPOLOGY_PROBES: MetricSpec = MetricSpec {
         name: "knhk.topology.probes",
         unit: "{probe}",
         instrument: Instrument::Counter,
+        brief: "Direct probes this node sent for its own failure detection.",
     };
     /// Members this node suspected itself (a probe and its indirect probes went unanswered).
     pub const TOPOLOGY_SUSPICIONS: MetricSpec = MetricSpec {
         name: "knhk.topology.suspicions",
         unit: "{suspicion}",
         instrument: Instrument::Counter,
+        brief: "Members this node suspected itself (a probe and its indirect probes went unanswered).",
     };
     /// Members this node declared dead itself (their suspicion timed out unrefuted).
     pub const TOPOLOGY_DEATHS: MetricSpec = MetricSpec {
         name: "knhk.topology.deaths",
         unit: "{member}",
         instrument: Instrument::Counter,
+        brief: "Members this node declared dead itself (their suspicion timed out unrefuted).",
     };
     /// Suspicions of this node that it refuted with a higher incarnation.
     pub const TOPOLOGY_REFUTATIONS: MetricSpec = MetricSpec {
         name: "knhk.topology.refutations",
         unit: "{refutation}",
         instrument: Instrument::Counter,
+        brief: "Suspicions of this node that it refuted with a higher incarnation.",
     };
     /// Lifeguard's local health score: 0 when healthy; higher while this node misses acks or refutes suspicions, which slows its probing and lengthens its suspicions.
     pub const TOPOLOGY_LOCAL_HEALTH: MetricSpec = MetricSpec {
         name: "knhk.topology.local_health",
         unit: "1",
         instrument: Instrument::Gauge,
+        brief: "Lifeguard's local health score: 0 when healthy; higher while this node misses acks or refutes suspicions, which slows its probing and lengthens its suspicions.",
     };
     /// 1 while this node lacks a quorum of its view (local writes refused, reads served); else 0.
     pub const TOPOLOGY_PARTITIONED: MetricSpec = MetricSpec {
         name: "knhk.topology.partitioned",
         unit: "1",
         instrument: Instrument::Gauge,
+        brief: "1 while this node lacks a quorum of its view (local writes refused, reads served); else 0.",
     };
     /// Frames carried by the transport.
     pub const TRANSPORT_FRAMES: MetricSpec = MetricSpec {
         name: "knhk.transport.frames",
         unit: "{frame}",
         instrument: Instrument::Counter,
+        brief: "Frames carried by the transport.",
     };
     /// Frame bytes carried by the transport (payload of QUIC streams, without QUIC and UDP headers).
     pub const TRANSPORT_BYTES: MetricSpec = MetricSpec {
         name: "knhk.transport.bytes",
         unit: "By",
         instrument: Instrument::Counter,
+        brief: "Frame bytes carried by the transport (payload of QUIC streams, without QUIC and UDP headers).",
     };
     /// Inbound frames refused because they exceeded the maximum frame size.
     pub const TRANSPORT_FRAMES_OVERSIZED: MetricSpec = MetricSpec {
         name: "knhk.transport.frames.oversized",
         unit: "{frame}",
         instrument: Instrument::Counter,
+        brief: "Inbound frames refused because they exceeded the maximum frame size.",
     };
     /// Inbound frames dropped because their peer's or the node's receive byte budget stayed spent for the stall limit (1 s).
     pub const TRANSPORT_FRAMES_OVER_BUDGET: MetricSpec = MetricSpec {
         name: "knhk.transport.frames.over_budget",
         unit: "{frame}",
         instrument: Instrument::Counter,
+        brief: "Inbound frames dropped because their peer's or the node's receive byte budget stayed spent for the stall limit (1 s).",
     };
     /// QUIC + mutual TLS handshakes, by outcome.
     pub const TRANSPORT_HANDSHAKES: MetricSpec = MetricSpec {
         name: "knhk.transport.handshakes",
         unit: "{handshake}",
         instrument: Instrument::Counter,
+        brief: "QUIC + mutual TLS handshakes, by outcome.",
     };
     /// Connections currently open (one dialled and up to four accepted per peer).
     pub const TRANSPORT_CONNECTIONS_OPEN: MetricSpec = MetricSpec {
         name: "knhk.transport.connections.open",
         unit: "{connection}",
         instrument: Instrument::Gauge,
+        brief: "Connections currently open (one dialled and up to four accepted per peer).",
     };
     /// Peers that proved their key but were refused membership (certificate or allow-list policies), by reason.
     pub const TRANSPORT_ADMISSIONS_REFUSED: MetricSpec = MetricSpec {
         name: "knhk.transport.admissions.refused",
         unit: "{peer}",
         instrument: Instrument::Counter,
+        brief: "Peers that proved their key but were refused membership (certificate or allow-list policies), by reason.",
     };
     /// Peers this node had not been told of, admitted on a membership certificate or the allow-list and registered at the address they came from.
     pub const TRANSPORT_PEERS_ADMITTED: MetricSpec = MetricSpec {
         name: "knhk.transport.peers.admitted",
         unit: "{peer}",
         instrument: Instrument::Counter,
+        brief: "Peers this node had not been told of, admitted on a membership certificate or the allow-list and registered at the address they came from.",
     };
     /// Every metric, in registry order.
     pub const ALL: &[MetricSpec] = &[

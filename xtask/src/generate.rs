@@ -96,10 +96,10 @@ pub fn semconv_rs(registry: &Registry) -> String {
             _ => "Histogram",
         };
         let constant = const_name(name);
+        let brief = one_line(group.brief.as_deref());
         let _ = writeln!(
             out,
-            "    /// {}\n    pub const {constant}: MetricSpec = MetricSpec {{ name: \"{name}\", unit: \"{}\", instrument: Instrument::{instrument} }};",
-            one_line(group.brief.as_deref()),
+            "    /// {brief}\n    pub const {constant}: MetricSpec = MetricSpec {{ name: \"{name}\", unit: \"{}\", instrument: Instrument::{instrument}, brief: {brief:?} }};",
             group.unit.as_deref().unwrap_or("")
         );
         metric_consts.push(constant);
@@ -225,7 +225,11 @@ pub fn telemetry_md(registry: &Registry) -> String {
          from counters the mesh keeps anyway; the only telemetry on the per-message path is\n\
          one histogram sample of the frame's duration, taken by the driver. A meter should\n\
          serve one mesh: meshes sharing a meter report the same series, and the last\n\
-         reading wins.\n\n",
+         reading wins.\n\n\
+         `knhk-node` also serves every metric on its admin endpoint's `/metrics` for\n\
+         Prometheus: the name with dots turned into underscores, and `_total` after a\n\
+         counter's (`knhk.gossip.messages` is `knhk_gossip_messages_total`), attributes as\n\
+         labels with the same translation, the brief as `# HELP`.\n\n",
     );
     let mut areas: Vec<&std::path::Path> = registry
         .groups
