@@ -17,6 +17,7 @@
 //! when a pooled connection turns out to be dead.
 
 mod admission;
+mod backoff;
 mod identity;
 mod limits;
 mod verify;
@@ -49,6 +50,7 @@ use crate::transport::{
 };
 use crate::{AddressBook, PeerRegistry};
 use admission::{ADMISSION_REFUSED, Admitted, Hello, MAX_HELLO_BYTES};
+use backoff::{Refusal, RefusalBackoff};
 use identity::{ALPN, agent_id_from_certificate, self_signed_identity, server_name_for};
 pub(crate) use limits::FrameBudget as FrameBudgetHold;
 use limits::FrameBudget;
@@ -198,6 +200,8 @@ struct Shared {
     /// Peers registered on admission by certificate, with the latest expiry among their
     /// certificates: deregistered when it passes.
     certified_until: DashMap<AgentId, UnixMillis>,
+    /// Peers that refused our handshake, left alone for a doubling wait.
+    refusals: RefusalBackoff,
 }
 
 impl QuicTransport {
@@ -249,6 +253,7 @@ impl QuicTransport {
             counters: Counters::default(),
             inbound_tx: std::sync::Mutex::new(Some(inbound_tx)),
             certified_until: DashMap::new(),
+            refusals: RefusalBackoff::default(),
         });
         let accept_task = tokio::spawn(accept_loop(shared.clone()));
         Ok(Self {
@@ -516,6 +521,9 @@ impl Shared {
                 reason: "blocked after a ban".into(),
             });
         }
+        // A peer that refused us lately would refuse again: no handshake until its
+        // wait ends (the refusal is the answer).
+        self.refusals.check(&peer, tokio::time::Instant::now())?;
         let span = tracing::info_span!(
             semconv::span::TRANSPORT_HANDSHAKE,
             { semconv::attribute::MESH_PEER_ID } = %peer,
@@ -617,21 +625,33 @@ impl Shared {
         match result {
             Ok(conn) => {
                 Counters::bump(&self.counters.connections_dialed);
+                self.refusals.connected(&peer);
                 tracing::debug!(peer = %peer.short(), addr = %addr, "connected");
                 Ok(conn)
             }
             Err(DialFailure::Refused(reason)) => {
                 Counters::bump(&self.counters.handshakes_rejected_outbound);
-                tracing::warn!(peer = %peer.short(), addr = %addr, %reason, "admission refused");
+                let now = tokio::time::Instant::now();
+                if self.refusals.refused(peer, now, Refusal::Admission(reason)) {
+                    tracing::warn!(peer = %peer.short(), addr = %addr, %reason, "admission refused (retrying with a doubling wait, up to 30 s)");
+                } else {
+                    tracing::debug!(peer = %peer.short(), addr = %addr, %reason, "admission refused");
+                }
                 Err(TransportError::AdmissionRefused { peer, reason })
             }
             Err(DialFailure::Connection(error)) if is_handshake_rejection(&error) => {
                 Counters::bump(&self.counters.handshakes_rejected_outbound);
-                tracing::warn!(peer = %peer.short(), addr = %addr, %error, "handshake rejected");
-                Err(TransportError::HandshakeRejected {
-                    peer,
-                    reason: error.to_string(),
-                })
+                let reason = error.to_string();
+                let now = tokio::time::Instant::now();
+                if self
+                    .refusals
+                    .refused(peer, now, Refusal::Handshake(reason.clone()))
+                {
+                    tracing::warn!(peer = %peer.short(), addr = %addr, %error, "handshake rejected (retrying with a doubling wait, up to 30 s)");
+                } else {
+                    tracing::debug!(peer = %peer.short(), addr = %addr, %error, "handshake rejected");
+                }
+                Err(TransportError::HandshakeRejected { peer, reason })
             }
             Err(DialFailure::Connection(error)) => Err(unreachable(error.to_string())),
             Err(DialFailure::Protocol(reason)) => Err(unreachable(reason)),
@@ -648,6 +668,7 @@ impl Shared {
     /// Puts an accepted connection in the pool unless a live one is already there (or
     /// being dialed): both sides then send over the connection the first one opened.
     fn adopt(&self, peer: AgentId, conn: &quinn::Connection) {
+        self.refusals.connected(&peer);
         let slot = self.pool.entry(peer).or_default().clone();
         if let Ok(mut pooled) = slot.try_lock()
             && pooled.as_ref().is_none_or(|c| c.close_reason().is_some())

@@ -254,13 +254,33 @@ async fn the_allow_list_admits_listed_keys_and_refuses_the_rest() {
     );
     let unlisted = joiner(3, None, &seed);
     assert_eq!(refusal(&unlisted, &seed).await, RefusalReason::NotListed);
-    // Listing it at run time lets its next dial in; revoking a key refuses the next
-    // connection of a key the registry does not hold.
+    // Refused, it leaves the seed alone for a while: its next sends meet the same
+    // refusal at once, without a handshake the seed would count.
+    for _ in 0..5 {
+        assert_eq!(refusal(&unlisted, &seed).await, RefusalReason::NotListed);
+    }
+    assert_eq!(
+        seed.stats()
+            .admissions_refused
+            .get(RefusalReason::NotListed),
+        1
+    );
+    // Listing it at run time lets its next dial in (once its wait, 500 ms, is over);
+    // revoking a key refuses the next connection of a key the registry does not hold.
     assert!(list.allow(unlisted.local_id()));
-    unlisted
+    let mut tries = 0;
+    while let Err(error) = unlisted
         .send(seed.local_id(), Bytes::from_static(b"now listed"))
         .await
-        .unwrap();
+    {
+        assert!(
+            matches!(error, TransportError::AdmissionRefused { .. }),
+            "{error:?}"
+        );
+        tries += 1;
+        assert!(tries < 1_000, "not let in within 10 s of being listed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert!(!list.revoke(&id(&key(4))));
     let late = joiner(4, None, &seed);
     assert_eq!(refusal(&late, &seed).await, RefusalReason::NotListed);

@@ -173,11 +173,25 @@ async fn an_unregistered_client_is_refused_and_told_so() {
             .is_err()
     );
 
-    // Once registered, the same client gets in.
+    // Refused, a leaves b alone for a while: a send at once meets the same refusal
+    // without another handshake.
+    assert!(matches!(
+        a.send(b.local_id(), Bytes::from_static(b"again")).await,
+        Err(TransportError::HandshakeRejected { .. })
+    ));
+    assert_eq!(a.stats().handshakes_rejected_outbound, 1);
+    // Once registered, the same client gets in (when its wait, 500 ms, is over).
     introduce(&b, &a);
-    a.send(b.local_id(), Bytes::from_static(b"hello"))
-        .await
-        .unwrap();
+    let mut tries = 0;
+    while let Err(error) = a.send(b.local_id(), Bytes::from_static(b"hello")).await {
+        assert!(
+            matches!(error, TransportError::HandshakeRejected { .. }),
+            "{error:?}"
+        );
+        tries += 1;
+        assert!(tries < 1_000, "not let in within 10 s of being registered");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert_eq!(&recv_within(&b, 10).await.frame[..], b"hello");
 }
 
