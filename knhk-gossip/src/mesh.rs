@@ -6,7 +6,7 @@ use std::sync::Arc;
 use knhk_crdt::{SignedEntry, VersionedState};
 use knhk_endpoint::runtime::{Driven, Observer, Runtime, RuntimeHandle};
 use knhk_endpoint::{Endpoint, EndpointConfig, EndpointStats, Event, LayerHandle, PeerView, Timer};
-use knhk_security::{Ed25519Verifier, NodeKey, ReputationSummary};
+use knhk_security::{Ed25519Verifier, NodeKey, RejectReason, ReputationSummary, ValidatorStats};
 use knhk_transport::{
     PeerRegistry, QuicConfig, QuicTransport, RegistryConfig, Transport, TransportStats,
 };
@@ -99,6 +99,10 @@ impl MeshConfig {
     }
 }
 
+/// At most one warning this often about frames refused for their timestamps (the
+/// rest are logged at debug level and counted).
+const CLOCK_WARNING_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Where a mesh node stands.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MeshStatus {
@@ -114,6 +118,8 @@ pub struct MeshStatus {
     pub driver: DriverStats,
     /// Its transport's counters (connections, handshakes, admissions, frames, bytes).
     pub transport: TransportStats,
+    /// Its Byzantine gate's counters (frames accepted, refused by reason, bans).
+    pub gate: ValidatorStats,
 }
 
 /// Builds a [`Mesh`] over QUIC with mutual TLS.
@@ -323,6 +329,7 @@ impl Mesh {
             updates,
             telemetry: MeshTelemetry::register(meter),
             reputation: ReputationSummary::default(),
+            clock_warned: None,
             beside,
         };
         let node = Runtime::spawn(endpoint, transport, observer);
@@ -506,6 +513,7 @@ fn mesh_status(
         node: node.endpoint.stats(),
         driver: node.driver,
         transport: node.transport,
+        gate: node.endpoint.validator().stats(),
     })
 }
 
@@ -516,6 +524,8 @@ struct MeshObserver {
     telemetry: MeshTelemetry,
     /// The last reputation summary published.
     reputation: ReputationSummary,
+    /// When a frame refused for its timestamp was last worth a warning.
+    clock_warned: Option<std::time::Instant>,
     /// The observer of the other layers, if any.
     beside: Option<BesideObserver>,
 }
@@ -589,7 +599,28 @@ impl Observer<NodeKey, Ed25519Verifier> for MeshObserver {
         match event.downcast::<GossipLayer, GossipEvent>(self.gossip) {
             Ok(event) => self.gossip_event(node, event),
             Err(Event::Rejected { from, reason }) => {
-                tracing::debug!(node = %node.endpoint.id().short(), from = %from.short(), reason = reason.as_str(), "rejected");
+                let clock = matches!(
+                    reason,
+                    RejectReason::StaleTimestamp | RejectReason::FutureTimestamp
+                );
+                let now = std::time::Instant::now();
+                if clock
+                    && self
+                        .clock_warned
+                        .is_none_or(|at| now.duration_since(at) >= CLOCK_WARNING_EVERY)
+                {
+                    self.clock_warned = Some(now);
+                    let window = node.endpoint.validator().config().max_clock_skew;
+                    tracing::warn!(
+                        node = %node.endpoint.id().short(),
+                        from = %from.short(),
+                        reason = reason.as_str(),
+                        ?window,
+                        "frames refused for their timestamps: this node's clock or the sender's is off by more than the window (check NTP on both)"
+                    );
+                } else {
+                    tracing::debug!(node = %node.endpoint.id().short(), from = %from.short(), reason = reason.as_str(), "rejected");
+                }
             }
             Err(Event::Banned { peer, duration }) => {
                 tracing::info!(node = %node.endpoint.id().short(), peer = %peer.short(), ?duration, "banned");

@@ -20,6 +20,7 @@ use data_encoding::HEXLOWER;
 use futures_util::Stream;
 use knhk_crdt::{CrdtError, SignedEntry};
 use knhk_gossip::GossipError;
+use knhk_security::RejectReason;
 use knhk_telemetry::PrometheusMetrics;
 use knhk_topology::runtime::state_name;
 use serde::Deserialize;
@@ -201,6 +202,15 @@ async fn status(State(state): State<Arc<AdminState>>, headers: HeaderMap) -> Api
             topology.reachability.required()
         ));
     }
+    let gate = &mesh.gate;
+    let clock_refusals = (gate.rejected_for(RejectReason::StaleTimestamp)
+        + gate.rejected_for(RejectReason::FutureTimestamp))
+    .saturating_sub(gate.stale_after_queueing);
+    if clock_refusals > 0 {
+        warnings.push(format!(
+            "{clock_refusals} frames refused for their timestamps: this node's clock or a peer's is off by more than the allowed skew; check NTP (the log names the sender)"
+        ));
+    }
     let failures = store.failures.load(std::sync::atomic::Ordering::Relaxed);
     if failures > 0 {
         warnings.push(format!(
@@ -248,6 +258,15 @@ async fn status(State(state): State<Arc<AdminState>>, headers: HeaderMap) -> Api
             "handshakes_refused": transport.handshakes_rejected_inbound,
             "admissions_refused": transport.admissions_refused.total(),
             "peers_admitted": transport.peers_admitted,
+        },
+        "gate": {
+            "accepted": gate.accepted,
+            "rejected": RejectReason::ALL
+                .iter()
+                .map(|reason| (reason.as_str().to_owned(), json!(gate.rejected_for(*reason))))
+                .collect::<serde_json::Map<String, Value>>(),
+            "clock_refusals": clock_refusals,
+            "bans": gate.bans,
         },
         "store": {
             "path": info.store_path.display().to_string(),

@@ -211,3 +211,52 @@ fn a_data_directory_of_another_node_is_refused_with_exit_code_3() {
     assert_eq!(output.status.code(), Some(3), "{stderr}");
     assert!(stderr.contains("belongs to"), "{stderr}");
 }
+
+/// A node whose clock runs two minutes ahead (libfaketime) is refused frame by frame
+/// by its seed, and the seed's status says why, with the count; its log names the
+/// sender once rather than once per frame.
+#[test]
+fn a_peer_with_a_skewed_clock_is_named_in_status_warnings() {
+    let Some(faketime) = common::tool("faketime") else {
+        return;
+    };
+    let root = tempfile::tempdir().unwrap();
+    let mut nodes = cluster(root.path(), 2);
+    nodes[0].start();
+    let mut skewed = std::process::Command::new(faketime);
+    skewed
+        .args([
+            "-f",
+            "+120s",
+            common::BIN,
+            "run",
+            "--config",
+            &nodes[1].config(),
+        ])
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+    nodes[1].start_as(skewed);
+    eventually("the seed warns about timestamps", || {
+        let status = stdout(&nodes[0].cli(&["status"]));
+        status.contains("frames refused for their timestamps")
+    });
+    let status: serde_json::Value =
+        serde_json::from_str(&stdout(&nodes[0].cli(&["status", "--json"]))).unwrap();
+    assert!(
+        status["gate"]["rejected"]["future_timestamp"]
+            .as_u64()
+            .unwrap()
+            > 0,
+        "{status}"
+    );
+    assert_eq!(
+        status["members"]["alive"], 0,
+        "the skewed node is not a member"
+    );
+    let log = std::fs::read_to_string(nodes[0].dir.join("node.log")).unwrap();
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains("frames refused for their timestamps"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "one warning a minute at most: {log}");
+    assert!(warnings[0].contains(&nodes[1].id[..10]), "{}", warnings[0]);
+}

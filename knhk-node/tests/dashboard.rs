@@ -4,7 +4,7 @@
 //! under the target directory (`knhk-dashboard.png`) for a person to look at.
 //!
 //! Needs Debian's `chromium` and `chromium-driver` (`.ci/run` installs them). Without
-//! them the test says so and passes, unless `KNHK_REQUIRE_BROWSER=1` (which `.ci/run`
+//! them the test says so and passes, unless `KNHK_REQUIRE_TOOLS=1` (which `.ci/run`
 //! sets after installing them): then a missing browser fails it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -117,7 +117,7 @@ async fn member_rows(page: &Client) -> Vec<(String, String)> {
 
 #[test]
 fn the_dashboard_shows_the_members_of_a_three_node_mesh_and_a_new_write() {
-    let required = std::env::var("KNHK_REQUIRE_BROWSER").is_ok_and(|v| v == "1");
+    let required = std::env::var("KNHK_REQUIRE_TOOLS").is_ok_and(|v| v == "1");
     let tools = (
         executable("KNHK_CHROMEDRIVER", &["chromedriver"]),
         executable("KNHK_CHROMIUM", &["chromium", "chromium-browser"]),
@@ -125,11 +125,11 @@ fn the_dashboard_shows_the_members_of_a_three_node_mesh_and_a_new_write() {
     let (Some(chromedriver), Some(chromium)) = tools else {
         assert!(
             !required,
-            "KNHK_REQUIRE_BROWSER=1 but chromium or chromedriver is not on PATH \
+            "KNHK_REQUIRE_TOOLS=1 but chromium or chromedriver is not on PATH \
              (install Debian's chromium and chromium-driver, as .ci/run does)"
         );
         eprintln!(
-            "skipped: no chromium/chromedriver on PATH (set KNHK_REQUIRE_BROWSER=1 to fail instead)"
+            "skipped: no chromium/chromedriver on PATH (set KNHK_REQUIRE_TOOLS=1 to fail instead)"
         );
         return;
     };

@@ -96,7 +96,8 @@ pub fn init_from_env(default_service_name: &str) -> Result<TelemetryGuard, Telem
 
 /// Installs the process's tracing subscriber and meter provider:
 ///
-/// - always: human-readable logs on stderr, filtered by `RUST_LOG` (default `info`);
+/// - always: human-readable logs on stderr, filtered by `RUST_LOG` (default `info`,
+///   with the OpenTelemetry SDK's own chatter at `warn`);
 /// - only when `OTEL_EXPORTER_OTLP_ENDPOINT` is set and not empty: OTLP/gRPC export of
 ///   spans and registered events (as log records; both batched) and metrics (every
 ///   `OTEL_METRIC_EXPORT_INTERVAL` ms, default 60 s). The other standard
@@ -123,7 +124,8 @@ pub fn init(
 ) -> Result<TelemetryGuard, TelemetryError> {
     // The filter applies to the logs only: `RUST_LOG=warn` quiets stderr without
     // dropping the exported spans.
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,opentelemetry=warn,opentelemetry_sdk=warn"));
     // Colours only for a terminal: redirected logs stay plain text.
     let logs = fmt::layer()
         .with_writer(std::io::stderr)

@@ -51,6 +51,32 @@ pub mod attribute {
     pub const TELEMETRY_SDK_NAME: &str = "telemetry.sdk.name";
     /// The version string of the telemetry SDK.
     pub const TELEMETRY_SDK_VERSION: &str = "telemetry.sdk.version";
+    /// Every attribute key, in registry order.
+    pub const ALL: &[&str] = &[
+        CRDT_ROOT,
+        GOSSIP_DECLINE_REASON,
+        GOSSIP_DIFF_PHASE,
+        GOSSIP_DROP_REASON,
+        GOSSIP_PEER_COUNT,
+        GOSSIP_ROUND,
+        MESH_IO_DIRECTION,
+        MESH_NODE_ID,
+        MESH_PEER_ID,
+        SECURITY_REJECTION_REASON,
+        TOPOLOGY_MEMBER_INCARNATION,
+        TOPOLOGY_MEMBER_PREVIOUS_STATE,
+        TOPOLOGY_MEMBER_STATE,
+        TOPOLOGY_PARTITIONED,
+        TOPOLOGY_QUORUM,
+        TOPOLOGY_REACHABLE,
+        TRANSPORT_ADMISSION_REFUSAL,
+        TRANSPORT_CONNECTION_DIRECTION,
+        TRANSPORT_HANDSHAKE_OUTCOME,
+        SERVICE_NAME,
+        TELEMETRY_SDK_LANGUAGE,
+        TELEMETRY_SDK_NAME,
+        TELEMETRY_SDK_VERSION,
+    ];
 }
 
 /// The values of enum attributes.

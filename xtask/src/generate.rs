@@ -39,14 +39,21 @@ pub fn semconv_rs(registry: &Registry) -> String {
     );
     let attributes = registry.attributes();
     out.push_str("/// Attribute keys.\npub mod attribute {\n");
+    let mut attribute_consts = Vec::new();
     for (name, attribute) in &attributes {
+        let constant = const_name(name);
         let _ = writeln!(
             out,
-            "    /// {}\n    pub const {}: &str = \"{name}\";",
+            "    /// {}\n    pub const {constant}: &str = \"{name}\";",
             one_line(attribute.brief.as_deref()),
-            const_name(name)
         );
+        attribute_consts.push(constant);
     }
+    let _ = writeln!(
+        out,
+        "    /// Every attribute key, in registry order.\n    pub const ALL: &[&str] = &[{}];",
+        attribute_consts.join(", ")
+    );
     out.push_str("}\n\n/// The values of enum attributes.\npub mod value {\n");
     for (name, attribute) in &attributes {
         let Some(Ok(AttributeType::Members(values))) = attribute.kind.as_ref().map(attribute_type)

@@ -55,13 +55,15 @@ impl Node {
     }
 
     pub fn start(&mut self) {
+        let mut command = Command::new(BIN);
+        command.args(["run", "--config", &self.config()]);
+        self.start_as(command);
+    }
+
+    /// Starts the node with `command` (the binary, or a wrapper that runs it).
+    pub fn start_as(&mut self, mut command: Command) {
         let log = std::fs::File::create(self.dir.join("node.log")).unwrap();
-        let child = Command::new(BIN)
-            .args(["run", "--config", &self.config()])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+        let child = command.stdout(Stdio::null()).stderr(log).spawn().unwrap();
         self.child = Some(child);
         eventually("the admin endpoint answers", || {
             knhk(&["status", "-c", &self.config()], &self.dir)
@@ -89,6 +91,24 @@ impl Drop for Node {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// `name` on PATH, if it is there. When it is not and `KNHK_REQUIRE_TOOLS=1` (which
+/// `.ci/run` sets after installing the tools the tests use), that is a failure.
+pub fn tool(name: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join(name))
+            .find(|candidate| candidate.is_file())
+    });
+    if found.is_none() {
+        assert!(
+            std::env::var("KNHK_REQUIRE_TOOLS").as_deref() != Ok("1"),
+            "KNHK_REQUIRE_TOOLS=1 but {name} is not on PATH"
+        );
+        eprintln!("skipped: {name} is not on PATH (set KNHK_REQUIRE_TOOLS=1 to fail instead)");
+    }
+    found
 }
 
 pub fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
