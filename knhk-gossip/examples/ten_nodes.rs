@@ -2,7 +2,7 @@
 //! from one write until every node has it and all Merkle roots agree.
 //!
 //! ```text
-//! cargo run --release -p knhk-gossip --example ten_nodes [-- TRIALS]
+//! cargo run --release -p knhk-gossip --example ten_nodes [-- TRIALS]   # TRIALS ≥ 1, default 5
 //! ```
 //!
 //! Each trial writes a new key on a different node. A node "has it" when its
@@ -23,9 +23,14 @@ const NODES: usize = 10;
 async fn main() {
     // Logs on stderr (RUST_LOG); OTLP export too when OTEL_EXPORTER_OTLP_ENDPOINT is set.
     let _telemetry = knhk_telemetry::init_from_env("ten_nodes").expect("telemetry");
-    let trials: usize = std::env::args()
-        .nth(1)
-        .map_or(5, |n| n.parse().expect("TRIALS is a number"));
+    let trials = match std::env::args().nth(1).map(|n| n.parse::<usize>()) {
+        None => 5,
+        Some(Ok(trials)) if trials > 0 => trials,
+        Some(_) => {
+            eprintln!("ten_nodes: TRIALS must be a whole number of at least 1");
+            std::process::exit(2);
+        }
+    };
 
     let mut meshes = Vec::new();
     for i in 0..NODES {
@@ -103,7 +108,12 @@ async fn main() {
         "median over {trials} trials: {:.2} ms from write to all-converged (roadmap target ≤ 100 ms)",
         median.as_secs_f64() * 1e3
     );
-    for mesh in meshes {
-        mesh.shutdown().await.unwrap();
+    // All at once: each shutdown gives its connections up to a second to close cleanly.
+    let stopping: Vec<_> = meshes
+        .into_iter()
+        .map(|mesh| tokio::spawn(mesh.shutdown()))
+        .collect();
+    for stopped in stopping {
+        stopped.await.unwrap().unwrap();
     }
 }

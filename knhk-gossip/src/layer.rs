@@ -87,8 +87,8 @@ pub struct GossipStats {
     pub writer_quota_deferred: u64,
 }
 
-/// A snapshot of where the layer stands.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A snapshot of where the layer stands. `{:?}` and `{}` show the root in hex.
+#[derive(Clone, PartialEq, Eq)]
 pub struct GossipStatus {
     /// The current round.
     pub round: u64,
@@ -103,6 +103,47 @@ pub struct GossipStatus {
     pub writers: usize,
     /// Counters.
     pub stats: GossipStats,
+}
+
+impl GossipStatus {
+    /// The Merkle root as 64 lowercase hex digits (two nodes with the same root hold
+    /// the same state).
+    pub fn root_hex(&self) -> String {
+        data_encoding::HEXLOWER.encode(&self.root)
+    }
+}
+
+impl std::fmt::Debug for GossipStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GossipStatus")
+            .field("round", &self.round)
+            .field("root", &self.root_hex())
+            .field("converged", &self.converged)
+            .field("keys", &self.keys)
+            .field("writers", &self.writers)
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+/// One line: `round 12, root 03e14da60105…, converged, 5 keys from 2 writers`.
+impl std::fmt::Display for GossipStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let root = self.root_hex();
+        write!(
+            f,
+            "round {}, root {}…, {}, {} keys from {} writers",
+            self.round,
+            &root[..12],
+            if self.converged {
+                "converged"
+            } else {
+                "not converged"
+            },
+            self.keys,
+            self.writers
+        )
+    }
 }
 
 /// The kinds gossip owns in its scope.
@@ -1043,5 +1084,38 @@ fn writable<V: SignatureVerifier>(ctx: &Context<'_, V>) -> Result<(), GossipErro
             reachable: reach.reachable,
             required: reach.required(),
         })
+    }
+}
+
+#[cfg(test)]
+mod status_tests {
+    use super::*;
+
+    fn status(converged: bool) -> GossipStatus {
+        let mut root = [0u8; 32];
+        root[0] = 0x03;
+        root[1] = 0xe1;
+        root[31] = 0xff;
+        GossipStatus {
+            round: 12,
+            root,
+            converged,
+            keys: 5,
+            writers: 2,
+            stats: GossipStats::default(),
+        }
+    }
+
+    #[test]
+    fn the_root_shows_as_hex_in_debug_and_display() {
+        let hex = status(true).root_hex();
+        assert_eq!(hex.len(), 64);
+        assert!(hex.starts_with("03e1") && hex.ends_with("ff"), "{hex}");
+        assert!(format!("{:?}", status(true)).contains(&format!("root: \"{hex}\"")));
+        assert_eq!(
+            status(true).to_string(),
+            "round 12, root 03e100000000…, converged, 5 keys from 2 writers"
+        );
+        assert!(status(false).to_string().contains(", not converged,"));
     }
 }

@@ -30,6 +30,16 @@ pub use layer::{GossipEvent, GossipLayer, GossipStats, GossipStatus};
 #[cfg(feature = "runtime")]
 pub use mesh::{Mesh, MeshBuilder, MeshConfig, MeshStatus, Subscription, Update};
 
+// What the `Mesh` API takes and returns, so that one dependency is enough to use it.
+pub use knhk_crdt::{Hash, SignedEntry};
+pub use knhk_security::NodeKey;
+#[cfg(feature = "runtime")]
+pub use knhk_transport::{AllowList, InboundPolicy, QuicConfig, TransportStats};
+pub use knhk_types::{
+    AdmissionRule, AgentId, MembershipCertificate, MembershipClaims, PeerInfo, RefusalReason,
+    SeedAddr,
+};
+
 /// The README's code compiles as a doctest, so the README cannot drift from the API.
 #[cfg(all(doctest, feature = "runtime"))]
 #[doc = include_str!("../../README.md")]

@@ -8,9 +8,10 @@ use knhk_endpoint::runtime::{Driven, Observer, Runtime, RuntimeHandle};
 use knhk_endpoint::{Endpoint, EndpointConfig, EndpointStats, Event, LayerHandle, PeerView, Timer};
 use knhk_security::{Ed25519Verifier, NodeKey, RejectReason, ReputationSummary, ValidatorStats};
 use knhk_transport::{
-    PeerRegistry, QuicConfig, QuicTransport, RegistryConfig, Transport, TransportStats,
+    InboundPolicy, PeerRegistry, QuicConfig, QuicTransport, RegistryConfig, Transport,
+    TransportStats,
 };
-use knhk_types::{AgentId, PeerInfo, Scope, SeedAddr};
+use knhk_types::{AdmissionRule, AgentId, MembershipCertificate, PeerInfo, Scope, SeedAddr};
 use tokio::sync::broadcast;
 
 use crate::config::GossipConfig;
@@ -175,6 +176,22 @@ impl MeshBuilder {
     /// [`MeshConfig::wan`] and [`MeshConfig::local`].
     pub fn config(mut self, config: MeshConfig) -> Self {
         self.config = config;
+        self
+    }
+
+    /// Admission by membership certificate: peers are admitted when they present a
+    /// certificate `rule` accepts (signed by its authority, for its cluster, not
+    /// expired), and this node presents `certificate` to them. A node that bootstraps
+    /// to a seed which never heard of it joins this way. Without it (or an
+    /// [`InboundPolicy`] set through [`MeshBuilder::quic_config`]) only registered peers
+    /// (the seeds) may connect. Overrides the policy and credentials of an earlier
+    /// `quic_config`; a later `quic_config` replaces them.
+    ///
+    /// `certificate` is not checked here: a wrong or expired one makes peers refuse this
+    /// node (counted in [`MeshStatus::transport`], `handshakes_rejected_outbound`).
+    pub fn certified(mut self, rule: AdmissionRule, certificate: MembershipCertificate) -> Self {
+        self.quic.inbound_policy = InboundPolicy::Certified(Arc::new(rule));
+        self.quic.credentials = Some(certificate);
         self
     }
 

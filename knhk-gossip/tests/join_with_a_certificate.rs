@@ -10,13 +10,12 @@ use std::time::{Duration, SystemTime};
 mod common;
 use common::wait_converged;
 use ed25519_dalek::SigningKey;
-use knhk_gossip::{Mesh, MeshConfig};
-use knhk_security::NodeKey;
-use knhk_transport::{InboundPolicy, QuicConfig};
-use knhk_types::{
-    AdmissionRule, AgentId, HierarchyLevel, MembershipCertificate, MembershipClaims, RefusalReason,
-    Region, UnixMillis,
+// Everything but the claims' details comes from knhk-gossip's re-exports.
+use knhk_gossip::{
+    AdmissionRule, AgentId, InboundPolicy, MembershipCertificate, MembershipClaims, Mesh,
+    MeshConfig, NodeKey, QuicConfig, RefusalReason,
 };
+use knhk_types::{HierarchyLevel, Region, UnixMillis};
 
 fn certificate(authority: &SigningKey, agent: AgentId) -> MembershipCertificate {
     let now = UnixMillis::from_system_time(SystemTime::now());
@@ -54,10 +53,17 @@ async fn a_certified_node_joins_through_a_seed_and_a_stranger_is_refused() {
     seed.put("cluster/name", b"demo".to_vec()).await.unwrap();
 
     let joiner_key = NodeKey::from_seed([2; 32]);
+    // The builder's shorthand for the same policy and credentials.
     let joiner = Mesh::builder()
         .key(joiner_key.clone())
         .config(MeshConfig::lan().seeded(2))
-        .quic_config(certified(&joiner_key))
+        .certified(
+            AdmissionRule::new(
+                AgentId::from_verifying_key(&authority.verifying_key()),
+                "demo",
+            ),
+            certificate(&authority, joiner_key.agent_id()),
+        )
         .bootstrap(seed.seed_addr())
         .build()
         .await
