@@ -111,7 +111,7 @@ impl Endpoint {
         let reader = std::io::BufReader::new(response.into_body().into_reader());
         for line in reader.lines() {
             let line =
-                line.map_err(|error| NodeError::Request(format!("stream broke: {error}")))?;
+                line.map_err(|error| NodeError::Request(format!("{STREAM_BROKE}: {error}")))?;
             if let Some(data) = line.strip_prefix("data:") {
                 writeln!(out, "{}", data.trim()).map_err(|source| NodeError::File {
                     path: PathBuf::from("<stdout>"),
@@ -124,6 +124,54 @@ impl Endpoint {
             }
         }
         Ok(())
+    }
+}
+
+/// The first wait before reconnecting a watch, and the longest.
+const RECONNECT_FIRST: Duration = Duration::from_millis(500);
+const RECONNECT_LONGEST: Duration = Duration::from_secs(5);
+
+/// The wait before the `attempt`-th reconnection in a row (1-based): doubling from
+/// [`RECONNECT_FIRST`] up to [`RECONNECT_LONGEST`].
+fn reconnect_wait(attempt: u32) -> Duration {
+    RECONNECT_FIRST
+        .saturating_mul(1 << attempt.saturating_sub(1).min(8))
+        .min(RECONNECT_LONGEST)
+}
+
+impl Endpoint {
+    /// As [`Endpoint::watch`], but when the stream ends or the node cannot be reached
+    /// after the first connection (a restart), says so on stderr and reconnects, waiting
+    /// 0.5 s, 1 s, … up to 5 s between tries, for as long as it runs. Changes made while
+    /// it was away are not replayed (read them with `get` or a list).
+    ///
+    /// Errors: as [`Endpoint::watch`] for the first connection (a node that was never
+    /// reachable, or that refuses the token, is an error at once), and whenever the node
+    /// answers with an error status; [`NodeError::File`] if `out` cannot be written.
+    pub fn watch_following(&self, prefix: &str, out: &mut impl Write) -> Result<(), NodeError> {
+        match self.watch(prefix, out) {
+            Ok(()) => {}
+            Err(NodeError::Request(message)) if message.starts_with(STREAM_BROKE) => {}
+            Err(error) => return Err(error),
+        }
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let wait = reconnect_wait(attempt);
+            eprintln!(
+                "knhk-node: the watch stream ended; reconnecting to {} in {:.1} s (changes meanwhile are not replayed)",
+                self.base,
+                wait.as_secs_f64()
+            );
+            std::thread::sleep(wait);
+            match self.watch(prefix, out) {
+                // It was up again and has ended again: start the waits over.
+                Ok(()) => attempt = 0,
+                Err(NodeError::Request(message))
+                    if message.starts_with(UNREACHABLE) || message.starts_with(STREAM_BROKE) => {}
+                Err(error) => return Err(error),
+            }
+        }
     }
 }
 
@@ -146,9 +194,15 @@ fn encode(text: &str, keep_slash: bool) -> String {
     encoded
 }
 
+/// How the message of a watch stream cut mid-way begins.
+const STREAM_BROKE: &str = "the watch stream broke";
+
+/// How the message of a node that cannot be reached begins.
+const UNREACHABLE: &str = "cannot reach the node's admin endpoint";
+
 fn unreachable(base: &str, error: &ureq::Error) -> NodeError {
     NodeError::Request(format!(
-        "cannot reach the node's admin endpoint at {base}: {error} (is `knhk-node run` up? --admin sets the address)"
+        "{UNREACHABLE} at {base}: {error} (is `knhk-node run` up? --admin sets the address)"
     ))
 }
 
@@ -192,6 +246,13 @@ mod tests {
         assert_eq!(key_path("agent/42/status"), "/v1/kv/agent/42/status");
         assert_eq!(key_path("a b?c#d%"), "/v1/kv/a%20b%3Fc%23d%25");
         assert_eq!(key_path("é"), "/v1/kv/%C3%A9");
+    }
+
+    #[test]
+    fn reconnection_waits_double_from_half_a_second_to_five() {
+        let waits: Vec<u128> = (1..=6).map(|n| reconnect_wait(n).as_millis()).collect();
+        assert_eq!(waits, [500, 1_000, 2_000, 4_000, 5_000, 5_000]);
+        assert_eq!(reconnect_wait(u32::MAX), RECONNECT_LONGEST);
     }
 
     #[test]

@@ -120,6 +120,9 @@ enum Command {
         /// Only keys starting with this.
         #[arg(default_value = "")]
         prefix: String,
+        /// Exit when the stream ends (the node stopped) instead of reconnecting.
+        #[arg(long)]
+        once: bool,
     },
     /// Print the version.
     Version,
@@ -310,8 +313,17 @@ fn execute(command: Command) -> Result<(), NodeError> {
             admin.endpoint()?.delete(&key_path(&key))?;
             print(&mut out, &format!("deleted {key}"))?;
         }
-        Command::Watch { admin, prefix } => {
-            admin.endpoint()?.watch(&prefix, &mut out)?;
+        Command::Watch {
+            admin,
+            prefix,
+            once,
+        } => {
+            let endpoint = admin.endpoint()?;
+            if once {
+                endpoint.watch(&prefix, &mut out)?;
+            } else {
+                endpoint.watch_following(&prefix, &mut out)?;
+            }
         }
         Command::Version => {
             print(

@@ -260,3 +260,66 @@ fn a_peer_with_a_skewed_clock_is_named_in_status_warnings() {
     assert_eq!(warnings.len(), 1, "one warning a minute at most: {log}");
     assert!(warnings[0].contains(&nodes[1].id[..10]), "{}", warnings[0]);
 }
+
+/// `watch` outlives a restart of its node: the stream ends with the node (`kill -9`),
+/// the client says so, reconnects once the node is back and goes on printing changes.
+#[test]
+fn watch_reconnects_after_its_node_restarts() {
+    use std::io::{BufRead, BufReader};
+    let root = tempfile::tempdir().unwrap();
+    let mut nodes = cluster(root.path(), 1);
+    nodes[0].start();
+    let mut watch = std::process::Command::new(common::BIN)
+        .args(["watch", "w/", "-c", &nodes[0].config()])
+        .current_dir(&nodes[0].dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (lines, seen) = std::sync::mpsc::channel();
+    let stdout = watch.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            if lines.send(line.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    // The stream is open once a write made after it shows up.
+    let mut first = String::new();
+    for attempt in 0..600 {
+        stdout_ok(&nodes[0].cli(&["put", &format!("w/before-{attempt}"), "1"]));
+        if let Ok(line) = seen.recv_timeout(std::time::Duration::from_millis(100)) {
+            first = line;
+            break;
+        }
+    }
+    assert!(first.contains("w/before-"), "{first}");
+    nodes[0].kill();
+    nodes[0].start();
+    // Writes until one made after the reconnection shows up (those before it are not
+    // replayed).
+    let mut after = String::new();
+    'writing: for attempt in 0..600 {
+        stdout_ok(&nodes[0].cli(&["put", &format!("w/after-{attempt}"), "2"]));
+        while let Ok(line) = seen.recv_timeout(std::time::Duration::from_millis(100)) {
+            if line.contains("w/after-") {
+                after = line;
+                break 'writing;
+            }
+        }
+    }
+    assert!(after.contains("w/after-"), "no change shown after the restart");
+    watch.kill().unwrap();
+    let output = watch.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("reconnecting"), "{stderr}");
+}
+
+fn stdout_ok(output: &std::process::Output) {
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
