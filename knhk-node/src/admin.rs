@@ -33,6 +33,8 @@ use crate::daemon::{Daemon, WriteError};
 const MAX_BODY_BYTES: usize = 1 << 20;
 /// Keys a list answers at most.
 const MAX_LIST: usize = 10_000;
+/// Most bytes of keys and values one list answer carries (about; base64 adds a third).
+const MAX_LIST_BYTES: usize = 8 << 20;
 
 /// What every request handler shares.
 #[derive(Debug)]
@@ -373,7 +375,7 @@ async fn list(
     authorize(&state, &headers, false)?;
     let limit = filter.limit.unwrap_or(1_000).min(MAX_LIST);
     let prefix = filter.prefix;
-    let (mut entries, total) = state
+    let (entries, total) = state
         .daemon
         .node()
         .mesh()
@@ -383,13 +385,23 @@ async fn list(
                 .filter(|entry| !entry.is_tombstone() && entry.key.starts_with(&prefix))
                 .collect();
             let total = matching.len();
-            let mut chosen: Vec<SignedEntry> = matching.into_iter().cloned().collect();
-            chosen.sort_by(|a, b| a.key.cmp(&b.key));
-            chosen.truncate(limit);
+            let mut matching = matching;
+            matching.sort_by(|a, b| a.key.cmp(&b.key));
+            // At most `limit` entries and about MAX_LIST_BYTES of keys and values, so
+            // one request cannot make the node build a huge answer.
+            let mut bytes = 0usize;
+            let chosen: Vec<SignedEntry> = matching
+                .into_iter()
+                .take(limit)
+                .take_while(|entry| {
+                    bytes += entry.key.len() + entry.value.as_ref().map_or(0, Vec::len);
+                    bytes <= MAX_LIST_BYTES
+                })
+                .cloned()
+                .collect();
             (chosen, total)
         })
         .await?;
-    entries.sort_by(|a, b| a.key.cmp(&b.key));
     let keys: Vec<Value> = entries.iter().map(entry_json).collect();
     Ok(Json(
         json!({ "keys": keys, "total": total, "truncated": total > keys.len() }),

@@ -309,7 +309,10 @@ fn watch_reconnects_after_its_node_restarts() {
             }
         }
     }
-    assert!(after.contains("w/after-"), "no change shown after the restart");
+    assert!(
+        after.contains("w/after-"),
+        "no change shown after the restart"
+    );
     watch.kill().unwrap();
     let output = watch.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -322,4 +325,43 @@ fn stdout_ok(output: &std::process::Output) {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+/// A list answer stops at about 8 MiB of keys and values however large the limit, and
+/// says it was cut: one read request cannot make the node build a huge answer.
+#[test]
+fn a_list_answer_is_bounded_in_bytes_and_says_it_was_cut() {
+    let root = tempfile::tempdir().unwrap();
+    let mut nodes = cluster(root.path(), 1);
+    nodes[0].start();
+    let value = "v".repeat(60 * 1024);
+    for i in 0..150 {
+        let mut put = std::process::Command::new(common::BIN)
+            .args(["put", &format!("big/{i:03}"), "-", "-c", &nodes[0].config()])
+            .current_dir(&nodes[0].dir)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        use std::io::Write as _;
+        put.stdin
+            .take()
+            .unwrap()
+            .write_all(value.as_bytes())
+            .unwrap();
+        assert!(put.wait().unwrap().success());
+    }
+    let mut response = ureq::get(&format!(
+        "http://127.0.0.1:{}/v1/kv?prefix=big/&limit=10000",
+        nodes[0].admin
+    ))
+    .call()
+    .unwrap();
+    let list: serde_json::Value =
+        serde_json::from_str(&response.body_mut().read_to_string().unwrap()).unwrap();
+    let shown = list["keys"].as_array().unwrap().len();
+    assert_eq!(list["total"], 150);
+    assert_eq!(list["truncated"], true);
+    assert!((100..150).contains(&shown), "{shown} entries of 60 KiB");
+    assert_eq!(list["keys"][0]["key"], "big/000", "sorted, from the start");
 }
