@@ -36,6 +36,9 @@ const MAX_LIST: usize = 10_000;
 /// Most bytes of keys and values one list answer carries (about; base64 adds a third).
 const MAX_LIST_BYTES: usize = 8 << 20;
 
+/// Watch streams open at once at most; one more is refused (503 `too_many_watches`).
+const MAX_WATCHES: usize = 64;
+
 /// What every request handler shares.
 #[derive(Debug)]
 pub struct AdminState {
@@ -44,6 +47,8 @@ pub struct AdminState {
     token_for_reads: bool,
     stopping: watch::Receiver<bool>,
     metrics: Option<PrometheusMetrics>,
+    /// One permit per open watch stream.
+    watches: Arc<tokio::sync::Semaphore>,
 }
 
 impl AdminState {
@@ -64,6 +69,7 @@ impl AdminState {
             token_for_reads,
             stopping,
             metrics,
+            watches: Arc::new(tokio::sync::Semaphore::new(MAX_WATCHES)),
         }
     }
 }
@@ -446,12 +452,20 @@ async fn watch_updates(
     Query(filter): Query<Filter>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     authorize(&state, &headers, false)?;
+    // Held by the stream: the slot frees when the client goes away.
+    let permit = state.watches.clone().try_acquire_owned().map_err(|_| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_watches",
+            format!("{MAX_WATCHES} watch streams are open on this node already"),
+        )
+    })?;
     let subscription = state.daemon.node().mesh().subscribe();
     let stopping = state.stopping.clone();
     let prefix = filter.prefix;
     let stream = futures_util::stream::unfold(
-        (subscription, stopping, prefix),
-        |(mut subscription, mut stopping, prefix)| async move {
+        (subscription, stopping, prefix, permit),
+        |(mut subscription, mut stopping, prefix, permit)| async move {
             loop {
                 if *stopping.borrow() {
                     return None;
@@ -466,7 +480,7 @@ async fn watch_updates(
                 let mut data = json!({ "key": update.key, "deleted": update.value.is_none() });
                 add_value(&mut data, update.value.as_deref());
                 let event = Event::default().event("update").data(data.to_string());
-                return Some((Ok(event), (subscription, stopping, prefix)));
+                return Some((Ok(event), (subscription, stopping, prefix, permit)));
             }
         },
     );

@@ -308,3 +308,39 @@ fn routes_in(source: &str) -> BTreeSet<String> {
     }
     routes
 }
+
+/// Watch streams are capped (64 at once): one more is refused with a documented
+/// error, and a slot frees once its client goes away (the node notices at its next
+/// keep-alive, within 15 s).
+#[test]
+fn watch_streams_are_capped_and_a_closed_one_frees_its_slot() {
+    let spec = spec();
+    let root = tempfile::tempdir().unwrap();
+    let mut nodes = cluster(root.path(), 1);
+    nodes[0].start();
+    let url = format!("http://127.0.0.1:{}/v1/watch", nodes[0].admin);
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut open = Vec::new();
+    for _ in 0..64 {
+        let response = agent.get(&url).call().unwrap();
+        assert_eq!(response.status(), 200);
+        open.push(response);
+    }
+    let mut refused = agent.get(&url).call().unwrap();
+    assert_eq!(refused.status(), 503);
+    let body: Value = serde_json::from_str(&refused.body_mut().read_to_string().unwrap()).unwrap();
+    assert_eq!(body["error"], "too_many_watches");
+    assert_matches(&spec, &schema_for(&spec, "/v1/watch", "get", 503), &body);
+    drop(open.pop());
+    eventually("a closed stream frees its slot", || {
+        let response = agent.get(&url).call().unwrap();
+        let accepted = response.status() == 200;
+        if accepted {
+            open.push(response);
+        }
+        accepted
+    });
+}
