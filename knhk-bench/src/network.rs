@@ -76,6 +76,18 @@ impl LatencyModel {
     }
 }
 
+/// The command-line form that [`LatencyModel::parse`] reads: `constant:MS`,
+/// `uniform:MIN:MAX` or `pareto:SCALE:SHAPE`.
+impl std::fmt::Display for LatencyModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Constant { ms } => write!(f, "constant:{ms}"),
+            Self::Uniform { min_ms, max_ms } => write!(f, "uniform:{min_ms}:{max_ms}"),
+            Self::Pareto { scale_ms, shape } => write!(f, "pareto:{scale_ms}:{shape}"),
+        }
+    }
+}
+
 /// Regions and the round-trip time between each pair. A frame between regions takes half
 /// the pair's round trip plus the link model's draw.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -189,6 +201,19 @@ mod tests {
             "gauss:1",
         ] {
             assert!(LatencyModel::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn latency_displays_in_the_form_it_parses_from() {
+        for text in [
+            "constant:1",
+            "constant:0.25",
+            "uniform:1:20",
+            "pareto:2:1.5",
+        ] {
+            let model = LatencyModel::parse(text);
+            assert_eq!(model.as_ref().map(ToString::to_string).as_deref(), Ok(text));
         }
     }
 

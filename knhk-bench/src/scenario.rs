@@ -14,6 +14,13 @@ use serde::Serialize;
 use crate::network::{LatencyModel, NetworkConfig, Partition, RegionMatrix};
 use crate::sim::{SimConfig, Simulator};
 
+/// Intervals the partition scenario keeps the mesh split.
+const PARTITION_INTERVALS: u64 = 20;
+/// Intervals after which the nodes crashed by the churn scenario restart.
+const CHURN_RESTART_INTERVALS: u64 = 5;
+/// Intervals before the churn scenario may declare convergence.
+const CHURN_SETTLE_INTERVALS: u64 = 10;
+
 /// Which run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
@@ -42,6 +49,45 @@ impl Scenario {
             Self::Partition => "partition",
             Self::Churn => "churn",
             Self::Byzantine => "byzantine",
+        }
+    }
+
+    /// The faults this scenario injects with gossip interval `interval_ms`.
+    pub fn events(self, interval_ms: u64) -> Vec<Event> {
+        let interval = interval_ms.max(1);
+        match self {
+            Self::Partition => vec![
+                Event {
+                    at_ms: 0,
+                    what: "partition cut",
+                },
+                Event {
+                    at_ms: PARTITION_INTERVALS.saturating_mul(interval),
+                    what: "partition healed",
+                },
+            ],
+            Self::Churn => vec![
+                Event {
+                    at_ms: 0,
+                    what: "10% of nodes crash",
+                },
+                Event {
+                    at_ms: CHURN_RESTART_INTERVALS.saturating_mul(interval),
+                    what: "crashed nodes restart",
+                },
+            ],
+            Self::Broadcast | Self::ConcurrentWrites | Self::Byzantine => Vec::new(),
+        }
+    }
+
+    /// Virtual ms after the write before which this scenario does not declare
+    /// convergence (a partition must have healed, churn must have settled).
+    pub fn not_before_ms(self, interval_ms: u64) -> u64 {
+        let interval = interval_ms.max(1);
+        match self {
+            Self::Partition => PARTITION_INTERVALS.saturating_mul(interval),
+            Self::Churn => CHURN_SETTLE_INTERVALS.saturating_mul(interval),
+            Self::Broadcast | Self::ConcurrentWrites | Self::Byzantine => 0,
         }
     }
 }
@@ -131,8 +177,24 @@ pub struct Report {
     pub forward_news: bool,
     /// Synchronous rounds (every node's rounds at the same instants).
     pub synchronous: bool,
+    /// Maximum clock skew per node (ms).
+    pub max_clock_skew_ms: u64,
+    /// The run gave up this long (virtual ms) after the write.
+    pub deadline_ms: u64,
+    /// Virtual ms of the idle measurement after convergence (0: not measured).
+    pub idle_ms: u64,
+    /// The scenario declares convergence no earlier than this (virtual ms since the
+    /// write): when the partition has healed, or the churn has settled; 0 otherwise.
+    pub not_before_ms: u64,
+    /// The scenario's faults on the timeline of `coverage` (a partition's cut and heal,
+    /// the crashes and restarts of churn); empty for the others.
+    pub events: Vec<Event>,
     /// Every live node ended with the same root within the deadline.
     pub converged: bool,
+    /// Live nodes when the run stopped (at convergence or at the deadline).
+    pub live_nodes: usize,
+    /// Of those, the nodes holding every write of the scenario.
+    pub nodes_with_update: usize,
     /// Virtual µs from the first write until every live node held the same root.
     pub convergence_us: Option<u64>,
     /// `convergence_us / interval`: time in units of the interval. Nodes fire at random
@@ -165,7 +227,8 @@ pub struct Report {
     pub frames_dropped: u64,
     /// Byzantine frames refused by honest nodes (byzantine scenario).
     pub byzantine_rejected: u64,
-    /// `[virtual ms since the first write, fraction of live nodes that have it]`.
+    /// `[virtual ms since the first write, fraction of live nodes that have it]`; the
+    /// last sample is at convergence, or at the deadline for a run that missed it.
     pub coverage: Vec<(u64, f64)>,
     /// Wall-clock time of the run (ms); differs between identical runs.
     pub wall_ms: u64,
@@ -173,6 +236,33 @@ pub struct Report {
     pub peak_rss_bytes: u64,
     /// `peak_rss_bytes / nodes`: measured memory per node, simulator included.
     pub rss_bytes_per_node: u64,
+}
+
+/// A fault a scenario injects, at a virtual time on the timeline of
+/// [`Report::coverage`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Event {
+    /// Virtual ms since the first write.
+    pub at_ms: u64,
+    /// What happened, in a few words (a plot label).
+    pub what: &'static str,
+}
+
+/// How far a run has got, for a progress display ([`run_with_progress`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// Waiting for convergence: virtual ms since the write (the run gives up at
+    /// [`RunConfig::deadline_ms`]).
+    Converging {
+        /// Virtual ms since the write.
+        virtual_ms: u64,
+    },
+    /// Measuring idle traffic after convergence (or the deadline): virtual ms into this
+    /// phase, which lasts [`RunConfig::idle_ms`].
+    Idle {
+        /// Virtual ms since the idle phase began.
+        virtual_ms: u64,
+    },
 }
 
 /// Reads a `/proc/self/status` field in bytes (0 where unavailable).
@@ -189,8 +279,21 @@ fn proc_status_bytes(field: &str) -> u64 {
         .map_or(0, |kb| kb * 1_024)
 }
 
-/// Runs one scenario. `progress`, if given, is called with the virtual ms reached.
+/// Runs one scenario. `progress` is called with the virtual ms reached since the write,
+/// each time it advances by a millisecond or more while the run waits for convergence
+/// (not during the idle phase; see [`run_with_progress`]).
 pub fn run(config: &RunConfig, progress: &mut dyn FnMut(u64)) -> Report {
+    run_with_progress(config, &mut |reached| {
+        if let Progress::Converging { virtual_ms } = reached {
+            progress(virtual_ms);
+        }
+    })
+}
+
+/// Runs one scenario, calling `progress` each time virtual time advances by a
+/// millisecond or more, in every phase after the nodes have started: cheap enough for a
+/// live display, and the same run whatever `progress` does.
+pub fn run_with_progress(config: &RunConfig, progress: &mut dyn FnMut(Progress)) -> Report {
     let wall = Instant::now();
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed ^ 0x7363_656e_6172_696f);
     let byzantine_seeds: Vec<[u8; 32]> = match config.scenario {
@@ -226,24 +329,25 @@ pub fn run(config: &RunConfig, progress: &mut dyn FnMut(u64)) -> Report {
     });
 
     // Every round timer starts within one interval; begin after two.
-    sim.run_for(2 * interval, interval, |_| {});
+    sim.run_for(interval.saturating_mul(2), interval, |_| {});
     let t0 = sim.now_ms();
     let before = sim.traffic();
     let byzantine: Vec<SimSigner> = byzantine_seeds
         .iter()
         .map(|seed| sim.signer_for(*seed))
         .collect();
-    let writers = setup(config, &mut sim, &byzantine, &mut rng, t0);
+    progress(Progress::Converging { virtual_ms: 0 });
+    let writers = setup(config, &mut sim, &byzantine, &mut rng, t0, progress);
 
     let mut coverage = vec![(
         0,
         sim.fraction_of_live(|core| writers.iter().all(|w| holds(core, w))),
     )];
     let sample_every = (interval / 10).max(1);
-    let deadline = t0 + config.deadline_ms;
+    let deadline = t0.saturating_add(config.deadline_ms);
     let mut next_sample = t0 + sample_every;
-    let mut next_progress = t0;
-    let scenario = config.scenario;
+    let mut reported = sim.now_ms();
+    let not_before = t0.saturating_add(config.scenario.not_before_ms(interval));
     let done = sim.run_until(deadline, |sim| {
         let now = sim.now_ms();
         if now >= next_sample {
@@ -251,16 +355,37 @@ pub fn run(config: &RunConfig, progress: &mut dyn FnMut(u64)) -> Report {
             coverage.push((now - t0, fraction));
             next_sample = now + sample_every;
         }
-        if now >= next_progress {
-            progress(now - t0);
-            next_progress = now + 1_000;
+        if now > reported {
+            progress(Progress::Converging {
+                virtual_ms: now - t0,
+            });
+            reported = now;
         }
-        finished(sim, scenario, t0, interval) && sim.live_roots_agree()
+        now >= not_before && sim.live_roots_agree()
     });
     let after = sim.traffic();
-    if let Some(at) = done {
-        let fraction = sim.fraction_of_live(|core| writers.iter().all(|w| holds(core, w)));
-        coverage.push((at / 1_000 - t0, fraction));
+    let (live_nodes, nodes_with_update) =
+        (0..sim.len())
+            .filter(|&i| sim.is_alive(i))
+            .fold((0, 0), |(live, holding), i| {
+                let has = writers.iter().all(|w| holds(sim.gossip(i), w));
+                (live + 1, holding + usize::from(has))
+            });
+    let fraction = if live_nodes == 0 {
+        0.0
+    } else {
+        nodes_with_update as f64 / live_nodes as f64
+    };
+    match done {
+        Some(at) => coverage.push((at / 1_000 - t0, fraction)),
+        // Nothing happens between the last event and the deadline: the coverage there
+        // (or where the scenario's setup left the clock, if that is later).
+        None => {
+            let stopped = (sim.now_ms() - t0).max(config.deadline_ms);
+            if coverage.last().is_some_and(|(ms, _)| *ms < stopped) {
+                coverage.push((stopped, fraction));
+            }
+        }
     }
     let byzantine_rejected = (0..sim.len())
         .map(|i| {
@@ -280,7 +405,12 @@ pub fn run(config: &RunConfig, progress: &mut dyn FnMut(u64)) -> Report {
     // Idle cost: nothing changes; only the gossip keeps going.
     let idle_start = sim.traffic();
     let idle_from = sim.now_ms();
-    sim.run_for(idle_from + config.idle_ms, interval, |_| {});
+    progress(Progress::Idle { virtual_ms: 0 });
+    sim.run_for(idle_from.saturating_add(config.idle_ms), 1, |sim| {
+        progress(Progress::Idle {
+            virtual_ms: sim.now_ms() - idle_from,
+        });
+    });
     let idle_bytes = sim.traffic().bytes - idle_start.bytes;
     let idle_seconds = config.idle_ms.max(1) as f64 / 1_000.0;
 
@@ -302,7 +432,14 @@ pub fn run(config: &RunConfig, progress: &mut dyn FnMut(u64)) -> Report {
         loss: config.loss,
         forward_news: config.forward_news,
         synchronous: config.synchronous,
+        max_clock_skew_ms: config.max_clock_skew_ms,
+        deadline_ms: config.deadline_ms,
+        idle_ms: config.idle_ms,
+        not_before_ms: config.scenario.not_before_ms(interval),
+        events: config.scenario.events(interval),
         converged: done.is_some(),
+        live_nodes,
+        nodes_with_update,
         convergence_us,
         interval_rounds: convergence_us.map(|us| us as f64 / interval_us as f64),
         rounds: convergence_us
@@ -336,15 +473,6 @@ fn holds(core: &GossipLayer, written: &Written) -> bool {
     core.state().version().get(&written.writer) >= 1 || core.get(&written.key).is_some()
 }
 
-/// Extra conditions before convergence may be declared (partitions must have healed).
-fn finished(sim: &Simulator, scenario: Scenario, t0: u64, interval: u64) -> bool {
-    match scenario {
-        Scenario::Partition => sim.now_ms() >= t0 + 20 * interval,
-        Scenario::Churn => sim.now_ms() >= t0 + 10 * interval,
-        _ => true,
-    }
-}
-
 /// Makes the scenario's writes and faults at virtual time `t0`; returns what must arrive.
 fn setup(
     config: &RunConfig,
@@ -352,6 +480,7 @@ fn setup(
     byzantine: &[SimSigner],
     rng: &mut ChaCha8Rng,
     t0: u64,
+    progress: &mut dyn FnMut(Progress),
 ) -> Vec<Written> {
     let n = sim.len();
     let write = |sim: &mut Simulator, node: usize, key: &str| {
@@ -371,7 +500,7 @@ fn setup(
                 .collect()
         }
         Scenario::Partition => {
-            let heal = t0 + 20 * config.interval_ms.max(1);
+            let heal = t0 + PARTITION_INTERVALS.saturating_mul(config.interval_ms.max(1));
             sim.set_partition(Partition {
                 group: (0..n).map(|i| u8::from(i >= n / 2)).collect(),
                 from_ms: t0,
@@ -385,8 +514,12 @@ fn setup(
                 sim.crash(node);
             }
             let written = vec![write(sim, 0, "during-churn")];
-            let back_at = t0 + 5 * config.interval_ms.max(1);
-            sim.run_for(back_at, config.interval_ms.max(1), |_| {});
+            let back_at = t0 + CHURN_RESTART_INTERVALS.saturating_mul(config.interval_ms.max(1));
+            sim.run_for(back_at, 1, |sim| {
+                progress(Progress::Converging {
+                    virtual_ms: sim.now_ms() - t0,
+                });
+            });
             for (k, &node) in crashed.iter().enumerate() {
                 sim.restart(node, k % 2 == 0);
             }

@@ -13,11 +13,19 @@ use clap::Parser;
 use knhk_bench::telemetry_live;
 use knhk_telemetry::{Collector, TelemetryError, init_from_env};
 
-/// Runs real meshes and reports the telemetry they emit.
+/// Runs the live telemetry scenario on real meshes and records every span, event and
+/// metric they emit.
+///
+/// The meshes: ten nodes on the in-memory transport plus a member that sends garbage
+/// until it is banned; three nodes over QUIC with mutual TLS, and a stranger whose
+/// handshakes are refused; three QUIC nodes with the topology layer, of which one
+/// leaves and one crashes. What they emit is written as JSON (what `cargo xtask weaver`
+/// compares with the registry) or exported over OTLP (for `weaver registry live-check`).
+/// Takes a few seconds of wall-clock time.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(name = "knhk-telemetry-live", version)]
 struct Args {
-    /// Write what was emitted to this JSON file.
+    /// Write what was emitted to this JSON file [default: emitted.json].
     #[arg(long, conflicts_with = "otlp")]
     json: Option<PathBuf>,
     /// Export over OTLP to OTEL_EXPORTER_OTLP_ENDPOINT instead.
