@@ -1,8 +1,8 @@
 //! Project automation, run as `cargo xtask <command>` so that CI and developers run the
 //! very same steps.
 //!
-//! - `ci`: everything CI checks, in order: `fmt`, `layers`, `weaver`, `clippy`, `test`,
-//!   `doc`, `loom`.
+//! - `ci`: everything CI checks, in order: `fmt`, `layers`, `hakari`, `weaver`, `clippy`,
+//!   `test`, `doc`, `loom`.
 //! - each step on its own: `cargo xtask fmt`, `cargo xtask clippy`, …
 //! - `weaver gen`: regenerates `knhk-telemetry/src/semconv.rs` and `docs/TELEMETRY.md`
 //!   from `registry/`.
@@ -22,6 +22,7 @@ type Step = (&'static str, fn() -> Result<(), String>);
 const STEPS: &[Step] = &[
     ("fmt", fmt),
     ("layers", layers::check),
+    ("hakari", hakari),
     ("weaver", weaver::check),
     ("clippy", clippy),
     ("test", test),
@@ -121,6 +122,35 @@ fn has_nextest() -> bool {
         .args(["nextest", "--version"])
         .output()
         .is_ok_and(|output| output.status.success())
+}
+
+/// `cargo hakari`: the workspace-hack crate is what `generate` writes, every crate
+/// depends on it, and it unifies every third-party
+/// feature the workspace uses, so that one build serves every `-p` (a stale one costs
+/// rebuilds, never correctness). Needs `cargo-hakari` (`.ci/run` installs it); without
+/// it the step says so and passes, unless `KNHK_REQUIRE_TOOLS=1`.
+fn hakari() -> Result<(), String> {
+    let program = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let installed = Command::new(&program)
+        .args(["hakari", "--version"])
+        .output()
+        .is_ok_and(|output| output.status.success());
+    if !installed {
+        if std::env::var("KNHK_REQUIRE_TOOLS").as_deref() == Ok("1") {
+            return Err("KNHK_REQUIRE_TOOLS=1 but cargo-hakari is not installed".into());
+        }
+        eprintln!("    cargo-hakari not found; skipped (cargo install cargo-hakari --locked)");
+        return Ok(());
+    }
+    let stale = |error: String| {
+        format!(
+            "{error}: run `cargo hakari generate && cargo hakari manage-deps` and commit the result"
+        )
+    };
+    // Exactly what `generate` would write, and every crate depending on it.
+    cargo(&["hakari", "generate", "--diff"], &[]).map_err(stale)?;
+    cargo(&["hakari", "manage-deps", "--dry-run"], &[]).map_err(stale)?;
+    cargo(&["hakari", "verify"], &[]).map_err(stale)
 }
 
 fn fmt() -> Result<(), String> {
