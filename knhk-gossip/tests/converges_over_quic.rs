@@ -64,6 +64,35 @@ async fn ten_nodes_converge_over_quic_with_mutual_tls() {
     }
 }
 
+/// Two nodes with equal roots both come to say so: `converged` turns true on each once
+/// its peer has answered its pulls with that root for the required rounds. (A new user
+/// saw `converged: false` on two nodes with equal roots: it is false until those rounds
+/// have passed, and must not stay false.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_with_equal_roots_both_report_converged() {
+    let meshes = meshes(2, 40).await;
+    meshes[0].put("pair/a", b"1".to_vec()).await.unwrap();
+    meshes[1].put("pair/b", b"2".to_vec()).await.unwrap();
+    wait_converged(&meshes, "pair/a", b"1", 20).await;
+    for _ in 0..1_000 {
+        let mut converged = true;
+        for mesh in &meshes {
+            converged &= mesh.status().await.unwrap().gossip.converged;
+        }
+        if converged {
+            let [a, b] = [&meshes[0], &meshes[1]].map(|mesh| mesh.status());
+            let (a, b) = (a.await.unwrap().gossip, b.await.unwrap().gossip);
+            assert_eq!(a.root_hex(), b.root_hex(), "{a} / {b}");
+            for mesh in meshes {
+                mesh.shutdown().await.unwrap();
+            }
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("equal roots, but not both converged within 20 s");
+}
+
 fn push_frame(from: &NodeKey, nonce: u64, delta: &Delta) -> Bytes {
     let now = UnixMillis::from_system_time(std::time::SystemTime::now());
     Bytes::from(knhk_gossip::testing::push_frame(from, now, nonce, delta))
