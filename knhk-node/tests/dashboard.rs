@@ -115,6 +115,16 @@ async fn member_rows(page: &Client) -> Vec<(String, String)> {
     rows
 }
 
+/// The text of the element with `id` (which must be there).
+async fn text_of(page: &Client, id: &str) -> String {
+    page.find(Locator::Id(id))
+        .await
+        .unwrap_or_else(|error| panic!("#{id}: {error}"))
+        .text()
+        .await
+        .unwrap()
+}
+
 #[test]
 fn the_dashboard_shows_the_members_of_a_three_node_mesh_and_a_new_write() {
     let required = std::env::var("KNHK_REQUIRE_TOOLS").is_ok_and(|v| v == "1");
@@ -152,13 +162,7 @@ fn the_dashboard_shows_the_members_of_a_three_node_mesh_and_a_new_write() {
                 .ok()
         })
         .await;
-        let shown_id = page
-            .find(Locator::Id("node-id"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let shown_id = text_of(&page, "node-id").await;
         assert_eq!(
             shown_id, nodes[0].id,
             "the header names the node serving the page"
@@ -195,13 +199,7 @@ fn the_dashboard_shows_the_members_of_a_three_node_mesh_and_a_new_write() {
         let text = row.text().await.unwrap();
         assert!(text.contains("hello from n1"), "update row: {text}");
 
-        let converged = page
-            .find(Locator::Id("converged"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let converged = text_of(&page, "converged").await;
         assert!(
             !converged.trim().is_empty() && converged != "…",
             "{converged}"
