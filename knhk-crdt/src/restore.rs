@@ -72,6 +72,16 @@ impl VersionedState {
         // Loose, so that a writer that equivocated (two entries, one counter, both
         // held on different keys) restores as it was held.
         let from_entries = state.merge_entries(&saved.entries, verifier)?;
+        // Merges verify only what would win. A stored copy that did not (a damaged
+        // duplicate of a proof, whose altered digest orders below the genuine one) must
+        // verify too, or a damaged file could pass unnoticed.
+        for entry in saved.entries.iter().chain(&saved.proofs) {
+            let held =
+                state.entry(&entry.key) == Some(entry) || state.proof(&entry.writer) == Some(entry);
+            if !held {
+                entry.verify(verifier)?;
+            }
+        }
         let mut updated_keys = from_proofs.updated_keys;
         updated_keys.extend(from_entries.updated_keys);
         updated_keys.sort_unstable();
@@ -140,12 +150,26 @@ mod tests {
 
     #[test]
     fn an_entry_altered_on_disk_is_refused() {
+        // Every stored entry and proof in turn: which one is altered must not matter
+        // (once, only altered copies whose digest ordered above the genuine one were
+        // caught, so the test passed or failed with the map's iteration order).
         let (state, _) = written();
-        let mut saved = SavedState::of(&state);
-        saved.entries[0].value = Some(b"tampered".to_vec());
-        let error =
-            VersionedState::restore(StateConfig::default(), &saved, &mut verifier()).unwrap_err();
-        assert!(matches!(error, CrdtError::BadSignature { .. }), "{error:?}");
+        let saved = SavedState::of(&state);
+        for index in 0..saved.entries.len() + saved.proofs.len() {
+            let mut altered = saved.clone();
+            let entry = if index < saved.entries.len() {
+                &mut altered.entries[index]
+            } else {
+                &mut altered.proofs[index - saved.entries.len()]
+            };
+            entry.value = Some(b"tampered".to_vec());
+            let error = VersionedState::restore(StateConfig::default(), &altered, &mut verifier())
+                .unwrap_err();
+            assert!(
+                matches!(error, CrdtError::BadSignature { .. }),
+                "altered #{index}: {error:?}"
+            );
+        }
     }
 
     #[test]
