@@ -16,4 +16,5 @@ pub mod network;
 pub mod peer_choice;
 pub mod scenario;
 pub mod sim;
+pub mod sweep;
 pub mod telemetry_live;

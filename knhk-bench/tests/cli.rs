@@ -236,3 +236,55 @@ fn an_existing_report_survives_a_refused_command_line() {
     );
     let _ = std::fs::remove_file(&json);
 }
+
+fn knhk_sweep(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_knhk-sweep"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_sweep_reports_each_scenario_and_a_failing_seed_with_its_replay_command() {
+    let held = knhk_sweep(&["--scenario", "loss", "--seeds", "3", "--nodes", "8"]);
+    assert_eq!(held.status.code(), Some(0), "{}", text(&held.stderr));
+    let line = text(&held.stdout);
+    assert!(
+        line.starts_with("loss: 3 seeds (0..3) at 8 nodes: 0 failed;"),
+        "{line}"
+    );
+
+    // A 1 ms deadline: no seed converges, each is named with the command replaying it.
+    let failed = knhk_sweep(&[
+        "--scenario",
+        "loss",
+        "--seeds",
+        "2",
+        "--first-seed",
+        "7",
+        "--nodes",
+        "8",
+        "--deadline-ms",
+        "1",
+    ]);
+    assert_eq!(failed.status.code(), Some(1));
+    let stderr = text(&failed.stderr);
+    assert!(stderr.contains("seed 7: live nodes disagree"), "{stderr}");
+    assert!(stderr.contains("seed 8: "), "{stderr}");
+    assert!(
+        stderr.contains("replay: cargo run --release -p knhk-bench --bin knhk-sweep -- --scenario loss --nodes 8 --first-seed 7 --seeds 1"),
+        "{stderr}"
+    );
+
+    for (args, named) in [
+        (&["--scenario", "nope"][..], "--scenario"),
+        (&["--seeds", "0"][..], "--seeds"),
+        (&["--nodes", "-3"][..], "--nodes"),
+    ] {
+        let refused = knhk_sweep(args);
+        let stderr = text(&refused.stderr);
+        assert_eq!(refused.status.code(), Some(2), "{args:?}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.contains(named), "{args:?}: {stderr}");
+    }
+}

@@ -2,7 +2,11 @@
 //! very same steps.
 //!
 //! - `ci`: everything CI checks, in order: `fmt`, `layers`, `hakari`, `weaver`, `clippy`,
-//!   `test`, `doc`, `loom`.
+//!   `test`, `doc`, `loom`, `sweep` (50 seeds of every fault scenario).
+//! - `sweep [--release] [knhk-sweep arguments]`: the simulator over many seeds
+//!   (`cargo xtask sweep --release --scenario partition --seeds 1000`); fails on any
+//!   seed whose live nodes disagree on the root and prints the command that replays it.
+//!   Without arguments, the CI size.
 //! - each step on its own: `cargo xtask fmt`, `cargo xtask clippy`, …
 //! - `weaver gen`: regenerates `knhk-telemetry/src/semconv.rs` and `docs/TELEMETRY.md`
 //!   from `registry/`.
@@ -28,6 +32,7 @@ const STEPS: &[Step] = &[
     ("test", test),
     ("doc", doc),
     ("loom", loom),
+    ("sweep", sweep_ci),
 ];
 
 fn main() -> ExitCode {
@@ -39,6 +44,15 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
                     eprintln!("xtask weaver gen: {error}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Some("sweep") if args.len() > 1 => {
+            return match sweep(&args[1..]) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("xtask sweep: {error}");
                     ExitCode::FAILURE
                 }
             };
@@ -151,6 +165,32 @@ fn hakari() -> Result<(), String> {
     cargo(&["hakari", "generate", "--diff"], &[]).map_err(stale)?;
     cargo(&["hakari", "manage-deps", "--dry-run"], &[]).map_err(stale)?;
     cargo(&["hakari", "verify"], &[]).map_err(stale)
+}
+
+/// `cargo xtask sweep [--release] ARGS`: `knhk-sweep ARGS` (see `knhk-bench`).
+fn sweep(args: &[String]) -> Result<(), String> {
+    let release = args.iter().any(|arg| arg == "--release");
+    let mut command = vec!["run", "-q"];
+    if release {
+        command.push("--release");
+    }
+    command.extend(["-p", "knhk-bench", "--bin", "knhk-sweep", "--"]);
+    command.extend(
+        args.iter()
+            .filter(|arg| *arg != "--release")
+            .map(String::as_str),
+    );
+    cargo(&command, &[])
+}
+
+/// The sweep's CI size: 50 seeds of every fault scenario at 20 nodes (the 1,000-seed
+/// runs are in docs/RELIABILITY.md).
+fn sweep_ci() -> Result<(), String> {
+    let args: Vec<String> = ["--scenario", "all", "--seeds", "50", "--nodes", "20"]
+        .into_iter()
+        .map(String::from)
+        .collect();
+    sweep(&args)
 }
 
 fn fmt() -> Result<(), String> {
