@@ -59,6 +59,22 @@ pub struct ChurnReport {
     pub deaths_declared: u64,
 }
 
+/// The failure detector and views of the small churn runs (tests, sweeps): probes
+/// every 200 ms with a 100 ms timeout, 8 probed members and a reserve of 16.
+pub fn small_mesh() -> (TopologyConfig, ViewConfig) {
+    let topology = TopologyConfig {
+        probe_interval: std::time::Duration::from_millis(200),
+        probe_timeout: std::time::Duration::from_millis(100),
+        ..TopologyConfig::default()
+    };
+    let view = ViewConfig {
+        active: 8,
+        reserve: 16,
+        ..ViewConfig::default()
+    };
+    (topology, view)
+}
+
 /// A settled mesh of `nodes`; every minute for `minutes`, `per_minute` random live
 /// nodes crash and as many new nodes join (each through one random live node), at even
 /// intervals, and a random live node writes a key at each crash. Then churn stops and
@@ -266,21 +282,11 @@ impl ViewGraph {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn a_small_mesh_under_churn_stays_connected_and_converges() {
         // 60 nodes, 3 crashed and 3 joined a minute (5 %) for 2 minutes, views of 8 + 16.
-        let topology = TopologyConfig {
-            probe_interval: Duration::from_millis(200),
-            probe_timeout: Duration::from_millis(100),
-            ..TopologyConfig::default()
-        };
-        let view = ViewConfig {
-            active: 8,
-            reserve: 16,
-            ..ViewConfig::default()
-        };
+        let (topology, view) = small_mesh();
         let report = churn(60, 1, &topology, view, 2, 3, 30_000);
         println!("{report:?}");
         assert_eq!((report.crashed, report.joined), (6, 6), "{report:?}");

@@ -5,9 +5,6 @@
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
-
-use knhk_topology::{TopologyConfig, ViewConfig};
 
 use crate::crypto::CryptoMode;
 use crate::network::LatencyModel;
@@ -186,16 +183,7 @@ fn run_one(
         );
         return (Err(reason), converged_ms);
     }
-    let topology = TopologyConfig {
-        probe_interval: Duration::from_millis(200),
-        probe_timeout: Duration::from_millis(100),
-        ..TopologyConfig::default()
-    };
-    let view = ViewConfig {
-        active: 8,
-        reserve: 16,
-        ..ViewConfig::default()
-    };
+    let (topology, view) = crate::churn::small_mesh();
     let per_minute = (nodes / 20).max(1);
     let report = crate::churn::churn(nodes, seed, &topology, view, 1, per_minute, 30_000);
     let verdict = if report.converged_ms.is_none() {

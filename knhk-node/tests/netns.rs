@@ -25,7 +25,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{BIN, eventually, knhk, stdout};
+use common::{BIN, eventually};
 use serde_json::Value;
 
 const NODES: usize = 5;
@@ -268,29 +268,10 @@ impl Drop for Host {
 
 /// Keys, certificates and configs for `NODES` hosts on `network` (not started).
 fn hosts(root: &std::path::Path, network: &Network) -> Vec<Host> {
-    let authority = stdout(&knhk(&["keygen", "--out", "admission.key"], root));
+    let authority = common::admission_key(root);
     let mut hosts: Vec<Host> = Vec::new();
     for i in 0..NODES {
-        let dir = root.join(format!("n{i}"));
-        std::fs::create_dir(&dir).unwrap();
-        let id = stdout(&knhk(&["keygen", "--out", "node.key"], &dir));
-        let cert = dir.join("node.cert").display().to_string();
-        stdout(&knhk(
-            &[
-                "certify",
-                "--authority-key",
-                "admission.key",
-                "--agent",
-                &id,
-                "--cluster",
-                "netns",
-                "--days",
-                "1",
-                "--out",
-                &cert,
-            ],
-            root,
-        ));
+        let (dir, id) = common::certified_node(root, i, "netns");
         let address = network.address(i);
         let seeds = hosts
             .first()
@@ -315,33 +296,27 @@ fn hosts(root: &std::path::Path, network: &Network) -> Vec<Host> {
     hosts
 }
 
-/// Whether this kernel can delay packets (`sch_netem`): tries it on a veth of its own.
+/// `ip netns exec namespace args…`, ready to run.
+fn in_namespace(namespace: &str, args: &[&str]) -> Command {
+    let mut command = Command::new("ip");
+    command.args(["netns", "exec", namespace]).args(args);
+    command
+}
+
+/// Whether this kernel can delay packets (`sch_netem`): tries it on a namespace's
+/// loopback.
 fn kernel_has_netem(network: &Network) -> bool {
-    Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &network.namespaces[0],
-            "tc",
-            "qdisc",
-            "add",
-        ])
-        .args(["dev", "lo", "root", "netem", "delay", "1ms"])
-        .output()
-        .is_ok_and(|output| {
-            let _ = Command::new("ip")
-                .args([
-                    "netns",
-                    "exec",
-                    &network.namespaces[0],
-                    "tc",
-                    "qdisc",
-                    "del",
-                ])
-                .args(["dev", "lo", "root"])
-                .output();
-            output.status.success()
-        })
+    let namespace = &network.namespaces[0];
+    let qdisc = |action: &str, rest: &[&str]| {
+        let mut args = vec!["tc", "qdisc", action, "dev", "lo", "root"];
+        args.extend_from_slice(rest);
+        in_namespace(namespace, &args).output()
+    };
+    let added = qdisc("add", &["netem", "delay", "1ms"]).is_ok_and(|o| o.status.success());
+    if added {
+        let _ = qdisc("del", &[]);
+    }
+    added
 }
 
 /// Drops `percent` % of the packets arriving in `namespace` (nftables). Returns false

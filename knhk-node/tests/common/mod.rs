@@ -119,31 +119,44 @@ pub fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
     }
 }
 
+/// A new node directory `root/n{index}` with a key (`node.key`) and a certificate
+/// (`node.cert`) for `cluster`, signed by `root/admission.key`. Returns the directory
+/// and the node's id.
+pub fn certified_node(root: &Path, index: usize, cluster: &str) -> (PathBuf, String) {
+    let dir = root.join(format!("n{index}"));
+    std::fs::create_dir(&dir).unwrap();
+    let id = stdout(&knhk(&["keygen", "--out", "node.key"], &dir));
+    let cert = dir.join("node.cert").display().to_string();
+    stdout(&knhk(
+        &[
+            "certify",
+            "--authority-key",
+            "admission.key",
+            "--agent",
+            &id,
+            "--cluster",
+            cluster,
+            "--days",
+            "1",
+            "--out",
+            &cert,
+        ],
+        root,
+    ));
+    (dir, id)
+}
+
+/// A cluster's admission key (`root/admission.key`); returns the authority's id.
+pub fn admission_key(root: &Path) -> String {
+    stdout(&knhk(&["keygen", "--out", "admission.key"], root))
+}
+
 /// A cluster's admission key, and `n` nodes certified by it (not started).
 pub fn cluster(root: &Path, n: usize) -> Vec<Node> {
-    let authority = stdout(&knhk(&["keygen", "--out", "admission.key"], root));
+    let authority = admission_key(root);
     let mut nodes: Vec<Node> = Vec::new();
     for i in 0..n {
-        let dir = root.join(format!("n{i}"));
-        std::fs::create_dir(&dir).unwrap();
-        let id = stdout(&knhk(&["keygen", "--out", "node.key"], &dir));
-        let cert = dir.join("node.cert").display().to_string();
-        stdout(&knhk(
-            &[
-                "certify",
-                "--authority-key",
-                "admission.key",
-                "--agent",
-                &id,
-                "--cluster",
-                "test",
-                "--days",
-                "1",
-                "--out",
-                &cert,
-            ],
-            root,
-        ));
+        let (dir, id) = certified_node(root, i, "test");
         let (quic, admin) = (free_port(), free_port());
         let seeds = nodes
             .first()
