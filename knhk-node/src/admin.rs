@@ -23,8 +23,10 @@ use knhk_gossip::GossipError;
 use knhk_security::RejectReason;
 use knhk_telemetry::PrometheusMetrics;
 use knhk_topology::runtime::state_name;
+use knhk_types::UnixMillis;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use std::time::SystemTime;
 use tokio::sync::watch;
 
 use crate::daemon::{Daemon, WriteError};
@@ -219,6 +221,14 @@ async fn status(State(state): State<Arc<AdminState>>, headers: HeaderMap) -> Api
             "{clock_refusals} frames refused for their timestamps: this node's clock or a peer's is off by more than the allowed skew; check NTP (the log names the sender)"
         ));
     }
+    let now_ms = UnixMillis::from_system_time(SystemTime::now()).0;
+    let certificate = info.certificate_expires.map(|expires| {
+        let left_s = (i128::from(expires.0) - i128::from(now_ms)) / 1_000;
+        if let Some(warning) = certificate_warning(left_s) {
+            warnings.push(warning);
+        }
+        json!({ "expires_ms": expires.0, "expires_in_s": left_s })
+    });
     let failures = store.failures.load(std::sync::atomic::Ordering::Relaxed);
     if failures > 0 {
         warnings.push(format!(
@@ -233,6 +243,7 @@ async fn status(State(state): State<Arc<AdminState>>, headers: HeaderMap) -> Api
         "uptime_s": info.started.elapsed().as_secs(),
         "addr": node.local_addr().to_string(),
         "admission": info.admission,
+        "certificate": certificate,
         "gossip": {
             "round": mesh.gossip.round,
             "root": hex(&mesh.gossip.root),
@@ -284,6 +295,28 @@ async fn status(State(state): State<Arc<AdminState>>, headers: HeaderMap) -> Api
         },
         "warnings": warnings,
     })))
+}
+
+/// Warn this long before this node's certificate expires.
+const CERTIFICATE_WARNING_S: i128 = 7 * 24 * 3_600;
+
+/// The status warning for a certificate `left_s` seconds from expiry (negative: past
+/// it), if it deserves one.
+fn certificate_warning(left_s: i128) -> Option<String> {
+    if left_s <= 0 {
+        Some(format!(
+            "this node's membership certificate expired {} s ago: peers refuse it; issue a new one (knhk-node certify) and restart",
+            -left_s
+        ))
+    } else if left_s < CERTIFICATE_WARNING_S {
+        Some(format!(
+            "this node's membership certificate expires in {} h {} min: issue a new one (knhk-node certify) and restart before then",
+            left_s / 3_600,
+            left_s % 3_600 / 60
+        ))
+    } else {
+        None
+    }
 }
 
 async fn members(State(state): State<Arc<AdminState>>, headers: HeaderMap) -> ApiResult {
@@ -513,4 +546,19 @@ async fn metrics(
 /// A root as the API shows it: 64 hex digits.
 pub fn hex(bytes: &[u8]) -> String {
     HEXLOWER.encode(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_certificate_is_worth_a_warning_within_a_week_of_expiry_and_after() {
+        assert_eq!(certificate_warning(CERTIFICATE_WARNING_S), None);
+        let soon = certificate_warning(2 * 3_600 + 5 * 60).unwrap();
+        assert!(soon.contains("expires in 2 h 5 min"), "{soon}");
+        let past = certificate_warning(-30).unwrap();
+        assert!(past.contains("expired 30 s ago: peers refuse it"), "{past}");
+        assert!(certificate_warning(0).unwrap().contains("expired 0 s ago"));
+    }
 }

@@ -76,6 +76,9 @@ pub struct NodeInfo {
     pub keys_restored: usize,
     /// The admission mode's name.
     pub admission: &'static str,
+    /// When this node's membership certificate expires (certificate admission only):
+    /// peers refuse the node after it.
+    pub certificate_expires: Option<UnixMillis>,
 }
 
 /// Why a write through the daemon failed.
@@ -114,6 +117,10 @@ impl Daemon {
     ) -> Result<(Arc<Self>, std::thread::JoinHandle<()>), NodeError> {
         let id = key.agent_id();
         let quic = quic_config(settings, id)?;
+        let certificate_expires = quic
+            .credentials
+            .as_ref()
+            .map(|certificate| certificate.claims.expires);
         let gossip = gossip_config(settings);
         let opened = Store::open(
             &settings.data_dir,
@@ -170,6 +177,7 @@ impl Daemon {
                     Admission::AllowList(_) => "allow-list",
                     Admission::Open => "open",
                 },
+                certificate_expires,
             },
         });
         let updates = daemon.node.mesh().subscribe();

@@ -365,3 +365,21 @@ fn a_list_answer_is_bounded_in_bytes_and_says_it_was_cut() {
     assert!((100..150).contains(&shown), "{shown} entries of 60 KiB");
     assert_eq!(list["keys"][0]["key"], "big/000", "sorted, from the start");
 }
+
+/// A node whose certificate ends within a week says so in its status (the tests issue
+/// one-day certificates), with the expiry in the JSON.
+#[test]
+fn a_certificate_near_its_expiry_is_a_status_warning() {
+    let root = tempfile::tempdir().unwrap();
+    let mut nodes = cluster(root.path(), 1);
+    nodes[0].start();
+    let text = stdout(&nodes[0].cli(&["status"]));
+    assert!(
+        text.contains("membership certificate expires in 23 h"),
+        "{text}"
+    );
+    let status: serde_json::Value =
+        serde_json::from_str(&stdout(&nodes[0].cli(&["status", "--json"]))).unwrap();
+    let left = status["certificate"]["expires_in_s"].as_i64().unwrap();
+    assert!((23 * 3_600..=24 * 3_600).contains(&left), "{status}");
+}
