@@ -58,7 +58,8 @@ impl Endpoint {
 
     /// `GET path` and its JSON answer.
     ///
-    /// Errors: [`NodeError::Request`] if the node cannot be reached or answers with an
+    /// Errors: [`NodeError::Unreachable`] if the node cannot be reached;
+    /// [`NodeError::Request`] if it answers with an
     /// error (its message is shown); [`NodeError::NotFound`] for a 404 on a key.
     pub fn get_json(&self, path: &str) -> Result<Value, NodeError> {
         let mut request = Self::agent(Some(Duration::from_secs(10))).get(self.url(path));
@@ -93,7 +94,8 @@ impl Endpoint {
     /// Streams `GET /v1/watch?prefix=` to `out`, one JSON line per update, until the
     /// node closes the stream.
     ///
-    /// Errors: as [`Endpoint::get_json`]; [`NodeError::File`] if `out` cannot be written.
+    /// Errors: as [`Endpoint::get_json`]; [`NodeError::StreamBroke`] if the stream is cut
+    /// after it opened; [`NodeError::File`] if `out` cannot be written.
     pub fn watch(&self, prefix: &str, out: &mut impl Write) -> Result<(), NodeError> {
         let url = self.url(&format!("/v1/watch?prefix={}", encode(prefix, false)));
         let mut request = Self::agent(None).get(url);
@@ -110,8 +112,7 @@ impl Endpoint {
         }
         let reader = std::io::BufReader::new(response.into_body().into_reader());
         for line in reader.lines() {
-            let line =
-                line.map_err(|error| NodeError::Request(format!("{STREAM_BROKE}: {error}")))?;
+            let line = line.map_err(|error| NodeError::StreamBroke(error.to_string()))?;
             if let Some(data) = line.strip_prefix("data:") {
                 writeln!(out, "{}", data.trim()).map_err(|source| NodeError::File {
                     path: PathBuf::from("<stdout>"),
@@ -151,7 +152,7 @@ impl Endpoint {
     pub fn watch_following(&self, prefix: &str, out: &mut impl Write) -> Result<(), NodeError> {
         match self.watch(prefix, out) {
             Ok(()) => {}
-            Err(NodeError::Request(message)) if message.starts_with(STREAM_BROKE) => {}
+            Err(NodeError::StreamBroke(_)) => {}
             Err(error) => return Err(error),
         }
         let mut attempt = 0;
@@ -167,8 +168,7 @@ impl Endpoint {
             match self.watch(prefix, out) {
                 // It was up again and has ended again: start the waits over.
                 Ok(()) => attempt = 0,
-                Err(NodeError::Request(message))
-                    if message.starts_with(UNREACHABLE) || message.starts_with(STREAM_BROKE) => {}
+                Err(NodeError::Unreachable(_) | NodeError::StreamBroke(_)) => {}
                 Err(error) => return Err(error),
             }
         }
@@ -194,15 +194,9 @@ fn encode(text: &str, keep_slash: bool) -> String {
     encoded
 }
 
-/// How the message of a watch stream cut mid-way begins.
-const STREAM_BROKE: &str = "the watch stream broke";
-
-/// How the message of a node that cannot be reached begins.
-const UNREACHABLE: &str = "cannot reach the node's admin endpoint";
-
 fn unreachable(base: &str, error: &ureq::Error) -> NodeError {
-    NodeError::Request(format!(
-        "{UNREACHABLE} at {base}: {error} (is `knhk-node run` up? --admin sets the address)"
+    NodeError::Unreachable(format!(
+        "cannot reach the node's admin endpoint at {base}: {error} (is `knhk-node run` up? --admin sets the address)"
     ))
 }
 

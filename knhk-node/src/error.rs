@@ -131,6 +131,12 @@ pub enum NodeError {
     /// A request to a running node's admin endpoint failed.
     #[error("{0}")]
     Request(String),
+    /// The node's admin endpoint could not be reached (the message says where).
+    #[error("{0}")]
+    Unreachable(String),
+    /// A watch stream was cut after it opened (the node went away).
+    #[error("the watch stream broke: {0}")]
+    StreamBroke(String),
     /// A key asked for is not there (the message says which).
     #[error("{0}")]
     NotFound(String),
