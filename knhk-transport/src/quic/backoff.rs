@@ -21,6 +21,12 @@ use crate::error::TransportError;
 pub(crate) const FIRST_WAIT: Duration = Duration::from_millis(500);
 /// The longest wait between tries.
 pub(crate) const LONGEST_WAIT: Duration = Duration::from_secs(30);
+/// Streaks remembered at most: peers gossip may name are unbounded over time (a hostile
+/// member can name fake ids at an address that refuses them), so when this many are
+/// held, those whose wait is over are forgotten, and if none is, the new refusal is not
+/// remembered (that peer is simply dialed again next time, as before backoff) nor
+/// warned of.
+pub(crate) const MAX_STREAKS: usize = 4_096;
 
 /// What a peer refused us with, to answer the dials it is spared.
 #[derive(Clone, Debug)]
@@ -72,6 +78,13 @@ impl RefusalBackoff {
     /// Records that `peer` refused us at `now`. Returns true when this refusal deserves
     /// a warning: the first of a streak, or one at the longest wait.
     pub(crate) fn refused(&self, peer: AgentId, now: Instant, refusal: Refusal) -> bool {
+        if self.streaks.len() >= MAX_STREAKS && !self.streaks.contains_key(&peer) {
+            self.streaks.retain(|_, streak| now < streak.retry_at);
+            if self.streaks.len() >= MAX_STREAKS {
+                // A flood of refusing ids: not remembered, and not worth a warning each.
+                return false;
+            }
+        }
         let mut streak = self.streaks.entry(peer).or_insert(Streak {
             refusals: 0,
             retry_at: now,
@@ -156,6 +169,34 @@ mod tests {
             warnings,
             [true, false, false, false, false, false, true, true, true]
         );
+    }
+
+    #[test]
+    fn streaks_are_bounded_and_expired_ones_make_room() {
+        let backoff = RefusalBackoff::default();
+        let now = Instant::now();
+        let id = |n: usize| {
+            let mut bytes = [0u8; 32];
+            bytes[..8].copy_from_slice(&(n as u64).to_le_bytes());
+            AgentId::from_bytes(bytes)
+        };
+        for n in 0..MAX_STREAKS + 10 {
+            backoff.refused(id(n), now, Refusal::Handshake("no".into()));
+        }
+        assert_eq!(
+            backoff.streaks.len(),
+            MAX_STREAKS,
+            "no room while every wait runs"
+        );
+        assert!(
+            backoff.check(&id(MAX_STREAKS + 5), now).is_ok(),
+            "not remembered"
+        );
+        // Once their waits are over, old streaks give way to new ones.
+        let later = now + FIRST_WAIT;
+        backoff.refused(id(MAX_STREAKS + 20), later, Refusal::Handshake("no".into()));
+        assert_eq!(backoff.streaks.len(), 1);
+        assert!(backoff.check(&id(MAX_STREAKS + 20), later).is_err());
     }
 
     #[test]
